@@ -5,4 +5,25 @@ where does the crop lie) and auto-cropping (predicting the crop a photographer
 would choose, learnt from the crops recorded in their library's XMP metadata).
 """
 
+import os as _os
+
 __version__ = '0.1.0'
+
+# XLA:CPU flags cropjax sets for itself, before JAX starts a backend. Routing
+# convolutions to YNNPACK (jaxlib 0.10's default) runs ResNet's 64-channel
+# convolutions at about 90 GFLOP/s on a 2-core AVX-512 machine; XLA's own
+# convolutions run them at about 150 (docs/benchmarks.md). Matrix products stay
+# on YNNPACK. A flag the user already set wins; CROPJAX_XLA_FLAGS=0 disables this.
+CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=individual_dot',)
+
+
+def _set_xla_flags() -> None:
+  if _os.environ.get('CROPJAX_XLA_FLAGS', '1') == '0':
+    return
+  current = _os.environ.get('XLA_FLAGS', '')
+  extra = [f for f in CPU_XLA_FLAGS if f.split('=')[0] not in current]
+  if extra:
+    _os.environ['XLA_FLAGS'] = ' '.join([current, *extra]).strip()
+
+
+_set_xla_flags()

@@ -1,0 +1,406 @@
+"""cropjax next to PyTorch on this machine, measured in one process.
+
+    python scripts/bench.py                        # all sections, all sizes
+    python scripts/bench.py --sections train --configs resnet18@64 --seconds 2
+    python scripts/bench.py --sections convs       # per-convolution formulations
+
+Sections (each a function registered in SECTIONS, so later work adds its own):
+  matmul   float32 matrix-product peak of JAX and of torch, the yardstick;
+  train    the pair model's train step (6-channel ResNet backbone, is_pair /
+           is_swapped / bounded box heads, cross-entropy + L1 + GIoU, SGD with
+           momentum, BatchNorm statistics updated) in cropjax and in an
+           equivalent PyTorch eager step (channels_last);
+  forward  the same models in inference mode;
+  convs    each convolution of ResNet-18 at 64 px in XLA's and im2col form.
+
+Frameworks are timed in alternating rounds and the median round is reported,
+so drift on a shared machine hits both. FLOPs per example come from XLA's cost
+analysis of the compiled cropjax computation and are used for both frameworks.
+Memory: the compiled step's working set from XLA's memory analysis
+(arguments + outputs + temporaries) next to the peak of torch's live
+allocations during one step (torch.profiler), plus the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # keep torch.profiler quiet
+# torchvision must load before TensorFlow (see tests/conftest.py); nothing here
+# imports TensorFlow, but keep the order for sections added later.
+import torch
+import torchvision
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cropjax import conv as conv_lib
+from cropjax import heads
+from cropjax import models
+
+# Batch sizes per configuration: what a 2-core CPU can step through in seconds.
+CONFIGS = {
+    'resnet18@64': ('resnet18', 64, 64),
+    'resnet18@128': ('resnet18', 128, 32),
+    'resnet50@224': ('resnet50', 224, 16),
+}
+
+
+@dataclasses.dataclass
+class Result:
+  section: str
+  config: str
+  jax_rate: float           # examples/s (matmul: GFLOP/s)
+  torch_rate: float
+  flops_per_example: float = 0.0
+  jax_mem: float = 0.0      # bytes
+  torch_mem: float = 0.0
+
+  @property
+  def ratio(self) -> float:
+    return self.jax_rate / self.torch_rate
+
+
+def _timed(fn: Callable[[], Any], seconds: float, min_calls: int = 2) -> float:
+  """Seconds per call of fn (which must block until its work is done)."""
+  calls, start = 0, time.perf_counter()
+  while calls < min_calls or time.perf_counter() - start < seconds:
+    fn()
+    calls += 1
+  return (time.perf_counter() - start) / calls
+
+
+def _alternate(jax_fn, torch_fn, seconds: float, rounds: int) -> tuple[float, float]:
+  """Median seconds per call of each, timed in alternating rounds."""
+  j, t = [], []
+  for _ in range(rounds):
+    t.append(_timed(torch_fn, seconds))
+    j.append(_timed(jax_fn, seconds))
+  return statistics.median(j), statistics.median(t)
+
+
+# ----------------------------------------------------------------------------- JAX
+
+
+def _jax_pair_model(arch: str, dtype) -> heads.PairModel:
+  return heads.PairModel(models.get(arch, num_classes=None, in_channels=6, dtype=dtype))
+
+
+def _pair_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  x0 = rng.uniform(0, 0.5, (batch, 2))
+  x1 = x0 + rng.uniform(0.1, 0.5, (batch, 2))
+  return {
+      'image': rng.standard_normal((batch, size, size, 6)).astype(np.float32),
+      'is_pair': rng.integers(0, 2, batch).astype(np.int32),
+      'is_swapped': rng.integers(0, 2, batch).astype(np.int32),
+      'box': np.concatenate([x0, x1], 1).astype(np.float32),
+  }
+
+
+def _jax_train(arch: str, size: int, batch: int, dtype):
+  model = _jax_pair_model(arch, dtype)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.zeros((1, size, size, 6)))
+  tx = optax.sgd(0.01, momentum=0.9)
+  state = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
+
+  def step(state, batch):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(p):
+      out, updates = model.apply({'params': p, 'batch_stats': batch_stats}, batch['image'],
+                                 train=True, mutable=['batch_stats'])
+      loss, _ = heads.pair_loss(out, batch)
+      return loss, updates['batch_stats']
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+  data = jax.device_put(_pair_batch(batch, size))
+  compiled = jax.jit(step, donate_argnums=0).lower(state, data).compile()
+  holder = [jax.device_put(state)]
+
+  def run():
+    holder[0], loss = compiled(holder[0], data)
+    loss.block_until_ready()
+
+  run()
+  return run, compiled
+
+
+def _jax_forward(arch: str, size: int, batch: int, dtype):
+  model = _jax_pair_model(arch, dtype)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.zeros((1, size, size, 6)))
+  images = jax.device_put(_pair_batch(batch, size)['image'])
+  compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).compile()
+
+  def run():
+    jax.block_until_ready(compiled(variables, images))
+
+  run()
+  return run, compiled
+
+
+def _xla_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', 0.0)) if cost else 0.0
+
+
+def _xla_memory(compiled) -> float:
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return 0.0
+  return float(mem.argument_size_in_bytes + mem.output_size_in_bytes
+               + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+class _TorchPairModel(torch.nn.Module):
+  """torchvision backbone with a 6-channel stem and the same three heads."""
+
+  def __init__(self, arch: str):
+    super().__init__()
+    self.backbone = getattr(torchvision.models, arch)(weights=None)
+    self.backbone.conv1 = torch.nn.Conv2d(6, 64, 7, 2, 3, bias=False)
+    features = self.backbone.fc.in_features
+    self.backbone.fc = torch.nn.Identity()
+    self.is_pair = torch.nn.Linear(features, 2)
+    self.is_swapped = torch.nn.Linear(features, 2)
+    self.box = torch.nn.Linear(features, 6)
+
+  def forward(self, x):
+    f = self.backbone(x)
+    parts = torch.softmax(self.box(f).view(-1, 2, 3), -1)
+    box = torch.cat([parts[..., 0], parts[..., 0] + parts[..., 1]], -1)
+    return self.is_pair(f), self.is_swapped(f), box
+
+
+def _torch_giou(a, b):
+  inter_wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+  inter = inter_wh[:, 0] * inter_wh[:, 1]
+  area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+  union = area(a) + area(b) - inter
+  hull_wh = torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])
+  hull = hull_wh[:, 0] * hull_wh[:, 1]
+  return inter / union.clamp(min=1e-9) - (hull - union) / hull.clamp(min=1e-9)
+
+
+def _torch_batch(batch: int, size: int):
+  b = _pair_batch(batch, size)
+  image = torch.from_numpy(b['image'].transpose(0, 3, 1, 2)).contiguous(
+      memory_format=torch.channels_last)
+  return image, {k: torch.from_numpy(v) for k, v in b.items() if k != 'image'}
+
+
+def _torch_train(arch: str, size: int, batch: int):
+  model = _TorchPairModel(arch).to(memory_format=torch.channels_last).train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  image, labels = _torch_batch(batch, size)
+  ce = torch.nn.functional.cross_entropy
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    is_pair, is_swapped, box = model(image)
+    pos = labels['is_pair'].float()
+    n_pos = pos.sum().clamp(min=1)
+    loss = (ce(is_pair, labels['is_pair'].long())
+            + (ce(is_swapped, labels['is_swapped'].long(), reduction='none') * pos).sum() / n_pos
+            + 5 * ((box - labels['box']).abs().mean(-1) * pos).sum() / n_pos
+            + 2 * ((1 - _torch_giou(box, labels['box'])) * pos).sum() / n_pos)
+    loss.backward()
+    opt.step()
+
+  run()
+  return run
+
+
+def _torch_forward(arch: str, size: int, batch: int):
+  model = _TorchPairModel(arch).to(memory_format=torch.channels_last).eval()
+  image, _ = _torch_batch(batch, size)
+
+  def run():
+    with torch.inference_mode():
+      model(image)
+
+  run()
+  return run
+
+
+def _torch_peak_bytes(fn) -> float:
+  """Peak of live CPU allocations made while fn runs once."""
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                              profile_memory=True) as prof:
+    fn()
+  # Allocations are charged to the op that made them, frees to '[memory]' events.
+  events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                  if e.self_cpu_memory_usage)
+  live = peak = 0
+  for _, delta in events:
+    live += delta
+    peak = max(peak, live)
+  return float(peak)
+
+
+# -------------------------------------------------------------------------- sections
+
+
+def section_matmul(args) -> list[Result]:
+  n = 2048
+  a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+  ja, ta = jnp.asarray(a), torch.from_numpy(a)
+  f = jax.jit(lambda x: x @ x)
+  jax_s, torch_s = _alternate(lambda: f(ja).block_until_ready(), lambda: ta @ ta,
+                              args.seconds / 2, args.rounds)
+  flops = 2 * n**3
+  return [Result('matmul', f'{n}x{n}x{n} f32', flops / jax_s / 1e9, flops / torch_s / 1e9)]
+
+
+def _model_section(name: str, jax_builder, torch_builder, args) -> list[Result]:
+  dtype = jnp.bfloat16 if args.dtype == 'bfloat16' else jnp.float32
+  out = []
+  for config in args.configs:
+    arch, size, batch = CONFIGS[config]
+    batch = args.batch or batch
+    jax_run, compiled = jax_builder(arch, size, batch, dtype)
+    torch_run = torch_builder(arch, size, batch)
+    jax_s, torch_s = _alternate(jax_run, torch_run, args.seconds, args.rounds)
+    r = Result(name, config, batch / jax_s, batch / torch_s,
+               flops_per_example=_xla_flops(compiled) / batch,
+               jax_mem=_xla_memory(compiled), torch_mem=_torch_peak_bytes(torch_run))
+    out.append(r)
+    _print_row(r, args)
+  return out
+
+
+def section_train(args) -> list[Result]:
+  return _model_section('train', _jax_train, _torch_train, args)
+
+
+def section_forward(args) -> list[Result]:
+  return _model_section('forward', _jax_forward, _torch_forward, args)
+
+
+def section_convs(args) -> list[Result]:
+  """ResNet-18's convolutions at 64 px, batch 64: forward + both gradients."""
+  batch, size, out = 64, 64, []
+  layers = [(size, 6, 64, 7, 2)]
+  hw = size // 4
+  layers.append((hw, 64, 64, 3, 1))
+  for cin, cout in [(64, 128), (128, 256), (256, 512)]:
+    layers += [(hw, cin, cout, 3, 2), (hw, cin, cout, 1, 2)]
+    hw //= 2
+    layers.append((hw, cout, cout, 3, 1))
+  print(f'{"convolution (batch 64)":34s} {"xla GFLOP/s":>12s} {"im2col":>8s} {"matmul":>8s}  auto')
+  rng = np.random.default_rng(0)
+  for hw, cin, cout, k, s in layers:
+    pad = ((k // 2, k // 2),) * 2
+    x = jnp.asarray(rng.standard_normal((batch, hw, hw, cin)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, cin, cout)) * 0.05, jnp.float32)
+    oh = (hw + 2 * (k // 2) - k) // s + 1
+    flops = 3 * 2 * batch * oh * oh * k * k * cin * cout  # forward + two gradients
+    rates = {}
+    for impl in ['xla', 'im2col'] + (['matmul'] if k == 1 else []):
+      fn = functools.partial(conv_lib.conv, strides=(s, s), padding=pad, impl=impl)
+      g = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
+      jax.block_until_ready(g(x, w))
+      rates[impl] = flops / _timed(lambda: jax.block_until_ready(g(x, w)), args.seconds / 4) / 1e9
+    auto = conv_lib.choose_impl((hw, hw), cin, (k, k), (s, s))
+    label = f'{hw}x{hw}x{cin} -> {cout}, {k}x{k}/{s}'
+    print(f'{label:34s} {rates["xla"]:12.1f} {rates["im2col"]:8.1f} '
+          f'{rates.get("matmul", float("nan")):8.1f}  {auto}')
+    out.append(Result('convs', label, rates[auto], rates['xla']))
+  return out
+
+
+SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
+    'matmul': section_matmul,
+    'train': section_train,
+    'forward': section_forward,
+    'convs': section_convs,
+}
+DEFAULT_SECTIONS = ['matmul', 'train', 'forward']
+
+# ---------------------------------------------------------------------------- output
+
+_PEAK: list[float] = []
+
+
+def _print_row(r: Result, args) -> None:
+  peak = max(_PEAK) if _PEAK else float('nan')
+  frac = lambda rate: rate * r.flops_per_example / 1e9 / peak
+  print(f'{r.section:8s} {r.config:14s} cropjax {r.jax_rate:8.1f} ex/s  torch {r.torch_rate:8.1f} ex/s  '
+        f'ratio {r.ratio:5.2f}  {r.flops_per_example / 1e9:6.2f} GFLOP/ex  '
+        f'peak frac {frac(r.jax_rate):4.0%} vs {frac(r.torch_rate):4.0%}  '
+        f'mem {r.jax_mem / 2**20:7.0f} MiB vs {r.torch_mem / 2**20:7.0f} MiB', flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--sections', default=','.join(DEFAULT_SECTIONS),
+                      help=f'comma-separated, from {list(SECTIONS)}')
+  parser.add_argument('--configs', default=','.join(CONFIGS), help=f'from {list(CONFIGS)}')
+  parser.add_argument('--batch', type=int, default=0, help='override every batch size')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                      help="cropjax's compute dtype (torch stays float32)")
+  parser.add_argument('--seconds', type=float, default=3.0, help='per timing round')
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--json', help='also write the results here')
+  args = parser.parse_args(argv)
+  args.sections = args.sections.split(',')
+  args.configs = args.configs.split(',')
+  for s in args.sections:
+    if s not in SECTIONS:
+      parser.error(f'unknown section {s!r}; choose from {list(SECTIONS)}')
+  for c in args.configs:
+    if c not in CONFIGS:
+      parser.error(f'unknown config {c!r}; choose from {list(CONFIGS)}')
+
+  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, '
+        f'torch {torch.__version__} ({torch.get_num_threads()} threads), '
+        f'{os.cpu_count()} CPUs, cropjax dtype {args.dtype}')
+  results: list[Result] = []
+  if any(s in args.sections for s in ('train', 'forward')) and 'matmul' not in args.sections:
+    args.sections.insert(0, 'matmul')  # the yardstick for the peak fractions
+  for name in args.sections:
+    rs = SECTIONS[name](args)
+    if name == 'matmul':
+      r = rs[0]
+      _PEAK.append(max(r.jax_rate, r.torch_rate))
+      print(f'matmul   {r.config}: jax {r.jax_rate:.0f} GFLOP/s, torch {r.torch_rate:.0f} GFLOP/s '
+            f'(peak used for fractions: {_PEAK[0]:.0f})', flush=True)
+    results += rs
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+  model_rows = [r for r in results if r.section in ('train', 'forward')]
+  if model_rows:
+    worst = min(model_rows, key=lambda r: r.ratio)
+    wins = sum(r.ratio >= 1 for r in model_rows)
+    print(f'SUMMARY: cropjax/torch examples/s ratio {min(r.ratio for r in model_rows):.2f} to '
+          f'{max(r.ratio for r in model_rows):.2f}; at least as fast in {wins}/{len(model_rows)} '
+          f'(worst: {worst.section} {worst.config}); process peak RSS {rss:.0f} MiB')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump([dataclasses.asdict(r) | {'ratio': r.ratio} for r in results], f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
