@@ -29,7 +29,7 @@ def bounded_box(logits: jax.Array) -> jax.Array:
   """(..., 6) logits -> (..., 4) boxes (x0, y0, x1, y1) with 0 < x0 < x1 < 1, same for y."""
   parts = jax.nn.softmax(jnp.reshape(logits, (*logits.shape[:-1], 2, 3)).astype(jnp.float32), -1)
   start = parts[..., 0]                # (..., 2): x0, y0
-  end = parts[..., 0] + parts[..., 1]  # (..., 2): x1, y1
+  end = jnp.minimum(start + parts[..., 1], 1.0)  # x1, y1; the min only absorbs rounding
   return jnp.concatenate([start, end], axis=-1)
 
 
