@@ -11,7 +11,8 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
            momentum, BatchNorm statistics updated) in cropjax and in an
            equivalent PyTorch eager step (channels_last);
   forward  the same models in inference mode;
-  convs    each convolution of ResNet-18 at 64 px in XLA's and im2col form.
+  convs    each convolution of ResNet-18 at 64 px in XLA's and im2col form;
+  pipeline crop pairs/s of the tf.data generator next to the train step's need.
 
 Frameworks are timed in alternating rounds and the median round is reported,
 so drift on a shared machine hits both. FLOPs per example come from XLA's cost
@@ -331,17 +332,41 @@ def section_convs(args) -> list[Result]:
   return out
 
 
+def section_pipeline(args) -> list[Result]:
+  """Crop pairs per second from the tf.data pipeline on the 'demo' source, alone.
+
+  Compared with the train step's examples/s at the same size (from the train
+  section of this run, when it ran). Both compete for the same cores in a real
+  run, so the pipeline should be comfortably faster than the step.
+  """
+  from cropjax.data import pairs  # imports TensorFlow, after torchvision
+  demand = {CONFIGS[r.config][1]: r.jax_rate for r in _RESULTS if r.section == 'train'}
+  out = []
+  for size in sorted({CONFIGS[c][1] for c in args.configs}):
+    batch = 32
+    it = pairs.dataset('demo', image_size=size, batch_size=batch, seed=0).as_numpy_iterator()
+    next(it)  # build the source and warm up
+    rate = batch / _timed(lambda: next(it), args.seconds)
+    need = demand.get(size, float('nan'))
+    print(f'pipeline {size:4d} px  {rate:8.1f} pairs/s  train step needs {need:8.1f} ex/s  '
+          f'headroom {rate / need:5.1f}x', flush=True)
+    out.append(Result('pipeline', f'{size}px', rate, need))
+  return out
+
+
 SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'matmul': section_matmul,
     'train': section_train,
     'forward': section_forward,
     'convs': section_convs,
+    'pipeline': section_pipeline,
 }
-DEFAULT_SECTIONS = ['matmul', 'train', 'forward']
+DEFAULT_SECTIONS = ['matmul', 'train', 'forward', 'pipeline']
 
 # ---------------------------------------------------------------------------- output
 
 _PEAK: list[float] = []
+_RESULTS: list[Result] = []  # earlier sections' results, for later ones
 
 
 def _print_row(r: Result, args) -> None:
@@ -388,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
       print(f'matmul   {r.config}: jax {r.jax_rate:.0f} GFLOP/s, torch {r.torch_rate:.0f} GFLOP/s '
             f'(peak used for fractions: {_PEAK[0]:.0f})', flush=True)
     results += rs
+    _RESULTS.extend(rs)
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
   model_rows = [r for r in results if r.section in ('train', 'forward')]
   if model_rows:

@@ -1,0 +1,1 @@
+"""tf.data input pipelines: crop pairs (`pairs`) and auto-crop targets (`autocrop`)."""

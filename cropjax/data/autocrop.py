@@ -1,0 +1,169 @@
+"""Auto-crop targets: photos and the crop their photographer chose, as tf.data batches.
+
+    ds = cropjax.data.autocrop.dataset('data/crops', image_size=224, batch_size=32, seed=0)
+
+`source` is a DATASET folder written by `scripts/annotate.py` (read through the
+`cropjax.datasets.annotated` tfds builder) or a list of records
+`(encoded image, (left, top, right, bottom), angle)`. Batches: `image` uint8
+[B, N, N, 3], `crop` float32 [B, 4] (left, top, right, bottom), `angle`
+float32 [B] (degrees, Lightroom's sign).
+
+Labels follow the network input. Resize policies:
+
+* `letterbox` (default): the photo keeps its aspect ratio inside the NxN
+  square, padded with grey; `crop` is in fractions of the square, so it moves
+  into the picture area. The scale is uniform, so the angle is unchanged.
+* `stretch`: the photo is stretched to NxN; `crop` is in fractions of the
+  photo, unchanged. The angle stays the photo's own (in its pixel geometry).
+
+Training augmentations keep labels right: a horizontal flip mirrors left and
+right and negates the angle; a random rescale (zoom in on a window that still
+holds the whole crop, or zoom out with padding) moves and scales the box; mild
+colour changes. Randomness is stateless in (seed, example index), so batches
+are reproducible and a resumed run starts at its step. Validation batches go
+once through the split in order, without augmentation (the last batch may be
+smaller).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from cropjax.data import sources
+
+FILL = 128.0  # grey for padding
+
+
+@dataclasses.dataclass(frozen=True)
+class AutocropOptions:
+  resize: str = 'letterbox'                    # or 'stretch'
+  flip_prob: float = 0.5
+  zoom: tuple[float, float] = (0.8, 1.25)      # window size / photo size; < 1 zooms in
+  color_jitter: float = 0.1
+
+  def __post_init__(self):
+    if self.resize not in ('letterbox', 'stretch'):
+      raise ValueError(f"resize must be 'letterbox' or 'stretch', got {self.resize!r}")
+    if not 0 < self.zoom[0] <= self.zoom[1]:
+      raise ValueError(f'zoom must be 0 < low <= high, got {self.zoom}')
+
+
+def load_records(path: str, split: str, data_dir: str | None = None) -> list[tuple[bytes, Any, float]]:
+  """(encoded image, crop, angle) of an annotated DATASET folder's split, via tfds."""
+  sources.tensorflow()
+  import tensorflow_datasets as tfds
+
+  from cropjax.datasets import annotated
+  b = annotated.builder(path, data_dir=data_dir)
+  b.download_and_prepare()
+  if split not in b.info.splits:
+    raise sources.SourceError(f'{path}: no {split!r} split (too few photos?)')
+  ds = b.as_dataset(split=split, shuffle_files=False,
+                    decoders={'image': tfds.decode.SkipDecoding()})
+  return [(bytes(e['image']), tuple(float(v) for v in e['crop']), float(e['angle']))
+          for e in tfds.as_numpy(ds)]
+
+
+def make_example_fn(records: Sequence[tuple[bytes, Any, float]], image_size: int, seed: int,
+                    options: AutocropOptions, train: bool):
+  tf = sources.tensorflow()
+  encoded = tf.constant([r[0] for r in records])
+  crops = tf.constant(np.array([r[1] for r in records], np.float32))
+  angles = tf.constant(np.array([r[2] for r in records], np.float32))
+  n, size, o = len(records), int(image_size), options
+
+  def uniform(s, lo=0.0, hi=1.0, shape=()):
+    return tf.random.stateless_uniform(shape, s, lo, hi)
+
+  def example(index):
+    s = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 8)
+    i = (tf.random.stateless_uniform((), s[0], 0, n, dtype=tf.int32) if train
+         else tf.cast(index % n, tf.int32))
+    img = tf.cast(tf.io.decode_image(encoded[i], channels=3, expand_animations=False), tf.float32)
+    img.set_shape([None, None, 3])
+    h = tf.cast(tf.shape(img)[0], tf.float32)
+    w = tf.cast(tf.shape(img)[1], tf.float32)
+    crop, angle = crops[i], angles[i]
+    cx0, cy0, cx1, cy1 = crop[0] * w, crop[1] * h, crop[2] * w, crop[3] * h
+    # The window of the photo that becomes the input (pixel coordinates).
+    wx0, wy0, ww, wh = 0.0, 0.0, w, h
+    if train:
+      flip = uniform(s[1]) < o.flip_prob
+      img = tf.where(flip, tf.reverse(img, [1]), img)
+      cx0, cx1 = tf.where(flip, w - cx1, cx0), tf.where(flip, w - cx0, cx1)
+      angle = tf.where(flip, -angle, angle)
+      z = uniform(s[2], o.zoom[0], o.zoom[1])
+      z = tf.maximum(z, tf.maximum((cx1 - cx0) / w, (cy1 - cy0) / h))  # the crop must fit
+      ww, wh = z * w, z * h
+      p = uniform(s[3], 0.0, 1.0, (2,))
+      # Zoom in: the window holds the crop and stays in the photo. Zoom out: it holds the photo.
+      lo_x = tf.where(z <= 1, tf.maximum(0.0, cx1 - ww), w - ww)
+      hi_x = tf.where(z <= 1, tf.minimum(cx0, w - ww), 0.0)
+      lo_y = tf.where(z <= 1, tf.maximum(0.0, cy1 - wh), h - wh)
+      hi_y = tf.where(z <= 1, tf.minimum(cy0, h - wh), 0.0)
+      wx0 = lo_x + (hi_x - lo_x) * p[0]
+      wy0 = lo_y + (hi_y - lo_y) * p[1]
+      j = o.color_jitter
+      img = tf.image.adjust_brightness(img / 255.0, uniform(s[4], -j, j))
+      img = tf.image.adjust_saturation(img, uniform(s[5], 1 - j, 1 + j))
+      img = tf.clip_by_value(img, 0.0, 1.0) * 255.0
+    if o.resize == 'letterbox':  # a square window around the chosen one
+      side = tf.maximum(ww, wh)
+      wx0, wy0 = wx0 - (side - ww) / 2, wy0 - (side - wh) / 2
+      ww = wh = side
+    # Antialias down to about N over the window, then sample pixel centres.
+    scale = tf.minimum(1.0, size / tf.minimum(ww, wh))
+    new = tf.maximum(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32), 1)
+    small = tf.image.resize(img, new, method='area', antialias=True)
+    sy = tf.cast(new[0], tf.float32) / h
+    sx = tf.cast(new[1], tf.float32) / w
+    hs, ws = tf.cast(new[0], tf.float32), tf.cast(new[1], tf.float32)
+    x0, x1 = wx0 * sx, (wx0 + ww) * sx
+    y0, y1 = wy0 * sy, (wy0 + wh) * sy
+    box = [[(y0 + 0.5 * (y1 - y0) / size - 0.5) / tf.maximum(hs - 1, 1.0),
+            (x0 + 0.5 * (x1 - x0) / size - 0.5) / tf.maximum(ws - 1, 1.0),
+            (y1 - 0.5 * (y1 - y0) / size - 0.5) / tf.maximum(hs - 1, 1.0),
+            (x1 - 0.5 * (x1 - x0) / size - 0.5) / tf.maximum(ws - 1, 1.0)]]
+    out = tf.image.crop_and_resize(small[None], box, [0], [size, size],
+                                   extrapolation_value=FILL)[0]
+    label = tf.stack([(cx0 - wx0) / ww, (cy0 - wy0) / wh, (cx1 - wx0) / ww, (cy1 - wy0) / wh])
+    return {
+        'image': tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8),
+        'crop': tf.clip_by_value(label, 0.0, 1.0),
+        'angle': tf.cast(angle, tf.float32),
+    }
+
+  return example
+
+
+def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int,
+            batch_size: int, seed: int, split: str = 'train', start_step: int = 0,
+            num_batches: int | None = None, shard_index: int = 0, shard_count: int = 1,
+            deterministic: bool = True, data_dir: str | None = None, **options: Any):
+  """Batches of {'image', 'crop', 'angle'} (see the module docstring)."""
+  tf = sources.tensorflow()
+  opts = AutocropOptions(**options)
+  records = load_records(source, split, data_dir) if isinstance(source, str) else list(source)
+  if not records:
+    raise sources.SourceError('no annotated photos')
+  train = split == 'train'
+  run_seed = (int(seed) * 1_000_003 + zlib.crc32(split.encode())) % (2**31 - 1)
+  example = make_example_fn(records, image_size, run_seed, opts, train)
+  if train:
+    first = start_step * batch_size * shard_count + shard_index
+    stop = (np.iinfo(np.int64).max if num_batches is None
+            else first + num_batches * batch_size * shard_count)
+    ds = tf.data.Dataset.range(first, stop, shard_count)
+  else:
+    ds = tf.data.Dataset.range(shard_index, len(records), shard_count)
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  ds = ds.batch(batch_size, drop_remainder=train)
+  if not train and num_batches is not None:
+    ds = ds.take(num_batches)
+  o = tf.data.Options()
+  o.deterministic = deterministic
+  return ds.with_options(o).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,98 @@
+"""Auto-crop pipeline: the label follows flips, rescales, padding and the resize policy."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cropjax.data import autocrop
+
+N = 64
+
+
+def _record(w, h, crop, angle):
+  """A grey photo with the crop area painted red, so its box can be found in the output."""
+  a = np.full((h, w, 3), 60, np.uint8)
+  l, t, r, b = crop
+  a[round(t * h):round(b * h), round(l * w):round(r * w)] = (230, 20, 20)
+  buf = io.BytesIO()
+  Image.fromarray(a).save(buf, format='PNG')
+  return buf.getvalue(), crop, angle
+
+
+RECORDS = [_record(240, 160, (0.2, 0.25, 0.6, 0.9), 5.0),
+           _record(120, 200, (0.1, 0.1, 0.5, 0.4), -3.0),
+           _record(200, 200, (0.55, 0.3, 0.95, 0.7), 0.0)]
+
+
+def _red_box(image):
+  red = (image[..., 0] > 150) & (image[..., 1] < 100)
+  ys, xs = np.nonzero(red)
+  return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / N
+
+
+@pytest.mark.parametrize('resize', ['letterbox', 'stretch'])
+@pytest.mark.parametrize('split', ['train', 'validation'])
+def test_label_follows_the_pixels(resize, split):
+  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=48 if split == 'train' else 3,
+                            seed=0, split=split, resize=resize, color_jitter=0.0)
+           .as_numpy_iterator())
+  assert b['image'].shape[1:] == (N, N, 3) and b['image'].dtype == np.uint8
+  for image, crop in zip(b['image'], b['crop']):
+    np.testing.assert_allclose(_red_box(image), crop, atol=2.5 / N)
+    assert (crop[:2] < crop[2:]).all() and (crop >= 0).all() and (crop <= 1).all()
+
+
+def test_validation_is_unaugmented_and_letterboxed():
+  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=3, seed=0, split='validation')
+           .as_numpy_iterator())
+  np.testing.assert_allclose(b['angle'], [5.0, -3.0, 0.0])
+  # 240x160 in a square: the picture fills rows 1/6 .. 5/6.
+  l, t, r, bottom = (0.2, 0.25, 0.6, 0.9)
+  np.testing.assert_allclose(b['crop'][0], [l, 1 / 6 + t * 2 / 3, r, 1 / 6 + bottom * 2 / 3],
+                             atol=1e-5)
+  assert abs(float(b['image'][0, 2, 2, 0]) - autocrop.FILL) <= 1  # padding
+
+
+def test_flip_mirrors_the_box_and_negates_the_angle():
+  b = next(autocrop.dataset(RECORDS[:1], image_size=N, batch_size=64, seed=1, resize='stretch',
+                            zoom=(1.0, 1.0), color_jitter=0.0).as_numpy_iterator())
+  flipped = b['angle'] < 0
+  assert 10 < flipped.sum() < 54
+  np.testing.assert_allclose(b['angle'][flipped], -5.0)
+  np.testing.assert_allclose(b['crop'][~flipped], [[0.2, 0.25, 0.6, 0.9]] * int((~flipped).sum()),
+                             atol=1e-5)
+  np.testing.assert_allclose(b['crop'][flipped], [[0.4, 0.25, 0.8, 0.9]] * int(flipped.sum()),
+                             atol=1e-5)
+
+
+def test_rescale_moves_and_scales_the_box():
+  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=64, seed=2, resize='stretch',
+                            color_jitter=0.0).as_numpy_iterator())
+  widths = b['crop'][:, 2] - b['crop'][:, 0]
+  assert widths.std() > 0.02  # zoom in and out change the box size
+
+
+def test_deterministic_and_resumable():
+  kw = dict(image_size=32, batch_size=4, seed=5)
+  a = list(autocrop.dataset(RECORDS, num_batches=3, **kw).as_numpy_iterator())
+  again = next(autocrop.dataset(RECORDS, start_step=2, **kw).as_numpy_iterator())
+  for k in again:
+    np.testing.assert_array_equal(again[k], a[2][k])
+
+
+def test_bad_options():
+  with pytest.raises(ValueError, match='resize'):
+    autocrop.dataset(RECORDS, image_size=32, batch_size=2, seed=0, resize='fit')
+
+
+def test_end_to_end_from_an_annotated_library(tmp_path):
+  from cropjax import annotate
+  from scripts import make_demo_library
+  make_demo_library.make_library(tmp_path / 'lib', count=24, seed=3, long_side=160)
+  annotate.annotate([tmp_path / 'lib'], tmp_path / 'ds', 96)
+  b = next(autocrop.dataset(str(tmp_path / 'ds'), image_size=32, batch_size=4, seed=0,
+                            data_dir=str(tmp_path / 'tfds')).as_numpy_iterator())
+  assert b['image'].shape == (4, 32, 32, 3)
+  assert (b['crop'][:, :2] < b['crop'][:, 2:]).all() and (np.abs(b['angle']) <= 45).all()

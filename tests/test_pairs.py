@@ -1,0 +1,178 @@
+"""Crop-pair pipeline: exact labels, hard negatives that do not match, determinism, proportions."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from cropjax import procedural
+from cropjax.data import pairs, sources
+
+N = 48
+
+
+@pytest.fixture(scope='module')
+def images():
+  return sources.from_arrays(list(procedural.images(1, 16, (160, 240))))
+
+
+@pytest.fixture(scope='module')
+def batch(images):
+  return next(pairs.dataset(images, image_size=N, batch_size=160, seed=3).as_numpy_iterator())
+
+
+def _gray(a, highpass=False):
+  g = np.asarray(a, np.float64).mean(-1)
+  return g - gaussian_filter(g, 2) if highpass else g
+
+
+def _corr(a, b):
+  a, b = a - a.mean(), b - b.mean()
+  return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-9))
+
+
+def _region(original, box, highpass=False):
+  """The box of the NxN original, resized to NxN (what the crop should look like)."""
+  x0, y0, x1, y1 = [float(v) * N for v in box]
+  return _gray(Image.fromarray(original).resize((N, N), Image.BILINEAR, box=(x0, y0, x1, y1)),
+               highpass)
+
+
+def _unswap(image, swapped):
+  return (image[..., 3:], image[..., :3]) if swapped else (image[..., :3], image[..., 3:])
+
+
+def _best_anywhere(original, second, box):
+  """Best high-pass correlation of `second` with any window of the labelled size."""
+  w, h = min(box[2] - box[0], 1.0), min(box[3] - box[1], 1.0)
+  return max(_corr(_region(original, (x, y, x + w, y + h), True), _gray(second, True))
+             for x in np.linspace(0, 1 - w, 9) for y in np.linspace(0, 1 - h, 9))
+
+
+def test_batch_layout(batch):
+  assert batch['image'].shape == (160, N, N, 6) and batch['image'].dtype == np.uint8
+  for k in ('is_pair', 'is_swapped', 'kind'):
+    assert batch[k].shape == (160,) and batch[k].dtype == np.int32
+  assert batch['box'].shape == (160, 4) and batch['box'].dtype == np.float32
+  np.testing.assert_array_equal(batch['is_pair'], batch['kind'] == 0)
+  pos = batch['box'][batch['is_pair'] == 1]
+  assert (pos[:, :2] >= 0).all() and (pos[:, 2:] <= 1 + 1e-6).all()
+  assert (pos[:, :2] < pos[:, 2:]).all()
+  assert 0.3 < batch['is_swapped'].mean() < 0.7
+
+
+def test_positive_labels_are_exact(batch):
+  plain, high = [], []
+  for i in np.flatnonzero(batch['is_pair']):
+    original, crop = _unswap(batch['image'][i], batch['is_swapped'][i])
+    plain.append(_corr(_region(original, batch['box'][i]), _gray(crop)))
+    high.append(_corr(_region(original, batch['box'][i], True), _gray(crop, True)))
+    # A window moved by a quarter of its size matches clearly worse.
+    b = batch['box'][i]
+    dx = 0.25 * (b[2] - b[0]) * (1 if b[0] < 0.5 else -1)
+    moved = np.array([b[0] + dx, b[1], b[2] + dx, b[3]])
+    if 0 <= moved[0] and moved[2] <= 1:
+      assert _corr(_region(original, moved, True), _gray(crop, True)) < high[-1] + 0.05
+  assert min(plain) > 0.7, min(plain)
+  assert np.median(high) > 0.6, np.median(high)
+  # And the undone swap matters: the crop is not the original.
+  assert np.median(plain) > 0.9
+
+
+@pytest.mark.parametrize('kind', ['outside', 'mirrored', 'squashed'])
+def test_hard_negatives_match_nowhere_at_the_labelled_scale(batch, kind):
+  positives = [_corr(_region(*_unswap(batch['image'][i], batch['is_swapped'][i])[:1],
+                             batch['box'][i], True),
+                     _gray(_unswap(batch['image'][i], batch['is_swapped'][i])[1], True))
+               for i in np.flatnonzero(batch['is_pair'])]
+  idx = np.flatnonzero(batch['kind'] == pairs.KINDS.index(kind))
+  assert len(idx) >= 8
+  best = [_best_anywhere(*_unswap(batch['image'][i], batch['is_swapped'][i]), batch['box'][i])
+          for i in idx]
+  assert np.median(best) < 0.35, best
+  assert np.percentile(best, 90) < np.median(positives), (best, np.median(positives))
+
+
+def test_outside_windows_leave_the_original(batch):
+  boxes = batch['box'][batch['kind'] == pairs.KINDS.index('outside')]
+  overhang = np.maximum(np.maximum(-boxes[:, 0], -boxes[:, 1]),
+                        np.maximum(boxes[:, 2] - 1, boxes[:, 3] - 1))
+  sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+  assert (overhang > 0.2 * sizes).all()
+
+
+def test_same_seed_same_batches_and_resume(images):
+  kw = dict(image_size=32, batch_size=8, seed=7)
+  a = list(pairs.dataset(images, num_batches=3, **kw).as_numpy_iterator())
+  b = list(pairs.dataset(images, num_batches=3, **kw).as_numpy_iterator())
+  resumed = next(pairs.dataset(images, start_step=2, **kw).as_numpy_iterator())
+  other = next(pairs.dataset(images, image_size=32, batch_size=8, seed=8).as_numpy_iterator())
+  assert len(a) == 3
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  for k in resumed:
+    np.testing.assert_array_equal(resumed[k], a[2][k])
+  assert not np.array_equal(other['image'], a[0]['image'])
+  val = next(pairs.dataset(images, split='validation', **kw).as_numpy_iterator())
+  assert not np.array_equal(val['image'], a[0]['image'])
+
+
+def test_shards_partition_the_global_stream(images):
+  kw = dict(image_size=16, batch_size=4, seed=1, num_batches=1)
+  whole = next(pairs.dataset(images, **{**kw, 'batch_size': 8}).as_numpy_iterator())
+  s0 = next(pairs.dataset(images, shard_index=0, shard_count=2, **kw).as_numpy_iterator())
+  s1 = next(pairs.dataset(images, shard_index=1, shard_count=2, **kw).as_numpy_iterator())
+  np.testing.assert_array_equal(whole['image'][0::2], s0['image'])
+  np.testing.assert_array_equal(whole['image'][1::2], s1['image'])
+
+
+def test_kind_proportions_follow_the_options(images):
+  kinds = {'positive': 0.2, 'other_image': 0.0, 'outside': 0.5, 'mirrored': 0.3, 'squashed': 0.0}
+  b = next(pairs.dataset(images, image_size=16, batch_size=1000, seed=2, kinds=kinds,
+                         jpeg_quality=(90, 90)).as_numpy_iterator())
+  counts = np.bincount(b['kind'], minlength=len(pairs.KINDS)) / 1000
+  for name, weight in kinds.items():
+    assert abs(counts[pairs.KINDS.index(name)] - weight) < 0.05, (name, counts)
+
+
+def test_to_pil_round_trip(batch):
+  first, second, box, labels = pairs.to_pil(batch, 0)
+  assert first.size == second.size == (N, N)
+  np.testing.assert_array_equal(np.asarray(first), batch['image'][0, ..., :3])
+  np.testing.assert_array_equal(np.asarray(second), batch['image'][0, ..., 3:])
+  assert labels['kind'] == pairs.KINDS[batch['kind'][0]]
+  assert box == pytest.approx(tuple(batch['box'][0]))
+
+
+def test_bad_options_are_refused(images):
+  with pytest.raises(ValueError, match='unknown kinds'):
+    pairs.dataset(images, image_size=32, batch_size=2, seed=0, kinds={'rotated': 1.0})
+  with pytest.raises(ValueError, match='jpeg_quality'):
+    pairs.dataset(images, image_size=32, batch_size=2, seed=0, jpeg_quality=(0, 120))
+  with pytest.raises(TypeError):
+    pairs.dataset(images, image_size=32, batch_size=2, seed=0, crop_size=3)
+
+
+def test_undecodable_source_images_are_skipped_with_a_warning(tmp_path, caplog):
+  good = sources.from_arrays([np.zeros((20, 20, 3), np.uint8)])
+  checked = sources._checked([('a.png', good[0]), ('broken.jpg', b'\xff\xd8\xff garbage')],
+                             'my-folder')
+  assert checked == good
+  assert 'broken.jpg' in caplog.text and 'my-folder' in caplog.text
+
+
+def test_folder_source_through_tfds(tmp_path):
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  for i, a in enumerate(procedural.images(4, 6, (60, 90))):
+    Image.fromarray(a).save(folder / f'p{i}.jpg')
+  (folder / 'fake.jpg').write_text('not an image')
+  train = sources.load(str(folder), 'train', data_dir=str(tmp_path / 'tfds'))
+  val = sources.load(str(folder), 'validation', data_dir=str(tmp_path / 'tfds'))
+  assert len(train) + len(val) == 6
+  b = next(pairs.dataset(str(folder), image_size=16, batch_size=4, seed=0,
+                         data_dir=str(tmp_path / 'tfds')).as_numpy_iterator())
+  assert b['image'].shape == (4, 16, 16, 6)
+  with pytest.raises(sources.SourceError, match='no-such-dataset'):
+    sources.load('no-such-dataset', data_dir=str(tmp_path / 'tfds'))
