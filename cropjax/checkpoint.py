@@ -1,16 +1,19 @@
 """The one place cropjax talks to orbax.
 
-A saved item is a directory holding a pytree of arrays ('variables') and a small
-JSON record ('meta'). orbax writes into a temporary directory and renames it
-when complete, so a crash never leaves a half-written checkpoint under the
-final name.
+Two kinds of item: converted weights (`save_variables` / `load_variables`: a
+directory holding a pytree of arrays, 'variables', and a small JSON record,
+'meta'), and training checkpoints (`manager`, `save`, `restore_latest`: an
+orbax CheckpointManager keeping the last K steps and the best by a validation
+metric). orbax writes into a temporary directory and renames it when complete,
+so a crash never leaves a half-written checkpoint under the final name.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -40,3 +43,32 @@ def load_variables(directory: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     restored = ckptr.restore(path, ocp.args.Composite(
         variables=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
   return restored['variables'], dict(restored['meta'] or {})
+
+
+def manager(directory: str | os.PathLike, keep: int, best_metric: str | None = None,
+            best_keep: int = 1) -> ocp.CheckpointManager:
+  """A CheckpointManager keeping the latest `keep` steps and the best by `best_metric`."""
+  policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+  if best_metric:
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=lambda metrics: metrics[best_metric], n=best_keep,
+        keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies), create=True)
+  return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any,
+         metrics: dict[str, float] | None = None) -> None:
+  """Saves `state` at `step` (asynchronously; atomic once finished)."""
+  mngr.save(step, args=ocp.args.StandardSave(state), metrics=dict(metrics or {}) or None)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_for: Callable[[int], Any]) -> Any | None:
+  """The latest saved state, shaped like `abstract_for(step)`; None when there is none."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  target = abstract_for(step)
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -38,8 +38,13 @@ class PairModel(nn.Module):
   backbone: models.ResNet
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    features = self.backbone(images, train=train)  # (B, h, w, C), no pooling
+  def __call__(self, images: jax.Array, train: bool = False,
+               backbone_train: bool | None = None) -> dict[str, jax.Array]:
+    """`backbone_train=False` freezes the backbone: inference-mode BatchNorm, no gradient."""
+    backbone_train = train if backbone_train is None else backbone_train
+    features = self.backbone(images, train=backbone_train)  # (B, h, w, C), no pooling
+    if not backbone_train:
+      features = jax.lax.stop_gradient(features)
     pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
     dense = lambda n, name: nn.Dense(n, dtype=jnp.float32, name=name)
     return {

@@ -1,0 +1,50 @@
+"""Base configuration of the crop-pair model; the other configs import it and override.
+
+    python scripts/train.py --config configs/default.py --workdir workdirs/default
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = 'pairs'
+  c.seed = 0
+  c.image_size = 224
+  c.batch_size = 128                  # global, over all devices and hosts
+  c.num_steps = 20_000
+  c.freeze_steps = 1_000              # phase 1: heads only
+  c.learning_rate = 1e-3
+  c.backbone_lr_mult = 0.1            # phase 2: the backbone's rate relative to the heads'
+  c.warmup_steps = 500
+  c.weight_decay = 1e-4
+  c.grad_clip = 1.0
+  c.loss_weights = ml_collections.ConfigDict(
+      {'is_pair': 1.0, 'is_swapped': 1.0, 'l1': 5.0, 'giou': 2.0})
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = 'resnet50'
+  c.model.dtype = 'float32'           # compute dtype: 'float32' or 'bfloat16'
+
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ''              # converted ImageNet weights (scripts/convert_weights.py)
+
+  # Parameter groups by path pattern; every parameter must be in exactly one.
+  c.param_groups = ml_collections.ConfigDict({
+      'backbone': r'backbone/.*',
+      'head': r'(is_pair|is_swapped|box)/.*',
+  })
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'demo'              # 'demo', a folder of photos, or a tfds dataset name
+  c.data.eval_split = 'validation'
+  c.data.data_dir = ''                # tfds data dir ('' = tfds' default)
+  c.data.max_images = 0               # 0 = all
+  c.data.pair_options = ml_collections.ConfigDict()  # cropjax.data.pairs.PairOptions fields
+
+  c.log_every = 50
+  c.eval_every = 1_000
+  c.eval_batches = 8
+  c.checkpoint_every = 1_000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,404 @@
+"""Training the crop-pair model: freeze-then-unfreeze, data parallel, checkpointed.
+
+    python scripts/train.py --config configs/demo.py --workdir workdirs/demo
+
+`train_and_evaluate(config, workdir)` runs the whole job. The train step is one
+pure function `(state, batch) -> (state, metrics)`, jitted once per phase with
+the state donated, over a `jax.sharding` mesh: the batch split along 'data',
+the state replicated.
+
+Phase 1 (`config.freeze_steps` steps) trains only the heads: the backbone's
+updates are `optax.set_to_zero` through `optax.partition`, its BatchNorm runs
+in inference mode, so its parameters and statistics stay bit-identical. Phase 2
+trains everything, the backbone at `config.backbone_lr_mult` times the rate.
+Parameter groups are declared in the config as path patterns, and every
+parameter must fall in exactly one group.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from cropjax import heads
+from cropjax import models
+from cropjax import weights
+
+GROUPS = ('head', 'backbone')
+
+
+class ConfigError(ValueError):
+  """The configuration cannot run; the message says what to change."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# ------------------------------------------------------------------ model, params
+
+
+def build_model(config: ml_collections.ConfigDict) -> heads.PairModel:
+  dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.dtype]
+  try:
+    backbone = models.get(config.model.arch, num_classes=None, in_channels=6, dtype=dtype)
+  except ValueError as e:
+    raise ConfigError(f'config.model.arch: {e}') from None
+  return heads.PairModel(backbone)
+
+
+def param_labels(params: Any, groups: dict[str, str]) -> Any:
+  """'head' or 'backbone' for each parameter, from the config's path patterns.
+
+  Every parameter must match exactly one group's pattern, and every pattern
+  must match something; otherwise a ConfigError lists the offenders.
+  """
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
+  unknown = set(groups) - set(GROUPS)
+  if unknown:
+    raise ConfigError(f'config.param_groups: unknown groups {sorted(unknown)}, use {GROUPS}')
+  labels, unmatched, ambiguous = {}, [], []
+  hits = {g: 0 for g in groups}
+  for path in flat:
+    matched = [g for g, pattern in groups.items() if re.fullmatch(pattern, path)]
+    for g in matched:
+      hits[g] += 1
+    if not matched:
+      unmatched.append(path)
+    elif len(matched) > 1:
+      ambiguous.append(f'{path} ({", ".join(matched)})')
+    else:
+      labels[path] = matched[0]
+  empty = [f'{g}: {groups[g]!r}' for g, n in hits.items() if n == 0]
+  if unmatched or ambiguous or empty:
+    parts = []
+    if unmatched:
+      parts.append(f'parameters in no group: {unmatched[:8]}')
+    if ambiguous:
+      parts.append(f'parameters in several groups: {ambiguous[:8]}')
+    if empty:
+      parts.append(f'patterns that match nothing: {empty}')
+    raise ConfigError('config.param_groups: ' + '; '.join(parts))
+  return flax.traverse_util.unflatten_dict(labels, sep='/')
+
+
+def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, min(config.warmup_steps, config.num_steps), config.num_steps)
+
+  def opt(mult):
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                       optax.adamw(lambda s: schedule(s) * mult, weight_decay=config.weight_decay))
+
+  backbone = optax.set_to_zero() if phase == 1 else opt(config.backbone_lr_mult)
+  return optax.partition({'head': opt(1.0), 'backbone': backbone}, labels)
+
+
+def initial_variables(config, model, rng) -> dict[str, Any]:
+  x = jnp.zeros((1, config.image_size, config.image_size, 6), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(rng, x)
+  variables = {k: variables[k] for k in ('params', 'batch_stats')}
+  path = config.init.checkpoint
+  if not path:
+    return variables
+  if not os.path.isdir(path):
+    raise ConfigError(f'config.init.checkpoint: {path}: no such directory '
+                      '(convert a torchvision checkpoint with scripts/convert_weights.py)')
+  loaded, meta = weights.load(path, with_meta=True)
+  if meta.get('arch') != config.model.arch:
+    raise ConfigError(f'config.init.checkpoint: {path} holds {meta.get("arch")}, '
+                      f'the config trains {config.model.arch}')
+  if meta.get('in_channels') == 3:
+    loaded = weights.expand_stem(loaded, 6)
+  return merge_backbone(variables, loaded, source=path)
+
+
+def merge_backbone(variables, backbone_vars, *, source: str) -> dict[str, Any]:
+  """Puts converted ResNet weights into the pair model's backbone, strictly.
+
+  Missing or unexpected backbone tensors, or shape mismatches, are listed in
+  the error; a torchvision classifier ('fc') is dropped (the heads replace it).
+  """
+  out = flax.core.unfreeze(jax.tree_util.tree_map(np.asarray, variables))
+  problems = []
+  for col in ('params', 'batch_stats'):
+    target = flax.traverse_util.flatten_dict(out[col]['backbone'], sep='/')
+    given = {k: v for k, v in flax.traverse_util.flatten_dict(
+        flax.core.unfreeze(backbone_vars[col]), sep='/').items() if not k.startswith('fc/')}
+    missing = sorted(set(target) - set(given))
+    unexpected = sorted(set(given) - set(target))
+    shapes = [f'{k} {np.shape(given[k])} vs {target[k].shape}' for k in sorted(set(target) & set(given))
+              if np.shape(given[k]) != target[k].shape]
+    for title, items in (('missing', missing), ('unexpected', unexpected), ('shape', shapes)):
+      if items:
+        problems.append(f'{col} {title}: {items[:8]}' + (f' (+{len(items) - 8})' if len(items) > 8 else ''))
+    target.update({k: np.asarray(v, np.float32) for k, v in given.items() if k in target})
+    out[col]['backbone'] = flax.traverse_util.unflatten_dict(target, sep='/')
+  if problems:
+    raise ConfigError(f'{source} does not fit the backbone: ' + '; '.join(problems))
+  return out
+
+
+# ------------------------------------------------------------------ the step
+
+
+def pair_metrics(out, batch) -> dict[str, jax.Array]:
+  pos = batch['is_pair'].astype(jnp.float32)
+  n_pos = jnp.maximum(pos.sum(), 1.0)
+  box = out['box']
+  inter_wh = jnp.clip(jnp.minimum(box[:, 2:], batch['box'][:, 2:])
+                      - jnp.maximum(box[:, :2], batch['box'][:, :2]), 0)
+  inter = inter_wh[:, 0] * inter_wh[:, 1]
+  area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+  iou = inter / jnp.maximum(area(box) + area(batch['box']) - inter, 1e-9)
+  tl_err = jnp.linalg.norm(box[:, :2] - batch['box'][:, :2], axis=-1)
+  return {
+      'pair_accuracy': jnp.mean(jnp.argmax(out['is_pair'], -1) == batch['is_pair']),
+      'swap_accuracy': ((jnp.argmax(out['is_swapped'], -1) == batch['is_swapped']) * pos).sum() / n_pos,
+      'top_left_error': (tl_err * pos).sum() / n_pos,
+      'box_iou': (iou * pos).sum() / n_pos,
+  }
+
+
+def make_train_step(model, tx, loss_weights, phase: int) -> Callable:
+  """The pure step for one phase: (state, batch) -> (state, metrics)."""
+
+  def step(state: TrainState, batch):
+    images = batch['image'].astype(jnp.float32)
+    images = models.normalize(images)
+
+    def loss_fn(params):
+      if phase == 1:  # frozen backbone: inference-mode BatchNorm, no gradient
+        out = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                          train=False, backbone_train=False)
+        new_stats = state.batch_stats
+      else:
+        out, upd = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                               train=True, mutable=['batch_stats'])
+        new_stats = upd['batch_stats']
+      loss, terms = heads.pair_loss(out, batch, loss_weights)
+      return loss, (terms, out, new_stats)
+
+    (loss, (terms, out, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
+               **pair_metrics(out, batch)}
+    return TrainState(state.step + 1, params, new_stats, opt_state), metrics
+
+  return step
+
+
+def make_eval_step(model) -> Callable:
+  def step(state: TrainState, batch):
+    out = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                      models.normalize(batch['image'].astype(jnp.float32)), train=False)
+    loss, _ = heads.pair_loss(out, batch)
+    return {'loss': loss, **pair_metrics(out, batch)}, out['box']
+  return step
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def _mesh_and_shardings(config):
+  # Auto axes: XLA's partitioner places the collectives (BatchNorm statistics and
+  # gradients over the sharded batch); under jit the sums are global, no pmean.
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  if config.batch_size % jax.device_count():
+    raise ConfigError(f'config.batch_size {config.batch_size} is not divisible by the '
+                      f'{jax.device_count()} devices')
+  return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+
+
+def _global_batch(batch, data_sharding):
+  """This process's numpy batch -> a global jax.Array split along 'data'."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(data_sharding, np.asarray(x)), batch)
+
+
+def _datasets(config, start_step: int):
+  from cropjax.data import pairs
+  per_process = config.batch_size // jax.process_count()
+  common = dict(image_size=config.image_size, batch_size=per_process, seed=config.seed,
+                shard_index=jax.process_index(), shard_count=jax.process_count(),
+                data_dir=config.data.data_dir or None, max_images=config.data.max_images or None,
+                **config.data.pair_options.to_dict())
+  train = pairs.dataset(config.data.source, split='train', start_step=start_step, **common)
+  val = pairs.dataset(config.data.source, split=config.data.eval_split,
+                      num_batches=config.eval_batches, **common)
+  return train, val
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_at: int | None = None) -> TrainState:
+  """Trains (or resumes) in `workdir`; returns the final state.
+
+  `stop_at` ends this run early at that step, with a checkpoint, as a
+  preemption would (the schedule still spans `config.num_steps`).
+  """
+  from clu import metric_writers
+  from clu import periodic_actions
+
+  from cropjax import checkpoint
+
+  _quiet_orbax()
+  if config.freeze_steps > config.num_steps:
+    raise ConfigError(f'config.freeze_steps {config.freeze_steps} > num_steps {config.num_steps}')
+  mesh, replicated, data_sharding = _mesh_and_shardings(config)
+  model = build_model(config)
+  variables = initial_variables(config, model, jax.random.key(config.seed))
+  labels = param_labels(variables['params'], dict(config.param_groups))
+  txs = {1: make_optimizer(config, labels, 1), 2: make_optimizer(config, labels, 2)}
+  phase_of = lambda step: 1 if step < config.freeze_steps else 2
+  state = TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
+                     txs[phase_of(0)].init(variables['params']))
+
+  manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints,
+                               best_metric='val_pair_accuracy')
+  # A state saved after step k carries the optimizer of the phase of step k - 1.
+  restored = checkpoint.restore_latest(
+      manager, lambda k: _state_for_phase(state, txs, phase_of(max(k - 1, 0))))
+  if restored is not None:
+    state = restored
+    logging.info('resumed from step %d in %s', int(state.step), workdir)
+  state = jax.device_put(state, replicated)
+  start = int(state.step)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flat_config(config).items()})
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer,
+                                           every_steps=config.log_every)
+  train_ds, val_ds = _datasets(config, start)
+  train_iter = train_ds.as_numpy_iterator()
+  steps = {}
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, data_sharding))
+  last_metrics = {}
+  end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
+  for step in range(start, end):
+    phase = phase_of(step)
+    if step == config.freeze_steps and step > 0:
+      state = _unfreeze(state, txs)
+      state = jax.device_put(state, replicated)
+    if phase not in steps:
+      steps[phase] = jax.jit(make_train_step(model, txs[phase], dict(config.loss_weights), phase),
+                             in_shardings=(replicated, data_sharding),
+                             out_shardings=(replicated, replicated), donate_argnums=0)
+    batch = _global_batch(next(train_iter), data_sharding)
+    state, metrics = steps[phase](state, batch)
+    report(step + 1)
+    last = step + 1 == end
+    log_now = (step + 1) % config.log_every == 0 or last
+    save_now = (step + 1) % config.checkpoint_every == 0 or last
+    if log_now or save_now:  # never log or save past a non-finite loss
+      metrics = jax.device_get(metrics)
+      if not np.isfinite(metrics['loss']):
+        manager.wait_until_finished()
+        raise FloatingPointError(
+            f'loss is {metrics["loss"]} at step {step + 1}; stopped. The last good checkpoint '
+            f'(step {manager.latest_step()}) in {workdir} is left as it was')
+    if log_now:
+      writer.write_scalars(step + 1, {f'train_{k}': float(v) for k, v in metrics.items()}
+                           | {'phase': phase, 'examples_per_step': config.batch_size})
+    if (step + 1) % config.eval_every == 0 or last:
+      last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1)
+    if save_now:
+      checkpoint.save(manager, step + 1, state, last_metrics)
+  manager.wait_until_finished()
+  writer.flush()
+  return state
+
+
+def _quiet_orbax() -> None:
+  """orbax logs every save at INFO through absl; keep its warnings only."""
+  handler = logging.get_absl_handler()
+  if not any(getattr(f, 'cropjax', False) for f in handler.filters):
+    class _Filter:
+      cropjax = True
+
+      def filter(self, record):
+        return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+    handler.addFilter(_Filter())
+
+
+def _state_for_phase(state, txs, phase):
+  return state.replace(opt_state=txs[phase].init(state.params))
+
+
+def _unfreeze(state: TrainState, txs) -> TrainState:
+  """Phase 1 -> 2: a fresh optimizer state for the backbone, the heads' carried over."""
+  fresh = txs[2].init(state.params)
+  old_inner, new_inner = state.opt_state.inner_states, fresh.inner_states
+  merged = dict(new_inner)
+  merged['head'] = old_inner['head']
+  return state.replace(opt_state=fresh._replace(inner_states=merged))
+
+
+def evaluate(eval_step, state, val_ds, data_sharding, writer, step) -> dict[str, float]:
+  sums, n, shown = {}, 0, None
+  for batch in val_ds.as_numpy_iterator():
+    metrics, boxes = eval_step(state, _global_batch(batch, data_sharding))
+    metrics = jax.device_get(metrics)
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+    n += 1
+    if shown is None:
+      shown = (batch, np.asarray(jax.device_get(boxes)))
+  if not n:
+    return {}
+  result = {f'val_{k}': v / n for k, v in sums.items()}
+  writer.write_scalars(step, result)
+  if shown is not None:
+    writer.write_images(step, {'val_pairs': draw_pairs(*shown)})
+  logging.info('step %d validation: %s', step,
+               ', '.join(f'{k} {v:.4f}' for k, v in sorted(result.items())))
+  return result
+
+
+def draw_pairs(batch, predicted, count: int = 8) -> np.ndarray:
+  """Validation pairs side by side, the original with the true (green) and predicted (red) box."""
+  count = min(count, len(batch['image']))
+  rows = []
+  for i in range(count):
+    img = np.asarray(batch['image'][i])
+    a, b = img[..., :3].copy(), img[..., 3:].copy()
+    original = b if batch['is_swapped'][i] else a
+    for box, colour in ((batch['box'][i], (0, 255, 0)), (predicted[i], (255, 0, 0))):
+      if batch['is_pair'][i] or colour == (255, 0, 0):
+        _rectangle(original, box, colour)
+    rows.append(np.concatenate([a, np.zeros((a.shape[0], 2, 3), np.uint8), b], axis=1))
+  return np.stack(rows)
+
+
+def _rectangle(img, box, colour):
+  h, w = img.shape[:2]
+  x0, x1 = [int(np.clip(round(v * (w - 1)), 0, w - 1)) for v in (box[0], box[2])]
+  y0, y1 = [int(np.clip(round(v * (h - 1)), 0, h - 1)) for v in (box[1], box[3])]
+  img[y0, x0:x1 + 1] = img[y1, x0:x1 + 1] = colour
+  img[y0:y1 + 1, x0] = img[y0:y1 + 1, x1] = colour
+
+
+def _flat_config(config) -> dict[str, Any]:
+  flat = flax.traverse_util.flatten_dict(config.to_dict(), sep='.')
+  return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in flat.items()}

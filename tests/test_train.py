@@ -1,0 +1,164 @@
+"""Training: freeze-then-unfreeze, resume == uninterrupted, config errors, NaN stop, ImageNet init."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from cropjax import checkpoint
+from cropjax import models
+from cropjax import train
+from cropjax import weights
+from cropjax.data import sources
+from cropjax import procedural
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def photo_folder(tmp_path_factory):
+  from PIL import Image
+  folder = tmp_path_factory.mktemp('photos')
+  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
+    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
+  return folder
+
+
+def _config(photo_folder, tmp_path, **overrides):
+  c = tiny.get_config()
+  c.data.source = str(photo_folder)
+  c.data.data_dir = str(tmp_path / 'tfds')
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = getattr(node, p)
+    setattr(node, leaf, v)
+  return c
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def test_freeze_phase_keeps_backbone_bit_identical_then_unfreezes(photo_folder, tmp_path):
+  c = _config(photo_folder, tmp_path, num_steps=5, freeze_steps=3, checkpoint_every=100)
+  model = train.build_model(c)
+  init = train.initial_variables(c, model, jax.random.key(c.seed))
+  frozen = train.train_and_evaluate(c, str(tmp_path / 'a'), stop_at=3)
+  assert _same(frozen.params['backbone'], init['params']['backbone'])
+  assert _same(frozen.batch_stats, init['batch_stats'])
+  assert not _same(frozen.params['box'], init['params']['box'])
+  # Two more steps in phase 2, resumed from that checkpoint: the backbone moves.
+  thawed = train.train_and_evaluate(c, str(tmp_path / 'a'))
+  assert int(thawed.step) == 5
+  assert not _same(thawed.params['backbone'], init['params']['backbone'])
+  assert not _same(thawed.batch_stats, init['batch_stats'])
+
+
+def test_resume_reproduces_an_uninterrupted_run(photo_folder, tmp_path):
+  c = _config(photo_folder, tmp_path, num_steps=6, freeze_steps=3, checkpoint_every=2)
+  straight = train.train_and_evaluate(c, str(tmp_path / 'straight'))
+  # Stop in the middle (at the phase switch, the hard case), then start again.
+  train.train_and_evaluate(c, str(tmp_path / 'resumed'), stop_at=3)
+  resumed = train.train_and_evaluate(c, str(tmp_path / 'resumed'))
+  assert int(resumed.step) == int(straight.step) == 6
+  np.testing.assert_array_equal(_leaves(resumed.params)[0], _leaves(straight.params)[0])
+  assert _same(resumed.params, straight.params)
+  assert _same(resumed.batch_stats, straight.batch_stats)
+  events = [f for f in os.listdir(tmp_path / 'straight') if f.startswith('events.out.tfevents')]
+  assert events  # TensorBoard events were written
+
+
+def test_param_groups_must_cover_every_parameter(photo_folder, tmp_path):
+  c = _config(photo_folder, tmp_path)
+  params = train.initial_variables(c, train.build_model(c), jax.random.key(0))['params']
+  labels = train.param_labels(params, dict(c.param_groups))
+  assert set(jax.tree_util.tree_leaves(labels)) == {'head', 'backbone'}
+  with pytest.raises(train.ConfigError, match='parameters in no group.*is_swapped'):
+    train.param_labels(params, {'backbone': r'backbone/.*', 'head': r'(is_pair|box)/.*'})
+  with pytest.raises(train.ConfigError, match="match nothing.*'heads/.*'"):
+    train.param_labels(params, {'backbone': r'.*', 'head': r'heads/.*'})
+  with pytest.raises(train.ConfigError, match='several groups'):
+    train.param_labels(params, {'backbone': r'.*', 'head': r'box/.*'})
+
+
+def test_bad_configuration_fails_at_start(photo_folder, tmp_path):
+  with pytest.raises(train.ConfigError, match="unknown architecture 'resnet17'"):
+    train.train_and_evaluate(_config(photo_folder, tmp_path, **{'model.arch': 'resnet17'}),
+                             str(tmp_path / 'w1'))
+  with pytest.raises(train.ConfigError, match='no-such-dir: no such directory'):
+    train.train_and_evaluate(_config(photo_folder, tmp_path,
+                                     **{'init.checkpoint': str(tmp_path / 'no-such-dir')}),
+                             str(tmp_path / 'w2'))
+  assert not os.path.exists(tmp_path / 'w1' / 'checkpoints' / '1')
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(photo_folder, tmp_path):
+  c = _config(photo_folder, tmp_path, num_steps=4, freeze_steps=0, checkpoint_every=2)
+  train.train_and_evaluate(c, str(tmp_path / 'w'), stop_at=2)
+  c.loss_weights.l1 = float('nan')
+  with pytest.raises(FloatingPointError, match=r'at step 3.*step 2\)'):
+    train.train_and_evaluate(c, str(tmp_path / 'w'))
+  assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == ['2']
+
+
+def test_imagenet_init_merges_strictly_and_freezes(photo_folder, tmp_path):
+  # Converted 'tiny' weights as scripts/convert_weights.py would save them (RGB stem).
+  rgb = models.init(models.TinyResNet(num_classes=10), jax.random.key(3), 32)
+  path = weights.save(rgb, tmp_path / 'w', arch='tiny')
+  c = _config(photo_folder, tmp_path, num_steps=2, freeze_steps=2, **{'init.checkpoint': path})
+  state = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  expected = weights.expand_stem(rgb, 6)
+  assert _same(state.params['backbone'], {k: v for k, v in expected['params'].items() if k != 'fc'})
+  assert _same(state.batch_stats['backbone'], expected['batch_stats'])
+  # Another architecture's weights are refused with the mismatches listed.
+  other = models.init(models.TinyBottleneckResNet(num_classes=10), jax.random.key(3), 32)
+  path2 = weights.save(other, tmp_path / 'w2', arch='tiny')
+  with pytest.raises(train.ConfigError, match='does not fit the backbone.*conv3'):
+    train.train_and_evaluate(_config(photo_folder, tmp_path, **{'init.checkpoint': path2}),
+                             str(tmp_path / 'run2'))
+
+
+def test_data_parallel_on_four_devices_matches_one(photo_folder, tmp_path):
+  """The same global batch on 4 forced CPU devices and on 1 gives the same parameters."""
+  script = textwrap.dedent(f'''
+    import os, sys, numpy as np, jax
+    sys.path.insert(0, {ROOT!r})
+    from configs import tiny
+    from cropjax import train
+    c = tiny.get_config()
+    c.data.source = {str(photo_folder)!r}
+    c.data.data_dir = {str(tmp_path / 'tfds')!r}
+    c.num_steps, c.freeze_steps = 2, 1
+    if jax.device_count() == 4:
+      c.batch_size = 6
+      try:
+        train.train_and_evaluate(c, sys.argv[2] + '-bad')
+      except train.ConfigError as e:
+        print('CONFIGERROR', e)
+      c.batch_size = 8
+    s = train.train_and_evaluate(c, sys.argv[2])
+    np.savez(sys.argv[1], *[np.asarray(x) for x in jax.tree_util.tree_leaves((s.params, s.batch_stats))])
+  ''')
+  outs = {}
+  for n in (1, 4):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+    r = subprocess.run([sys.executable, '-c', script, str(tmp_path / f'p{n}.npz'),
+                        str(tmp_path / f'wd{n}')], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    outs[n] = np.load(tmp_path / f'p{n}.npz')
+    if n == 4:
+      assert 'CONFIGERROR' in r.stdout and 'not divisible by the 4 devices' in r.stdout
+  for k in outs[1].files:
+    np.testing.assert_allclose(outs[4][k], outs[1][k], rtol=2e-4, atol=2e-5)
