@@ -18,14 +18,11 @@ parameter must fall in exactly one group.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
-import time
 from typing import Any, Callable
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

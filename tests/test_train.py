@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from cropjax import checkpoint
 from cropjax import models
 from cropjax import train
 from cropjax import weights
-from cropjax.data import sources
 from cropjax import procedural
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
