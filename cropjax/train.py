@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from typing import Any, Callable
 
 import flax
@@ -292,6 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, data_sharding))
   last_metrics = {}
   end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
+  tick, tick_step = time.perf_counter(), start
   for step in range(start, end):
     phase = phase_of(step)
     if step == config.freeze_steps and step > 0:
@@ -315,8 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f'loss is {metrics["loss"]} at step {step + 1}; stopped. The last good checkpoint '
             f'(step {manager.latest_step()}) in {workdir} is left as it was')
     if log_now:
+      now = time.perf_counter()
+      rate = config.batch_size * (step + 1 - tick_step) / max(now - tick, 1e-9)
+      tick, tick_step = now, step + 1
       writer.write_scalars(step + 1, {f'train_{k}': float(v) for k, v in metrics.items()}
-                           | {'phase': phase, 'examples_per_step': config.batch_size})
+                           | {'phase': phase, 'examples_per_second': rate})
     if (step + 1) % config.eval_every == 0 or last:
       last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1)
     if save_now:
