@@ -1,4 +1,4 @@
-"""Base configuration of the crop-pair model; the other configs import it and override.
+"""Base configuration (crop pairs); the other configs import it and override a few fields.
 
     python scripts/train.py --config configs/default.py --workdir workdirs/default
 """
@@ -8,7 +8,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'pairs'
+  c.task = 'pairs'                    # or 'autocrop' (see configs/autocrop.py)
   c.seed = 0
   c.image_size = 224
   c.batch_size = 128                  # global, over all devices and hosts
@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''                # tfds data dir ('' = tfds' default)
   c.data.max_images = 0               # 0 = all
   c.data.pair_options = ml_collections.ConfigDict()  # cropjax.data.pairs.PairOptions fields
+  c.data.autocrop_options = ml_collections.ConfigDict()  # cropjax.data.autocrop.AutocropOptions
 
   c.log_every = 50
   c.eval_every = 1_000

@@ -8,7 +8,11 @@ heads, replacing torchvision's avgpool + fc:
 * `is_swapped`: 2 logits (first image is the original / the crop comes first);
 * `box`:        (x0, y0, x1, y1) of the crop inside the original, fractions.
 
-The box head cannot leave the frame or invert: per axis it predicts three
+The auto-crop model is a backbone over one photo (3 channels) with a crop
+head: `crop` (left, top, right, bottom) in fractions of the input, and `angle`
+in degrees, `max_angle * tanh(.)`, so never beyond +-max_angle.
+
+The box heads cannot leave the frame or invert: per axis they predict three
 logits whose softmax is (margin before, size, margin after), so
 0 < x0 < x1 < 1 by construction.
 """
@@ -54,6 +58,26 @@ class PairModel(nn.Module):
     }
 
 
+class CropModel(nn.Module):
+  """Backbone over one photo + crop head: `crop` (bounded box) and `angle` (degrees)."""
+  backbone: models.ResNet
+  max_angle: float = 45.0
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False,
+               backbone_train: bool | None = None) -> dict[str, jax.Array]:
+    backbone_train = train if backbone_train is None else backbone_train
+    features = self.backbone(images, train=backbone_train)
+    if not backbone_train:
+      features = jax.lax.stop_gradient(features)
+    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+    angle = nn.Dense(1, dtype=jnp.float32, name='angle')(pooled)[:, 0]
+    return {
+        'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled)),
+        'angle': self.max_angle * jnp.tanh(angle),
+    }
+
+
 def giou(a: jax.Array, b: jax.Array) -> jax.Array:
   """Generalised IoU of (..., 4) boxes (x0, y0, x1, y1); both must be valid."""
   inter_wh = jnp.clip(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
@@ -79,6 +103,19 @@ def pair_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
       'is_swapped': (ce(outputs['is_swapped'], batch['is_swapped'].astype(jnp.int32)) * pos).sum() / n_pos,
       'l1': (jnp.abs(outputs['box'] - batch['box']).mean(-1) * pos).sum() / n_pos,
       'giou': ((1.0 - giou(outputs['box'], batch['box'])) * pos).sum() / n_pos,
+  }
+  total = sum(w[k] * v for k, v in terms.items())
+  return total, terms
+
+
+def crop_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
+              weights: Any = None, max_angle: float = 45.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L1 + GIoU on the crop; L1 on the angle as a fraction of `max_angle`."""
+  w = {'l1': 5.0, 'giou': 2.0, 'angle': 1.0, **dict(weights or {})}
+  terms = {
+      'l1': jnp.abs(outputs['crop'] - batch['crop']).mean(-1).mean(),
+      'giou': (1.0 - giou(outputs['crop'], batch['crop'])).mean(),
+      'angle': jnp.abs(outputs['angle'] - batch['angle']).mean() / max_angle,
   }
   total = sum(w[k] * v for k, v in terms.items())
   return total, terms

@@ -1,6 +1,9 @@
-"""Training the crop-pair model: freeze-then-unfreeze, data parallel, checkpointed.
+"""Training cropjax's models: freeze-then-unfreeze, data parallel, checkpointed.
 
     python scripts/train.py --config configs/demo.py --workdir workdirs/demo
+    python scripts/train.py --config configs/autocrop_demo.py --workdir workdirs/autocrop
+
+`config.task` picks the problem (`cropjax.tasks`: 'pairs' or 'autocrop').
 
 `train_and_evaluate(config, workdir)` runs the whole job. The train step is one
 pure function `(state, batch) -> (state, metrics)`, jitted once per phase with
@@ -32,8 +35,8 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from cropjax import heads
 from cropjax import models
+from cropjax import tasks
 from cropjax import weights
 
 GROUPS = ('head', 'backbone')
@@ -54,13 +57,25 @@ class TrainState:
 # ------------------------------------------------------------------ model, params
 
 
-def build_model(config: ml_collections.ConfigDict) -> heads.PairModel:
-  dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.model.dtype]
+def get_task(config: ml_collections.ConfigDict) -> tasks.Task:
   try:
-    backbone = models.get(config.model.arch, num_classes=None, in_channels=6, dtype=dtype)
+    return tasks.get(config.task)
+  except ValueError as e:
+    raise ConfigError(f'config.task: {e}') from None
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """The task's model (`cropjax.heads.PairModel` or `CropModel`) on the configured backbone."""
+  task = get_task(config)
+  dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+  if config.model.dtype not in dtypes:
+    raise ConfigError(f'config.model.dtype: {config.model.dtype!r}, use one of {sorted(dtypes)}')
+  try:
+    backbone = models.get(config.model.arch, num_classes=None, in_channels=task.in_channels,
+                          dtype=dtypes[config.model.dtype])
   except ValueError as e:
     raise ConfigError(f'config.model.arch: {e}') from None
-  return heads.PairModel(backbone)
+  return task.make_model(backbone, config)
 
 
 def param_labels(params: Any, groups: dict[str, str]) -> Any:
@@ -111,7 +126,8 @@ def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
 
 
 def initial_variables(config, model, rng) -> dict[str, Any]:
-  x = jnp.zeros((1, config.image_size, config.image_size, 6), jnp.float32)
+  channels = get_task(config).in_channels
+  x = jnp.zeros((1, config.image_size, config.image_size, channels), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(rng, x)
   variables = {k: variables[k] for k in ('params', 'batch_stats')}
   path = config.init.checkpoint
@@ -124,7 +140,7 @@ def initial_variables(config, model, rng) -> dict[str, Any]:
   if meta.get('arch') != config.model.arch:
     raise ConfigError(f'config.init.checkpoint: {path} holds {meta.get("arch")}, '
                       f'the config trains {config.model.arch}')
-  if meta.get('in_channels') == 3:
+  if meta.get('in_channels') == 3 and channels == 6:
     loaded = weights.expand_stem(loaded, 6)
   return merge_backbone(variables, loaded, source=path)
 
@@ -158,26 +174,10 @@ def merge_backbone(variables, backbone_vars, *, source: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ the step
 
 
-def pair_metrics(out, batch) -> dict[str, jax.Array]:
-  pos = batch['is_pair'].astype(jnp.float32)
-  n_pos = jnp.maximum(pos.sum(), 1.0)
-  box = out['box']
-  inter_wh = jnp.clip(jnp.minimum(box[:, 2:], batch['box'][:, 2:])
-                      - jnp.maximum(box[:, :2], batch['box'][:, :2]), 0)
-  inter = inter_wh[:, 0] * inter_wh[:, 1]
-  area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-  iou = inter / jnp.maximum(area(box) + area(batch['box']) - inter, 1e-9)
-  tl_err = jnp.linalg.norm(box[:, :2] - batch['box'][:, :2], axis=-1)
-  return {
-      'pair_accuracy': jnp.mean(jnp.argmax(out['is_pair'], -1) == batch['is_pair']),
-      'swap_accuracy': ((jnp.argmax(out['is_swapped'], -1) == batch['is_swapped']) * pos).sum() / n_pos,
-      'top_left_error': (tl_err * pos).sum() / n_pos,
-      'box_iou': (iou * pos).sum() / n_pos,
-  }
-
-
-def make_train_step(model, tx, loss_weights, phase: int) -> Callable:
+def make_train_step(config, model, tx, phase: int) -> Callable:
   """The pure step for one phase: (state, batch) -> (state, metrics)."""
+  task = get_task(config)
+  loss_weights = dict(config.loss_weights)
 
   def step(state: TrainState, batch):
     images = batch['image'].astype(jnp.float32)
@@ -192,25 +192,28 @@ def make_train_step(model, tx, loss_weights, phase: int) -> Callable:
         out, upd = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
                                train=True, mutable=['batch_stats'])
         new_stats = upd['batch_stats']
-      loss, terms = heads.pair_loss(out, batch, loss_weights)
+      loss, terms = task.loss(out, batch, loss_weights, config)
       return loss, (terms, out, new_stats)
 
     (loss, (terms, out, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {'loss': loss, **{f'loss_{k}': v for k, v in terms.items()},
-               **pair_metrics(out, batch)}
+               **task.metrics(out, batch)}
     return TrainState(state.step + 1, params, new_stats, opt_state), metrics
 
   return step
 
 
-def make_eval_step(model) -> Callable:
+def make_eval_step(config, model) -> Callable:
+  """(state, batch) -> (metrics, outputs), inference mode."""
+  task = get_task(config)
+
   def step(state: TrainState, batch):
     out = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                       models.normalize(batch['image'].astype(jnp.float32)), train=False)
-    loss, _ = heads.pair_loss(out, batch)
-    return {'loss': loss, **pair_metrics(out, batch)}, out['box']
+    loss, _ = task.loss(out, batch, dict(config.loss_weights), config)
+    return {'loss': loss, **task.metrics(out, batch)}, out
   return step
 
 
@@ -234,19 +237,6 @@ def _global_batch(batch, data_sharding):
       lambda x: jax.make_array_from_process_local_data(data_sharding, np.asarray(x)), batch)
 
 
-def _datasets(config, start_step: int):
-  from cropjax.data import pairs
-  per_process = config.batch_size // jax.process_count()
-  common = dict(image_size=config.image_size, batch_size=per_process, seed=config.seed,
-                shard_index=jax.process_index(), shard_count=jax.process_count(),
-                data_dir=config.data.data_dir or None, max_images=config.data.max_images or None,
-                **config.data.pair_options.to_dict())
-  train = pairs.dataset(config.data.source, split='train', start_step=start_step, **common)
-  val = pairs.dataset(config.data.source, split=config.data.eval_split,
-                      num_batches=config.eval_batches, **common)
-  return train, val
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_at: int | None = None) -> TrainState:
   """Trains (or resumes) in `workdir`; returns the final state.
@@ -262,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   _quiet_orbax()
   if config.freeze_steps > config.num_steps:
     raise ConfigError(f'config.freeze_steps {config.freeze_steps} > num_steps {config.num_steps}')
+  task = get_task(config)
   mesh, replicated, data_sharding = _mesh_and_shardings(config)
   model = build_model(config)
   variables = initial_variables(config, model, jax.random.key(config.seed))
@@ -272,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      txs[phase_of(0)].init(variables['params']))
 
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints,
-                               best_metric='val_pair_accuracy')
+                               best_metric=task.best_metric)
   # A state saved after step k carries the optimizer of the phase of step k - 1.
   restored = checkpoint.restore_latest(
       manager, lambda k: _state_for_phase(state, txs, phase_of(max(k - 1, 0))))
@@ -282,15 +273,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = jax.device_put(state, replicated)
   start = int(state.step)
 
+  if jax.process_index() == 0:  # what cropjax.load_model rebuilds the model from
+    _write_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flat_config(config).items()})
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer,
                                            every_steps=config.log_every)
-  train_ds, val_ds = _datasets(config, start)
+  train_ds, val_ds = task.datasets(config, start)
   train_iter = train_ds.as_numpy_iterator()
   steps = {}
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, data_sharding))
+  eval_step = jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding))
   last_metrics = {}
   end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
   tick, tick_step = time.perf_counter(), start
@@ -300,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state = _unfreeze(state, txs)
       state = jax.device_put(state, replicated)
     if phase not in steps:
-      steps[phase] = jax.jit(make_train_step(model, txs[phase], dict(config.loss_weights), phase),
+      steps[phase] = jax.jit(make_train_step(config, model, txs[phase], phase),
                              in_shardings=(replicated, data_sharding),
                              out_shardings=(replicated, replicated), donate_argnums=0)
     batch = _global_batch(next(train_iter), data_sharding)
@@ -323,12 +316,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step + 1, {f'train_{k}': float(v) for k, v in metrics.items()}
                            | {'phase': phase, 'examples_per_second': rate})
     if (step + 1) % config.eval_every == 0 or last:
-      last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1)
+      last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1, task)
     if save_now:
       checkpoint.save(manager, step + 1, state, last_metrics)
   manager.wait_until_finished()
   writer.flush()
   return state
+
+
+def _write_config(config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, path)
 
 
 def _quiet_orbax() -> None:
@@ -357,48 +359,27 @@ def _unfreeze(state: TrainState, txs) -> TrainState:
   return state.replace(opt_state=fresh._replace(inner_states=merged))
 
 
-def evaluate(eval_step, state, val_ds, data_sharding, writer, step) -> dict[str, float]:
+def evaluate(eval_step, state, val_ds, data_sharding, writer, step,
+             task: tasks.Task) -> dict[str, float]:
+  """Mean validation metrics over `val_ds`, written with an image summary of its first batch."""
   sums, n, shown = {}, 0, None
   for batch in val_ds.as_numpy_iterator():
-    metrics, boxes = eval_step(state, _global_batch(batch, data_sharding))
+    metrics, out = eval_step(state, _global_batch(batch, data_sharding))
     metrics = jax.device_get(metrics)
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + float(v)
     n += 1
     if shown is None:
-      shown = (batch, np.asarray(jax.device_get(boxes)))
+      shown = (batch, jax.device_get(out))
   if not n:
     return {}
   result = {f'val_{k}': v / n for k, v in sums.items()}
   writer.write_scalars(step, result)
   if shown is not None:
-    writer.write_images(step, {'val_pairs': draw_pairs(*shown)})
+    writer.write_images(step, {task.image_summary: task.draw(*shown)})
   logging.info('step %d validation: %s', step,
                ', '.join(f'{k} {v:.4f}' for k, v in sorted(result.items())))
   return result
-
-
-def draw_pairs(batch, predicted, count: int = 8) -> np.ndarray:
-  """Validation pairs side by side, the original with the true (green) and predicted (red) box."""
-  count = min(count, len(batch['image']))
-  rows = []
-  for i in range(count):
-    img = np.asarray(batch['image'][i])
-    a, b = img[..., :3].copy(), img[..., 3:].copy()
-    original = b if batch['is_swapped'][i] else a
-    for box, colour in ((batch['box'][i], (0, 255, 0)), (predicted[i], (255, 0, 0))):
-      if batch['is_pair'][i] or colour == (255, 0, 0):
-        _rectangle(original, box, colour)
-    rows.append(np.concatenate([a, np.zeros((a.shape[0], 2, 3), np.uint8), b], axis=1))
-  return np.stack(rows)
-
-
-def _rectangle(img, box, colour):
-  h, w = img.shape[:2]
-  x0, x1 = [int(np.clip(round(v * (w - 1)), 0, w - 1)) for v in (box[0], box[2])]
-  y0, y1 = [int(np.clip(round(v * (h - 1)), 0, h - 1)) for v in (box[1], box[3])]
-  img[y0, x0:x1 + 1] = img[y1, x0:x1 + 1] = colour
-  img[y0:y1 + 1, x0] = img[y0:y1 + 1, x1] = colour
 
 
 def _flat_config(config) -> dict[str, Any]:

@@ -89,8 +89,8 @@ def test_bad_options():
 
 def test_end_to_end_from_an_annotated_library(tmp_path):
   from cropjax import annotate
-  from scripts import make_demo_library
-  make_demo_library.make_library(tmp_path / 'lib', count=24, seed=3, long_side=160)
+  from cropjax import demo_library
+  demo_library.make_library(tmp_path / 'lib', count=24, seed=3, long_side=160)
   annotate.annotate([tmp_path / 'lib'], tmp_path / 'ds', 96)
   b = next(autocrop.dataset(str(tmp_path / 'ds'), image_size=32, batch_size=4, seed=0,
                             data_dir=str(tmp_path / 'tfds')).as_numpy_iterator())

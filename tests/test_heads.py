@@ -54,3 +54,29 @@ def test_pair_model_outputs():
   out = model.apply(v, x)
   assert out['is_pair'].shape == (3, 2) and out['is_swapped'].shape == (3, 2)
   assert out['box'].shape == (3, 4)
+
+
+def test_crop_model_outputs_stay_in_range_even_with_huge_weights():
+  model = heads.CropModel(models.TinyResNet(num_classes=None), max_angle=10.0)
+  x = jax.random.uniform(jax.random.key(0), (16, 32, 32, 3)) * 50
+  variables = model.init(jax.random.key(1), x)
+  params = dict(variables['params'])
+  for head in ('crop', 'angle'):  # saturate the heads
+    params[head] = jax.tree_util.tree_map(lambda v: v * 1e4, params[head])
+  variables = {**variables, 'params': params}
+  out = model.apply(variables, x)
+  crop, angle = np.asarray(out['crop']), np.asarray(out['angle'])
+  assert crop.shape == (16, 4) and angle.shape == (16,)
+  assert (crop >= 0).all() and (crop <= 1).all()
+  assert (crop[:, 0] <= crop[:, 2]).all() and (crop[:, 1] <= crop[:, 3]).all()
+  assert (np.abs(angle) <= 10.0).all() and np.abs(angle).max() > 9.0  # saturates at the bound
+
+
+def test_crop_loss_terms():
+  out = {'crop': jnp.array([[0.0, 0.0, 0.5, 0.5]]), 'angle': jnp.array([9.0])}
+  batch = {'crop': jnp.array([[0.25, 0.25, 0.75, 0.75]]), 'angle': jnp.array([-9.0])}
+  total, terms = heads.crop_loss(out, batch, {'l1': 1.0, 'giou': 0.0, 'angle': 2.0}, max_angle=45)
+  np.testing.assert_allclose(terms['l1'], 0.25, rtol=1e-6)
+  np.testing.assert_allclose(terms['giou'], 1 - (1 / 7 - 2 / 9), rtol=1e-6)
+  np.testing.assert_allclose(terms['angle'], 18 / 45, rtol=1e-6)
+  np.testing.assert_allclose(total, 0.25 + 2 * 18 / 45, rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Training: freeze-then-unfreeze, resume == uninterrupted, config errors, NaN stop, ImageNet init."""
+"""Training: freeze-then-unfreeze, resume == uninterrupted, config errors, NaN stop, ImageNet init,
+data parallel, and the auto-crop task."""
 
 import os
 import subprocess
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import autocrop_tiny
 from configs import tiny
 from cropjax import models
 from cropjax import train
@@ -132,7 +134,8 @@ def test_data_parallel_on_four_devices_matches_one(photo_folder, tmp_path):
   script = textwrap.dedent(f'''
     import os, sys, numpy as np, jax
     sys.path.insert(0, {ROOT!r})
-    from configs import tiny
+    from configs import autocrop_tiny
+from configs import tiny
     from cropjax import train
     c = tiny.get_config()
     c.data.source = {str(photo_folder)!r}
@@ -160,3 +163,41 @@ def test_data_parallel_on_four_devices_matches_one(photo_folder, tmp_path):
       assert 'CONFIGERROR' in r.stdout and 'not divisible by the 4 devices' in r.stdout
   for k in outs[1].files:
     np.testing.assert_allclose(outs[4][k], outs[1][k], rtol=2e-4, atol=2e-5)
+
+
+@pytest.fixture(scope='module')
+def crop_dataset(tmp_path_factory):
+  from cropjax import annotate
+  from cropjax import demo_library
+  root = tmp_path_factory.mktemp('crops')
+  demo_library.make_library(root / 'lib', count=40, seed=5, long_side=128)
+  annotate.annotate([root / 'lib'], root / 'ds', 64, report=lambda problem: None)
+  return root / 'ds'
+
+
+def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tmp_path):
+  c = autocrop_tiny.get_config()
+  c.data.source = str(crop_dataset)
+  c.data.data_dir = str(tmp_path / 'tfds')
+  c.num_steps, c.freeze_steps, c.checkpoint_every, c.max_angle = 5, 3, 100, 20.0
+  model = train.build_model(c)
+  assert model.max_angle == 20.0 and model.backbone.in_channels == 3
+  init = train.initial_variables(c, model, jax.random.key(c.seed))
+  assert set(init['params']) == {'backbone', 'crop', 'angle'}
+  frozen = train.train_and_evaluate(c, str(tmp_path / 'a'), stop_at=3)
+  assert _same(frozen.params['backbone'], init['params']['backbone'])
+  assert _same(frozen.batch_stats, init['batch_stats'])
+  assert not _same(frozen.params['crop'], init['params']['crop'])
+  assert not _same(frozen.params['angle'], init['params']['angle'])
+  thawed = train.train_and_evaluate(c, str(tmp_path / 'a'))
+  assert int(thawed.step) == 5
+  assert not _same(thawed.params['backbone'], init['params']['backbone'])
+  # The best checkpoint is chosen by the crop IoU; image summaries are the crops.
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(tmp_path / 'a'), size_guidance={'tensors': 0})
+  acc.Reload()
+  tags = set(acc.Tags()['tensors'])
+  assert {'val_crop_iou', 'val_angle_error', 'val_boundary_error', 'val_crops'} <= tags
+  with pytest.raises(train.ConfigError, match="unknown task 'crops'"):
+    c.task = 'crops'
+    train.build_model(c)

@@ -3,7 +3,8 @@
     ds = cropjax.data.autocrop.dataset('data/crops', image_size=224, batch_size=32, seed=0)
 
 `source` is a DATASET folder written by `scripts/annotate.py` (read through the
-`cropjax.datasets.annotated` tfds builder) or a list of records
+`cropjax.datasets.annotated` tfds builder), 'demo' (a generated demo library
+with XMP crops, annotated once into the tfds data_dir) or a list of records
 `(encoded image, (left, top, right, bottom), angle)`. Batches: `image` uint8
 [B, N, N, 3], `crop` float32 [B, 4] (left, top, right, bottom), `angle`
 float32 [B] (degrees, Lightroom's sign).
@@ -22,12 +23,14 @@ holds the whole crop, or zoom out with padding) moves and scales the box; mild
 colour changes. Randomness is stateless in (seed, example index), so batches
 are reproducible and a resumed run starts at its step. Validation batches go
 once through the split in order, without augmentation (the last batch may be
-smaller).
+smaller); with `num_batches`, exactly that many full batches, cycling through
+the split (what periodic evaluation during training uses).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from typing import Any, Sequence
 
@@ -53,11 +56,18 @@ class AutocropOptions:
 
 
 def load_records(path: str, split: str, data_dir: str | None = None) -> list[tuple[bytes, Any, float]]:
-  """(encoded image, crop, angle) of an annotated DATASET folder's split, via tfds."""
+  """(encoded image, crop, angle) of an annotated DATASET folder's split, via tfds.
+
+  `path='demo'` is the embedded default: a demo library
+  (`cropjax.demo_library`) annotated once into `data_dir`.
+  """
   sources.tensorflow()
   import tensorflow_datasets as tfds
 
   from cropjax.datasets import annotated
+  if path == 'demo':
+    from cropjax import demo_library
+    path = str(demo_library.ensure_dataset(data_dir or os.path.expanduser('~/tensorflow_datasets')))
   b = annotated.builder(path, data_dir=data_dir)
   b.download_and_prepare()
   if split not in b.info.splits:
@@ -158,12 +168,12 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     stop = (np.iinfo(np.int64).max if num_batches is None
             else first + num_batches * batch_size * shard_count)
     ds = tf.data.Dataset.range(first, stop, shard_count)
-  else:
+  elif num_batches is None:  # once through the split
     ds = tf.data.Dataset.range(shard_index, len(records), shard_count)
+  else:  # exactly num_batches full batches, cycling through the split
+    ds = tf.data.Dataset.range(shard_index, num_batches * batch_size * shard_count, shard_count)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=train)
-  if not train and num_batches is not None:
-    ds = ds.take(num_batches)
   o = tf.data.Options()
   o.deterministic = deterministic
   return ds.with_options(o).prefetch(tf.data.AUTOTUNE)

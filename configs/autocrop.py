@@ -1,0 +1,40 @@
+"""Auto-crop, the real setup: ResNet-50 at 224 px from ImageNet weights, on a photographer's library.
+
+    python scripts/annotate.py ~/Pictures --out data/crops --size 512
+    python scripts/convert_weights.py --arch resnet50 --input resnet50-11ad3fa6.pth --output weights/resnet50
+    python scripts/train.py --config configs/autocrop.py --workdir workdirs/autocrop \
+        --config.data.source=data/crops
+
+Learns the crop (left, top, right, bottom) and angle the photographer chose,
+from the annotated DATASET folder. The box head cannot leave the frame or
+invert; the angle is max_angle * tanh. Phase 1 trains the crop head on the
+frozen ImageNet backbone, phase 2 everything.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.task = 'autocrop'
+  c.max_angle = 45.0                  # Lightroom's limit; the angle head's range
+  c.model.arch = 'resnet50'
+  c.model.dtype = 'bfloat16'
+  c.init.checkpoint = 'weights/resnet50'
+  c.image_size = 224
+  c.batch_size = 128
+  c.num_steps = 10_000
+  c.freeze_steps = 1_000
+  c.warmup_steps = 500
+  c.loss_weights = ml_collections.ConfigDict({'l1': 5.0, 'giou': 2.0, 'angle': 1.0})
+  c.param_groups = ml_collections.ConfigDict({
+      'backbone': r'backbone/.*',
+      'head': r'(crop|angle)/.*',
+  })
+  c.data.source = 'demo'              # an annotated DATASET folder, or 'demo'
+  c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox'})
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  return c

@@ -1,0 +1,27 @@
+"""Auto-crop on the embedded demo library, from scratch, on a 2-core CPU.
+
+    python scripts/train.py --config configs/autocrop_demo.py --workdir workdirs/autocrop_demo
+
+The demo library (`cropjax.demo_library`: photos placed in distracting
+margins, the crop being the photo) is generated and annotated once into the
+tfds data dir. About 5 minutes here; watch `tensorboard --logdir workdirs`.
+"""
+
+from configs import autocrop
+
+
+def get_config():
+  c = autocrop.get_config()
+  c.model.arch = 'resnet18'
+  c.model.dtype = 'float32'
+  c.init.checkpoint = ''
+  c.image_size = 64
+  c.batch_size = 32
+  c.num_steps = 1_000
+  c.freeze_steps = 0
+  c.learning_rate = 2e-3
+  c.warmup_steps = 100
+  c.eval_every = 250
+  c.eval_batches = 4
+  c.checkpoint_every = 250
+  return c
