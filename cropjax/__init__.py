@@ -27,3 +27,15 @@ def _set_xla_flags() -> None:
 
 
 _set_xla_flags()
+
+# The prediction API, imported on first use (it pulls in JAX and the models).
+_INFERENCE = ('predict', 'predict_pairs', 'predict_crop', 'predict_crops', 'load_model',
+              'Model', 'PairPrediction', 'CropPrediction', 'InputError', 'ModelError')
+__all__ = list(_INFERENCE)
+
+
+def __getattr__(name):
+  if name in _INFERENCE:
+    from cropjax import inference
+    return getattr(inference, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

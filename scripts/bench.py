@@ -12,7 +12,9 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
            equivalent PyTorch eager step (channels_last);
   forward  the same models in inference mode;
   convs    each convolution of ResNet-18 at 64 px in XLA's and im2col form;
-  pipeline crop pairs/s of the tf.data generator next to the train step's need.
+  pipeline crop pairs/s of the tf.data generator next to the train step's need;
+  loop     the real training loop (configs/demo.py) next to its bare step;
+  predict  cropjax.predict batched and one at a time next to OpenCV SIFT.
 
 Frameworks are timed in alternating rounds and the median round is reported,
 so drift on a shared machine hits both. FLOPs per example come from XLA's cost
@@ -354,12 +356,124 @@ def section_pipeline(args) -> list[Result]:
   return out
 
 
+def section_loop(args) -> list[Result]:
+  """The real training loop (input pipeline, step, metrics, checkpoints) next to its bare step.
+
+  configs/demo.py (ResNet-18 at 64 px, batch 32) for `--loop-steps` steps in a
+  temporary workdir, its steady-state examples/s read from the rate it logs
+  every 50 steps (the first window, with compilation, dropped); the bare step
+  is the same jitted train step on one batch already on the device. Columns:
+  loop, bare.
+  """
+  import shutil
+  import tempfile
+
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs import demo
+  from cropjax import train
+  from tensorboard.backend.event_processing import event_accumulator
+
+  c = demo.get_config()
+  c.num_steps, c.log_every, c.checkpoint_every = args.loop_steps, 50, 100
+  c.eval_every, c.eval_batches = 10**9, 1
+  workdir = tempfile.mkdtemp(prefix='cropjax-bench-loop-')
+  try:
+    train.train_and_evaluate(c, workdir)
+    acc = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
+    acc.Reload()
+    rates = [float(tf_make_ndarray(e.tensor_proto)) for e in acc.Tensors('examples_per_second')]
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  loop_rate = statistics.median(rates[1:]) if len(rates) > 1 else float('nan')
+
+  mesh, replicated, data_sharding = train._mesh_and_shardings(c)
+  model = train.build_model(c)
+  variables = train.initial_variables(c, model, jax.random.key(0))
+  labels = train.param_labels(variables['params'], dict(c.param_groups))
+  tx = train.make_optimizer(c, labels, 2)
+  state = jax.device_put(train.TrainState(jnp.zeros((), jnp.int32), variables['params'],
+                                          variables['batch_stats'], tx.init(variables['params'])),
+                         replicated)
+  batch = _pair_batch(c.batch_size, c.image_size)
+  batch['image'] = (np.clip(batch['image'] * 40 + 128, 0, 255)).astype(np.uint8)
+  batch = train._global_batch(batch, data_sharding)
+  step = jax.jit(train.make_train_step(c, model, tx, 2), donate_argnums=0)
+  holder = [state]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch)
+    jax.block_until_ready(metrics)
+
+  run()
+  bare_rate = c.batch_size / _timed(run, args.seconds)
+  print(f'loop     demo (resnet18@64, b{c.batch_size})  loop {loop_rate:8.1f} ex/s  '
+        f'bare step {bare_rate:8.1f} ex/s  ratio {loop_rate / bare_rate:5.2f} '
+        f'(windows: {", ".join(f"{r:.0f}" for r in rates)})', flush=True)
+  return [Result('loop', 'demo', loop_rate, bare_rate)]
+
+
+def tf_make_ndarray(proto):
+  import tensorflow as tf
+  return tf.make_ndarray(proto)
+
+
+def section_predict(args) -> list[Result]:
+  """cropjax.predict_pairs batched and one pair at a time, next to SIFT on the same pairs.
+
+  Pairs: scikit-image photos at full size and JPEG-re-encoded crops of them
+  (20-80 % per side), given as arrays, so both sides pay for their own
+  resizing. The network is configs/demo.py's (ResNet-18 at 64 px) with random
+  weights (speed does not depend on them); SIFT runs at most 512 px per side.
+  Columns: cropjax batched, SIFT; the one-at-a-time rate is printed.
+  """
+  import io
+
+  from PIL import Image
+
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs import demo
+  from cropjax import inference
+  from cropjax import procedural
+  from cropjax import sift
+  from cropjax import train
+
+  rng = np.random.default_rng(0)
+  pairs = []
+  for _, photo in procedural.skimage_photos():
+    h, w = photo.shape[:2]
+    cw, ch = int(w * rng.uniform(0.2, 0.8)), int(h * rng.uniform(0.2, 0.8))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    buf = io.BytesIO()
+    Image.fromarray(photo[y:y + ch, x:x + cw]).save(buf, 'JPEG', quality=int(rng.integers(40, 95)))
+    pairs.append((photo, np.asarray(Image.open(buf))))
+  pairs = (pairs * 4)[:args.predict_pairs]
+  c = demo.get_config()
+  module = train.build_model(c)
+  model = inference.Model(c, train.initial_variables(c, module, jax.random.key(0)), 'random', 0)
+  inference.predict_pairs(pairs, model=model)  # compile
+  inference.predict(*pairs[0], model=model)
+  batched = len(pairs) / _timed(lambda: inference.predict_pairs(pairs, model=model), args.seconds)
+  single = len(pairs) / _timed(lambda: [inference.predict(a, b, model=model) for a, b in pairs],
+                               args.seconds, min_calls=1)
+  found = []
+  sift_rate = len(pairs) / _timed(lambda: found.append([sift.match_pair(a, b) for a, b in pairs]),
+                                  args.seconds, min_calls=1)
+  hits = np.mean([r.is_pair for r in found[-1]])
+  print(f'predict  {len(pairs)} pairs  cropjax batched {batched:8.1f} pairs/s  one at a time '
+        f'{single:7.1f} pairs/s  SIFT {sift_rate:6.1f} pairs/s (found {hits:.0%})  '
+        f'batched/SIFT {batched / sift_rate:5.1f}x', flush=True)
+  return [Result('predict', 'batched', batched, sift_rate),
+          Result('predict', 'one-at-a-time', single, sift_rate)]
+
+
 SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'matmul': section_matmul,
     'train': section_train,
     'forward': section_forward,
     'convs': section_convs,
     'pipeline': section_pipeline,
+    'loop': section_loop,
+    'predict': section_predict,
 }
 DEFAULT_SECTIONS = ['matmul', 'train', 'forward', 'pipeline']
 
@@ -388,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="cropjax's compute dtype (torch stays float32)")
   parser.add_argument('--seconds', type=float, default=3.0, help='per timing round')
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--loop-steps', type=int, default=400, help='steps of the loop section')
+  parser.add_argument('--predict-pairs', type=int, default=64, help='pairs of the predict section')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   args.sections = args.sections.split(',')

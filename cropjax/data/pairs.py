@@ -8,7 +8,10 @@ Each batch: `image` uint8 [B, N, N, 6] (channels 0-2 the first image, 3-5 the
 second, each resized to NxN whatever its size), `is_pair` int32 [B],
 `is_swapped` int32 [B] (1 when the crop comes first), `box` float32 [B, 4]
 (x0, y0, x1, y1 of the crop inside the original, fractions of the original;
-`top_left = box[:, :2]`) and `kind` int32 [B] (an index into `KINDS`).
+`top_left = box[:, :2]`), `kind` int32 [B] (an index into `KINDS`) and
+`original_size` float32 [B, 2] (width and height of the original in source
+photo pixels, for errors in pixels). The labels do not depend on N: the same
+seed gives the same pairs at every size.
 
 How an example is made, from one source photo (all randomness stateless in the
 seed and the example's global index, so the batch of step k is the same in
@@ -235,6 +238,7 @@ def make_example_fn(images: Sequence[bytes], image_size: int, seed: int,
         'is_swapped': tf.cast(swapped, tf.int32),
         'box': tf.cast(box, tf.float32),
         'kind': kind,
+        'original_size': tf.stack([vw, vh]),
     }
 
   return example

@@ -1,0 +1,419 @@
+"""Prediction with trained cropjax models: `cropjax.predict`, `predict_crop`, `load_model`.
+
+    import cropjax
+    model = cropjax.load_model('workdirs/demo')          # once; reuse it
+    r = cropjax.predict('a.jpg', 'b.jpg', model=model)
+    r.is_crop, r.probability, r.original, r.box, r.top_left
+
+    crop_model = cropjax.load_model('workdirs/autocrop')
+    c = cropjax.predict_crop('photo.jpg', model=crop_model)
+    c.left, c.top, c.right, c.bottom, c.angle
+
+Images may be paths, PIL images or numpy arrays of any size and mode (RGB,
+RGBA, L, P, CMYK, 16-bit); EXIF orientation is applied, so every result is in
+the upright frame a person sees. Without `model=`, the model is the latest
+checkpoint of the workdir named by the environment variable `CROPJAX_MODEL`.
+
+A model is a training workdir (its `config.json` and the latest checkpoint in
+`checkpoints/`) or one checkpoint step folder inside it. The forward pass is
+compiled once per batch shape: batches are padded to a power of two, up to
+`batch_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cropjax import metadata
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ENV = 'CROPJAX_MODEL'
+
+
+class InputError(ValueError):
+  """An image cannot be used; the message names it and says why."""
+
+
+class ModelError(ValueError):
+  """A model cannot be loaded or does not fit the request; the message says why."""
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclasses.dataclass(frozen=True)
+class PairPrediction:
+  """Is one image a crop of the other, which is the original, and where the crop lies in it.
+
+  `box` is (x0, y0, x1, y1) in pixels of the original (upright), `box_fraction`
+  the same as fractions of its width and height; `top_left` = box[:2].
+  """
+  is_crop: bool
+  probability: float            # P(one image is a crop of the other)
+  original: str                 # 'a' or 'b'
+  original_probability: float   # P(that image is the original | a crop pair)
+  box: tuple[float, float, float, float]
+  box_fraction: tuple[float, float, float, float]
+  top_left: tuple[float, float]
+  top_left_fraction: tuple[float, float]
+  original_size: tuple[int, int]  # width, height of the original
+
+  def to_json(self) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class CropPrediction:
+  """The suggested crop: the unturned rectangle in pixels and fractions, and the angle.
+
+  The same convention as `cropjax.metadata.Crop` (Lightroom's angle sign).
+  """
+  left: float
+  top: float
+  right: float
+  bottom: float
+  fraction: tuple[float, float, float, float]
+  angle: float
+  size: tuple[int, int]  # width, height of the upright photo
+
+  def to_crop(self) -> metadata.Crop:
+    return metadata.Crop(*self.fraction, angle=self.angle)
+
+  def to_json(self) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+  def conv(v):
+    if isinstance(v, (tuple, list)):
+      return [conv(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+      return bool(v)
+    if isinstance(v, (float, np.floating)):
+      return round(float(v), 6)
+    return v
+  return {k: conv(v) for k, v in d.items()}
+
+
+# ------------------------------------------------------------------ images
+
+
+def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
+  """Any supported input -> an upright 8-bit RGB PIL image; InputError names the problem."""
+  from cropjax.annotate import _to_rgb
+  where = name
+  try:
+    if isinstance(image, (str, os.PathLike)):
+      where = os.fspath(image)
+      if not os.path.exists(where):
+        raise InputError(f'{where}: no such file')
+      if os.path.isdir(where):
+        raise InputError(f'{where}: is a folder, not an image')
+      if os.path.getsize(where) == 0:
+        raise InputError(f'{where}: empty file')
+      with Image.open(where) as opened:
+        opened.load()
+        pil = _upright(opened)
+    elif isinstance(image, Image.Image):
+      image.load()
+      pil = _upright(image)
+    elif isinstance(image, np.ndarray):
+      pil = _from_array(image, where)
+    else:
+      raise InputError(f'{where}: expected a path, a PIL image or a numpy array, '
+                       f'got {type(image).__name__}')
+    if min(pil.size) < 1:
+      raise InputError(f'{where}: empty image ({pil.size[0]}x{pil.size[1]})')
+    return _to_rgb(pil)
+  except InputError:
+    raise
+  except Image.UnidentifiedImageError:
+    raise InputError(f'{where}: not an image (or a format Pillow cannot read)') from None
+  except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+    raise InputError(f'{where}: cannot decode the image ({e})') from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+  """A copy turned by its EXIF orientation, keeping the ICC profile."""
+  upright = ImageOps.exif_transpose(image)
+  if 'icc_profile' in image.info:
+    upright.info['icc_profile'] = image.info['icc_profile']
+  return upright
+
+
+def _from_array(a: np.ndarray, where: str) -> Image.Image:
+  if a.ndim == 3 and a.shape[-1] == 1:
+    a = a[..., 0]
+  if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+    raise InputError(f'{where}: an array must be HxW, HxWx3 or HxWx4, got shape {a.shape}')
+  if a.size == 0:
+    raise InputError(f'{where}: empty array {a.shape}')
+  if a.dtype == np.uint16:
+    a = (a.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+  elif np.issubdtype(a.dtype, np.floating):
+    if not np.isfinite(a).all():
+      raise InputError(f'{where}: the array holds NaN or infinite values')
+    top = 1.0 if a.max() <= 1.0 else 255.0
+    a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+  elif a.dtype != np.uint8:
+    raise InputError(f'{where}: unsupported array dtype {a.dtype} (use uint8, uint16 or float)')
+  return Image.fromarray(np.ascontiguousarray(a))
+
+
+def resize_square(image: Image.Image, size: int) -> np.ndarray:
+  """Stretches to size x size, area-averaged when shrinking: what the pair pipeline does."""
+  method = Image.Resampling.BOX if max(image.size) > size else Image.Resampling.BILINEAR
+  return np.asarray(image.resize((size, size), method), dtype=np.uint8)
+
+
+def letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+  """The photo centred in a grey size x size square, aspect kept -> (pixels, (side, pad_x, pad_y))."""
+  w, h = image.size
+  side = max(w, h)
+  scale = size / side
+  new = (max(1, round(w * scale)), max(1, round(h * scale)))
+  method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+  canvas = Image.new('RGB', (size, size), (128, 128, 128))
+  canvas.paste(image.resize(new, method), ((size - new[0]) // 2, (size - new[1]) // 2))
+  # The photo's frame inside the square, in the photo's own pixels.
+  pad_x = (size - new[0]) / 2 / scale
+  pad_y = (size - new[1]) / 2 / scale
+  return np.asarray(canvas, dtype=np.uint8), (float(side), pad_x, pad_y)
+
+
+# ------------------------------------------------------------------ models
+
+
+class Model:
+  """A trained cropjax model, loaded once; the forward pass is compiled once per batch shape."""
+
+  def __init__(self, config, variables: dict[str, Any], source: str, step: int):
+    import jax
+
+    from cropjax import models
+    from cropjax import train
+
+    self.config = config
+    self.task = config.task
+    self.image_size = int(config.image_size)
+    self.source = source
+    self.step = step
+    self.variables = variables
+    module = train.build_model(config)
+
+    @jax.jit
+    def forward(variables, images):
+      x = models.normalize(images.astype(jax.numpy.float32))
+      return module.apply(variables, x, train=False)
+
+    self._forward = forward
+
+  def __repr__(self) -> str:
+    return (f'Model(task={self.task!r}, arch={self.config.model.arch!r}, '
+            f'image_size={self.image_size}, step={self.step}, source={self.source!r})')
+
+  def forward(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """uint8 [n, N, N, C] -> numpy outputs, in padded batches of a power of two."""
+    import jax
+    n = len(images)
+    outs = []
+    for i in range(0, n, batch_size):
+      chunk = images[i:i + batch_size]
+      padded = 1 << max(0, int(np.ceil(np.log2(len(chunk)))))
+      padded = min(max(padded, 1), max(batch_size, len(chunk)))
+      if padded > len(chunk):
+        chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+      out = jax.device_get(self._forward(self.variables, chunk))
+      outs.append({k: np.asarray(v)[:min(batch_size, n - i)] for k, v in out.items()})
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _find_checkpoint(path: Path) -> tuple[Path, Path, int]:
+  """(workdir, step folder, step) for a workdir, its checkpoints folder or one step folder."""
+  candidates = [(path, path / 'checkpoints'), (path.parent, path),
+                (path.parent.parent, path.parent)]
+  for workdir, ckpts in candidates:
+    if (workdir / 'config.json').is_file() and ckpts.is_dir() and ckpts.name == 'checkpoints':
+      if ckpts == path.parent:  # a step folder was named
+        if not path.name.isdigit():
+          break
+        return workdir, path, int(path.name)
+      steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and p.is_dir())
+      if not steps:
+        raise ModelError(f'{path}: holds no checkpoint yet (training writes one every '
+                         'config.checkpoint_every steps)')
+      return workdir, ckpts / str(steps[-1]), steps[-1]
+  if (path / 'variables').is_dir() and (path / 'meta').is_dir():
+    raise ModelError(f'{path}: converted backbone weights (scripts/convert_weights.py), not a '
+                     'trained cropjax model; train one with scripts/train.py and point at its workdir')
+  raise ModelError(f'{path}: not a cropjax training workdir (no config.json next to a '
+                   'checkpoints/ folder)')
+
+
+def load_model(path: str | os.PathLike, *, task: str | None = None) -> Model:
+  """Loads a trained model from a workdir (latest checkpoint) or a checkpoint step folder.
+
+  `task` ('pairs' or 'autocrop'), when given, is checked against the model's.
+  """
+  import ml_collections
+  import orbax.checkpoint as ocp
+
+  path = Path(path).expanduser()
+  if not path.exists():
+    raise ModelError(f'{path}: no such workdir or checkpoint')
+  workdir, step_dir, step = _find_checkpoint(path.resolve())
+  try:
+    config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  except (OSError, ValueError) as e:
+    raise ModelError(f'{workdir / "config.json"}: unreadable ({e})') from None
+  if task is not None and config.get('task') != task:
+    names = {'pairs': 'a crop-pair model', 'autocrop': 'an auto-crop model'}
+    raise ModelError(f'{path}: {names.get(config.get("task"), repr(config.get("task")))}, '
+                     f'but {names.get(task, task)} is needed here')
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      restored = ckptr.restore(step_dir / 'default')
+  except Exception as e:  # noqa: BLE001 -- orbax raises many kinds; report one line
+    raise ModelError(f'{step_dir}: cannot read the checkpoint ({type(e).__name__}: {e})') from None
+  variables = {'params': restored['params'], 'batch_stats': restored['batch_stats']}
+  _check_shapes(config, variables, step_dir)
+  return Model(config, variables, str(workdir), step)
+
+
+def _check_shapes(config, variables, where) -> None:
+  import jax
+
+  from cropjax import train
+  expected = jax.eval_shape(lambda: train.initial_variables(
+      _no_init(config), train.build_model(config), jax.random.key(0)))
+  flat = lambda t: {'/'.join(str(getattr(k, 'key', k)) for k in p): np.shape(v)
+                    for p, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+  want, got = flat(expected), flat(variables)
+  if want != got:
+    diff = sorted(set(want.items()) ^ set(got.items()))[:4]
+    raise ModelError(f'{where}: the checkpoint does not fit its config '
+                     f'({config.task}, {config.model.arch}): {diff}')
+
+
+def _no_init(config):
+  c = config.copy_and_resolve_references()
+  c.init.checkpoint = ''
+  return c
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str) -> Model:
+  return load_model(path)
+
+
+def default_model(task: str) -> Model:
+  """The model named by $CROPJAX_MODEL (loaded once), else a ModelError saying what to do."""
+  path = os.environ.get(ENV)
+  if not path:
+    how = ('python scripts/train.py --config configs/demo.py --workdir workdirs/demo'
+           if task == 'pairs' else
+           'python scripts/train.py --config configs/autocrop_demo.py --workdir workdirs/autocrop_demo')
+    raise ModelError(f'no model given: pass model=cropjax.load_model(WORKDIR) or set {ENV}=WORKDIR '
+                     f'(train one with: {how})')
+  return _checked(_cached(os.path.abspath(path)), task)
+
+
+def _checked(model: Model | str | os.PathLike | None, task: str) -> Model:
+  if model is None:
+    return default_model(task)
+  if not isinstance(model, Model):
+    return load_model(model, task=task)
+  if model.task != task:
+    names = {'pairs': 'a crop-pair model', 'autocrop': 'an auto-crop model'}
+    raise ModelError(f'{model.source}: {names.get(model.task, model.task)}, but '
+                     f'{names[task]} is needed here')
+  return model
+
+
+# ------------------------------------------------------------------ predict
+
+
+def predict(image_a: ImageLike, image_b: ImageLike, *, model: Model | str | None = None) -> PairPrediction:
+  """Is one image a crop of the other? Which is the original, and where is the crop in it?"""
+  return predict_pairs([(image_a, image_b)], model=model)[0]
+
+
+def predict_pairs(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str | None = None,
+                  batch_size: int = 32) -> list[PairPrediction]:
+  """The batched form of `predict`: one result per (a, b) pair, in order."""
+  m = _checked(model, 'pairs')
+  pairs = list(pairs)
+  stacked, sizes = [], []
+  for i, (a, b) in enumerate(pairs):
+    ia, ib = load_image(a, f'pair {i} image a'), load_image(b, f'pair {i} image b')
+    sizes.append((ia.size, ib.size))
+    stacked.append(np.concatenate([resize_square(ia, m.image_size),
+                                   resize_square(ib, m.image_size)], axis=-1))
+  if not stacked:
+    return []
+  out = m.forward(np.stack(stacked), batch_size)
+  return [pair_result(out, i, *sizes[i]) for i in range(len(pairs))]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  e = np.exp(logits - logits.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def pair_result(out: dict[str, np.ndarray], i: int, size_a: tuple[int, int],
+                size_b: tuple[int, int]) -> PairPrediction:
+  """Example i of the pair model's outputs, for images of these (width, height) sizes."""
+  p = float(_softmax(out['is_pair'][i])[1])
+  p_swap = float(_softmax(out['is_swapped'][i])[1])
+  original = 'b' if p_swap > 0.5 else 'a'
+  w, h = size_b if original == 'b' else size_a
+  f = tuple(float(v) for v in out['box'][i])
+  box = (f[0] * w, f[1] * h, f[2] * w, f[3] * h)
+  return PairPrediction(
+      is_crop=p > 0.5, probability=p, original=original,
+      original_probability=p_swap if original == 'b' else 1 - p_swap,
+      box=box, box_fraction=f, top_left=box[:2], top_left_fraction=f[:2],
+      original_size=(int(w), int(h)))
+
+
+def predict_crop(image: ImageLike, *, model: Model | str | None = None) -> CropPrediction:
+  """The crop (left, top, right, bottom, angle) the model suggests for a photo."""
+  return predict_crops([image], model=model)[0]
+
+
+def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = None,
+                  batch_size: int = 32) -> list[CropPrediction]:
+  """The batched form of `predict_crop`."""
+  m = _checked(model, 'autocrop')
+  resize = m.config.data.autocrop_options.get('resize', 'letterbox')
+  inputs, frames = [], []
+  for i, image in enumerate(images):
+    pil = load_image(image, image if isinstance(image, (str, os.PathLike)) else f'image {i}')
+    if resize == 'letterbox':
+      pixels, frame = letterbox(pil, m.image_size)
+    else:
+      pixels, frame = resize_square(pil, m.image_size), None
+    inputs.append(pixels)
+    frames.append((pil.size, frame))
+  if not inputs:
+    return []
+  out = m.forward(np.stack(inputs), batch_size)
+  results = []
+  for i, ((w, h), frame) in enumerate(frames):
+    x0, y0, x1, y1 = (float(v) for v in out['crop'][i])
+    if frame is not None:  # fractions of the square -> fractions of the photo
+      side, pad_x, pad_y = frame
+      x0, x1 = [(v * side - pad_x) / w for v in (x0, x1)]
+      y0, y1 = [(v * side - pad_y) / h for v in (y0, y1)]
+    f = tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1))
+    results.append(CropPrediction(left=f[0] * w, top=f[1] * h, right=f[2] * w, bottom=f[3] * h,
+                                  fraction=f, angle=float(out['angle'][i]), size=(w, h)))
+  return results

@@ -1,0 +1,84 @@
+"""The classical baseline for crop pairs: OpenCV SIFT, ratio test, RANSAC similarity fit.
+
+    result = cropjax.sift.match_pair(image_a, image_b)   # uint8 RGB arrays
+
+It answers what the network answers: a pair decision (enough RANSAC inliers,
+and the mapped image lies inside the other), which image is the original (the
+one the other maps into, covering less than its frame), and the crop's box in it (the
+bounding box of the other image's corners, mapped). When no similarity can be
+fitted the box is the full frame and the original 'a', so its box metrics are
+comparable with the network's, which always answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class SiftResult:
+  is_pair: bool
+  score: float          # inliers (0 when the mapped box leaves the frame): the pair score
+  inliers: int
+  original: str         # 'a' or 'b'
+  box: tuple[float, float, float, float]  # fractions of the original
+
+
+@functools.lru_cache(maxsize=1)
+def _sift():
+  import cv2
+  return cv2.SIFT_create()
+
+
+def _gray(image: np.ndarray, max_side: int) -> np.ndarray:
+  import cv2
+  g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+  scale = max_side / max(g.shape)
+  if scale < 1:
+    g = cv2.resize(g, (max(1, round(g.shape[1] * scale)), max(1, round(g.shape[0] * scale))),
+                   interpolation=cv2.INTER_AREA)
+  return g
+
+
+def match_pair(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.75, min_inliers: int = 10,
+               tolerance: float = 0.05, max_side: int = 512) -> SiftResult:
+  """SIFT + Lowe's ratio test + RANSAC similarity fit of B onto A (see the module docstring)."""
+  import cv2
+  ga, gb = _gray(a, max_side), _gray(b, max_side)
+  sift = _sift()
+  ka, da = sift.detectAndCompute(ga, None)
+  kb, db = sift.detectAndCompute(gb, None)
+  none = SiftResult(False, 0.0, 0, 'a', (0.0, 0.0, 1.0, 1.0))
+  if da is None or db is None or len(ka) < 2 or len(kb) < 2:
+    return none
+  matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(db, da, k=2)
+  good = [m[0] for m in matches if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+  if len(good) < 3:
+    return none
+  pb = np.float32([kb[m.queryIdx].pt for m in good])
+  pa = np.float32([ka[m.trainIdx].pt for m in good])
+  threshold = 3.0 * max(ga.shape) / 256
+  m, inliers = cv2.estimateAffinePartial2D(pb, pa, method=cv2.RANSAC,
+                                           ransacReprojThreshold=threshold, maxIters=2000)
+  if m is None:
+    return none
+  n = int(inliers.sum())
+  # The share of A's frame that B covers when mapped into it; above 1, A is the crop.
+  share = abs(float(np.linalg.det(m[:, :2]))) * gb.size / ga.size
+  if share <= 1:  # B maps into A: A is the original
+    original, src, dst, transform = 'a', gb, ga, m
+  else:
+    original, src, dst = 'b', ga, gb
+    transform = cv2.invertAffineTransform(m)
+  h, w = src.shape
+  corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+  mapped = corners @ transform[:, :2].T + transform[:, 2]
+  dh, dw = dst.shape
+  fx, fy = mapped[:, 0] / dw, mapped[:, 1] / dh
+  inside = bool(fx.min() > -tolerance and fy.min() > -tolerance
+                and fx.max() < 1 + tolerance and fy.max() < 1 + tolerance)
+  box = tuple(float(np.clip(v, 0, 1)) for v in (fx.min(), fy.min(), fx.max(), fy.max()))
+  return SiftResult(n >= min_inliers and inside, float(n if inside else 0), n, original, box)

@@ -1,0 +1,309 @@
+"""Prediction: image loading, cropjax.predict / predict_crop, the console app, eval and SIFT."""
+
+import hashlib
+import io
+import json
+import os
+
+import defusedxml.ElementTree as DET
+import numpy as np
+import pytest
+from PIL import Image
+
+import cropjax
+from configs import autocrop_tiny
+from configs import tiny
+from cropjax import inference
+from cropjax import metadata
+from cropjax import procedural
+from cropjax import sift
+from cropjax import train
+from cropjax.cli import evaluate as eval_cli
+from cropjax.cli import predict as predict_cli
+
+ASTRONAUT = procedural.skimage_photos
+CRS = '{http://ns.adobe.com/camera-raw-settings/1.0/}'
+
+
+def _photo(h=96, w=128, seed=0):
+  return procedural.image(seed, 0, (w, h))
+
+
+@pytest.fixture(scope='module')
+def photo_folder(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('photos')
+  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
+    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
+  return folder
+
+
+@pytest.fixture(scope='module')
+def pair_workdir(photo_folder, tmp_path_factory):
+  root = tmp_path_factory.mktemp('pairs')
+  c = tiny.get_config()
+  c.data.source = str(photo_folder)
+  c.data.data_dir = str(root / 'tfds')
+  c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
+  train.train_and_evaluate(c, str(root / 'wd'))
+  return root / 'wd'
+
+
+@pytest.fixture(scope='module')
+def crop_workdir(tmp_path_factory):
+  from cropjax import annotate
+  from cropjax import demo_library
+  root = tmp_path_factory.mktemp('autocrop')
+  demo_library.make_library(root / 'lib', count=40, seed=5, long_side=128)
+  annotate.annotate([root / 'lib'], root / 'ds', 64, report=lambda problem: None)
+  c = autocrop_tiny.get_config()
+  c.data.source = str(root / 'ds')
+  c.data.data_dir = str(root / 'tfds')
+  c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
+  train.train_and_evaluate(c, str(root / 'wd'))
+  return root / 'wd'
+
+
+# ------------------------------------------------------------------ images
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'RGBA', 'L', 'P', 'CMYK', 'I;16'])
+def test_load_image_takes_every_mode(mode, tmp_path):
+  rgb = Image.fromarray(_photo())
+  if mode == 'I;16':
+    image = Image.fromarray((np.asarray(rgb.convert('L'), np.uint16) * 257))
+    assert image.mode.startswith('I;16')
+  else:
+    image = rgb.convert(mode)
+  out = inference.load_image(image)
+  assert out.mode == 'RGB' and out.size == (128, 96)
+  expected = np.asarray(image.convert('RGB') if mode != 'I;16' else rgb.convert('L').convert('RGB'),
+                        np.float64)
+  if mode not in ('CMYK', 'P'):  # lossy conversions: only the shape is comparable
+    np.testing.assert_allclose(np.asarray(out, np.float64), expected, atol=1.0)
+  ext = {'CMYK': 'tif', 'I;16': 'png'}.get(mode, 'png')
+  image.save(tmp_path / f'x.{ext}')
+  assert inference.load_image(tmp_path / f'x.{ext}').size == (128, 96)
+
+
+def test_load_image_arrays():
+  a = _photo()
+  assert inference.load_image(a).size == (128, 96)
+  assert inference.load_image(a[..., 0]).size == (128, 96)
+  np.testing.assert_array_equal(np.asarray(inference.load_image(a.astype(np.float32) / 255)),
+                                a)
+  np.testing.assert_array_equal(np.asarray(inference.load_image(a.astype(np.uint16) * 257)), a)
+  with pytest.raises(inference.InputError, match=r'shape \(4, 4, 5\)'):
+    inference.load_image(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  a = _photo()
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored turned: rotate 90 clockwise to display
+  stored = np.rot90(a, 1)  # what a camera held upright would store for orientation 6
+  Image.fromarray(stored).save(tmp_path / 'o6.png', exif=exif.tobytes())
+  out = np.asarray(inference.load_image(tmp_path / 'o6.png'))
+  np.testing.assert_array_equal(out, a)
+
+
+def test_bad_images_are_named(tmp_path):
+  (tmp_path / 'empty.jpg').write_bytes(b'')
+  (tmp_path / 'text.jpg').write_text('not a photo')
+  buf = io.BytesIO()
+  Image.fromarray(_photo()).save(buf, 'JPEG')
+  (tmp_path / 'cut.jpg').write_bytes(buf.getvalue()[:400])
+  cases = {'missing.jpg': 'no such file', 'empty.jpg': 'empty file', 'text.jpg': 'not an image',
+           'cut.jpg': 'cannot decode'}
+  for name, message in cases.items():
+    with pytest.raises(inference.InputError, match=f'{name}: {message}'):
+      inference.load_image(tmp_path / name)
+
+
+# ------------------------------------------------------------------ the API
+
+
+def test_predict_returns_pixels_consistent_with_fractions(pair_workdir):
+  model = cropjax.load_model(pair_workdir)
+  a = _photo(120, 160, 1)
+  b = a[30:90, 40:120]
+  r = cropjax.predict(a, b, model=model)
+  assert isinstance(r, cropjax.PairPrediction) and isinstance(r.is_crop, bool)
+  assert 0 <= r.probability <= 1 and r.original in ('a', 'b')
+  w, h = (160, 120) if r.original == 'a' else (80, 60)
+  assert r.original_size == (w, h)
+  np.testing.assert_allclose(r.box, np.array(r.box_fraction) * [w, h, w, h], rtol=1e-6)
+  assert r.top_left == r.box[:2]
+  assert 0 <= r.box_fraction[0] < r.box_fraction[2] <= 1
+  json.dumps(r.to_json())
+  # Batched equals one at a time; padded batches of 3 and 4 share one compilation.
+  pairs = [(a, b), (b, a), (a, _photo(64, 64, 2))]
+  many = cropjax.predict_pairs(pairs, model=model)
+  for (x, y), got in zip(pairs, many):
+    one = cropjax.predict(x, y, model=model)
+    np.testing.assert_allclose(got.probability, one.probability, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.box_fraction, one.box_fraction, rtol=1e-4, atol=1e-6)
+  before = model._forward._cache_size()
+  cropjax.predict_pairs(pairs + [(b, a)], model=model)
+  assert model._forward._cache_size() == before
+
+
+def test_default_model_comes_from_the_environment(pair_workdir, monkeypatch):
+  monkeypatch.delenv(inference.ENV, raising=False)
+  with pytest.raises(cropjax.ModelError, match='CROPJAX_MODEL.*configs/demo.py'):
+    cropjax.predict(_photo(), _photo())
+  monkeypatch.setenv(inference.ENV, str(pair_workdir))
+  assert cropjax.predict(_photo(), _photo()).original in ('a', 'b')
+
+
+def test_wrong_models_are_refused(pair_workdir, crop_workdir, tmp_path):
+  with pytest.raises(cropjax.ModelError, match='crop-pair model, but an auto-crop model'):
+    cropjax.predict_crop(_photo(), model=cropjax.load_model(pair_workdir))
+  with pytest.raises(cropjax.ModelError, match='auto-crop model, but a crop-pair model'):
+    cropjax.predict(_photo(), _photo(), model=str(crop_workdir))
+  from cropjax import models
+  from cropjax import weights
+  import jax
+  path = weights.save(models.init(models.TinyResNet(num_classes=10), jax.random.key(0), 32),
+                      tmp_path / 'conv', arch='tiny')
+  with pytest.raises(cropjax.ModelError, match='converted backbone weights'):
+    cropjax.load_model(path)
+  with pytest.raises(cropjax.ModelError, match='not a cropjax training workdir'):
+    cropjax.load_model(tmp_path)
+  with pytest.raises(cropjax.ModelError, match='no such workdir'):
+    cropjax.load_model(tmp_path / 'nothing')
+  # A step folder works as well as the workdir.
+  step = sorted(os.listdir(pair_workdir / 'checkpoints'))[-1]
+  assert cropjax.load_model(pair_workdir / 'checkpoints' / step).step == int(step)
+
+
+def test_predict_crop_undoes_the_letterbox_of_the_training_pipeline(crop_workdir, monkeypatch):
+  """Fed the pipeline's own label, predict_crop returns the photographer's crop."""
+  from cropjax.data import autocrop
+  photo = _photo(100, 200, 3)
+  buf = io.BytesIO()
+  Image.fromarray(photo).save(buf, 'PNG')
+  crop, angle = (0.1, 0.2, 0.6, 0.9), 4.0
+  model = cropjax.load_model(crop_workdir)
+  size = model.image_size
+  batch = next(autocrop.dataset([(buf.getvalue(), crop, angle)], image_size=size, batch_size=1,
+                                seed=0, split='validation').as_numpy_iterator())
+  pixels, _ = inference.letterbox(Image.fromarray(photo), size)
+  assert np.abs(pixels.astype(float) - batch['image'][0]).mean() < 6  # the same input picture
+  monkeypatch.setattr(model, 'forward', lambda images, batch_size=32: {
+      'crop': batch['crop'][:len(images)], 'angle': batch['angle'][:len(images)]})
+  r = cropjax.predict_crop(photo, model=model)
+  np.testing.assert_allclose(r.fraction, crop, atol=1.5 / size)
+  assert r.size == (200, 100) and r.angle == pytest.approx(angle)
+  np.testing.assert_allclose((r.left, r.right), np.array(r.fraction)[[0, 2]] * 200, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ the console app
+
+
+def _run(main, argv, capsys):
+  code = main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def test_predict_cli_json_show_and_bad_input(pair_workdir, crop_workdir, tmp_path, capsys):
+  a = _photo(120, 160, 1)
+  Image.fromarray(a).save(tmp_path / 'a.jpg')
+  Image.fromarray(a[30:90, 40:120]).save(tmp_path / 'b.jpg', quality=50)
+  code, out, _ = _run(predict_cli.main, [tmp_path / 'a.jpg', tmp_path / 'b.jpg', '--json',
+                                         '--model', pair_workdir], capsys)
+  assert code == 0
+  r = json.loads(out)
+  assert {'is_crop', 'probability', 'original', 'box', 'box_fraction', 'top_left'} <= set(r)
+  code, out, _ = _run(predict_cli.main, [tmp_path / 'a.jpg', tmp_path / 'b.jpg', '--show',
+                                         tmp_path / 'side.png', '--model', pair_workdir], capsys)
+  assert code == 0 and ('crop' in out) and Image.open(tmp_path / 'side.png').size[1] == 512
+  (tmp_path / 'text.jpg').write_text('hello')
+  bad = {
+      (tmp_path / 'a.jpg', tmp_path / 'missing.jpg'): 'missing.jpg: no such file',
+      (tmp_path / 'a.jpg', tmp_path / 'text.jpg'): 'text.jpg: not an image',
+  }
+  for (x, y), message in bad.items():
+    code, out, err = _run(predict_cli.main, [x, y, '--model', pair_workdir], capsys)
+    assert code == 2 and message in err and 'Traceback' not in err and len(err.splitlines()) == 1
+  code, _, err = _run(predict_cli.main, [tmp_path / 'a.jpg', tmp_path / 'b.jpg', '--model',
+                                         crop_workdir], capsys)
+  assert code == 2 and 'auto-crop model' in err and len(err.splitlines()) == 1
+
+
+def test_write_xmp_never_touches_photos_and_keeps_other_fields(crop_workdir, tmp_path, capsys):
+  photo = tmp_path / 'IMG_1.jpg'
+  Image.fromarray(_photo(90, 150, 4)).save(photo)
+  digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+  args = ['--crop', photo, '--model', crop_workdir]
+  code, out, _ = _run(predict_cli.main, args + ['--json'], capsys)
+  assert code == 0
+  suggested = json.loads(out)
+  code, out, _ = _run(predict_cli.main, args + ['--write-xmp'], capsys)
+  assert code == 0 and 'IMG_1.xmp' in out
+  sidecar = tmp_path / 'IMG_1.xmp'
+  back = metadata.read_crop(photo)
+  np.testing.assert_allclose(back.as_tuple()[:4], suggested['fraction'], atol=1e-5)
+  assert back.angle == pytest.approx(suggested['angle'], abs=1e-5)
+  # An independent parser sees Lightroom's fields.
+  desc = next(e for e in DET.parse(sidecar).iter() if e.get(f'{CRS}CropLeft') is not None
+              or e.find(f'{CRS}CropLeft') is not None)
+  assert desc is not None
+  # Without --force an existing sidecar is refused; with it, other fields survive.
+  text = sidecar.read_text().replace('crs:HasCrop', 'crs:Exposure2012="+0.50"\n   crs:HasCrop')
+  sidecar.write_text(text)
+  code, _, err = _run(predict_cli.main, args + ['--write-xmp'], capsys)
+  assert code == 2 and 'sidecar exists' in err and sidecar.read_text() == text
+  code, _, _ = _run(predict_cli.main, args + ['--write-xmp', '--force'], capsys)
+  assert code == 0 and 'Exposure2012="+0.50"' in sidecar.read_text()
+  assert hashlib.sha256(photo.read_bytes()).hexdigest() == digest
+  assert sorted(os.listdir(tmp_path)) == ['IMG_1.jpg', 'IMG_1.xmp']
+
+
+# ------------------------------------------------------------------ eval and SIFT
+
+
+def test_roc_auc_matches_pairwise_counting():
+  rng = np.random.default_rng(0)
+  scores = rng.integers(0, 5, 200).astype(float)  # many ties
+  labels = rng.uniform(size=200) < 0.4
+  pos, neg = scores[labels], scores[~labels]
+  brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+      len(pos) * len(neg))
+  from cropjax import evaluation
+  assert evaluation.roc_auc(scores, labels) == pytest.approx(brute)
+
+
+def test_sift_finds_the_crop_and_its_original():
+  photo = dict(ASTRONAUT())['astronaut']
+  crop = photo[100:300, 150:400]
+  truth = (150 / 512, 100 / 512, 400 / 512, 300 / 512)
+  r = sift.match_pair(photo, crop)
+  assert r.is_pair and r.original == 'a'
+  np.testing.assert_allclose(r.box, truth, atol=0.01)
+  r = sift.match_pair(crop, photo)
+  assert r.is_pair and r.original == 'b'
+  np.testing.assert_allclose(r.box, truth, atol=0.01)
+  assert not sift.match_pair(photo, crop[:, ::-1]).is_pair  # mirrored
+  assert not sift.match_pair(photo, dict(ASTRONAUT())['coffee']).is_pair
+
+
+def test_eval_cli_prints_both_columns_and_writes_json(pair_workdir, crop_workdir, tmp_path, capsys):
+  code, out, _ = _run(eval_cli.main, ['--workdir', pair_workdir, '--baseline', 'sift',
+                                      '--examples', '24', '--sift-size', '96',
+                                      '--out', tmp_path / 'e.json'], capsys)
+  assert code == 0
+  report = json.loads((tmp_path / 'e.json').read_text())
+  for method in ('network', 'sift'):
+    assert {'accuracy', 'precision', 'recall', 'roc_auc', 'box_iou_median',
+            'top_left_error_px_mean'} <= set(report[method]['all'])
+    assert report[method]['all']['examples'] == 24
+  assert 'sift' in out.splitlines()[1] and 'positive' in out
+  code, out, _ = _run(eval_cli.main, ['--workdir', crop_workdir, '--out', tmp_path / 'c.json'],
+                      capsys)
+  assert code == 0 and 'centre_crop' in out
+  report = json.loads((tmp_path / 'c.json').read_text())
+  full = report['full_frame']
+  assert 0 < full['iou_mean'] < 1 and full['angle_error_mean'] >= 0
+  code, _, err = _run(eval_cli.main, ['--workdir', crop_workdir, '--baseline', 'sift'], capsys)
+  assert code == 2 and 'auto-crop model' in err
