@@ -231,6 +231,15 @@ def _mesh_and_shardings(config):
   return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
 
 
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize`, with gloo for collectives between CPU processes."""
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # only affects CPU devices
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def _global_batch(batch, data_sharding):
   """This process's numpy batch -> a global jax.Array split along 'data'."""
   return jax.tree_util.tree_map(
@@ -283,7 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_ds, val_ds = task.datasets(config, start)
   train_iter = train_ds.as_numpy_iterator()
   steps = {}
-  eval_step = jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding))
+  # Replicated outputs: every process can read the metrics and the drawn predictions.
+  eval_step = jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding),
+                      out_shardings=(replicated, replicated))
   last_metrics = {}
   end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
   tick, tick_step = time.perf_counter(), start

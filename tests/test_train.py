@@ -2,6 +2,7 @@
 data parallel, and the auto-crop task."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -129,40 +130,58 @@ def test_imagenet_init_merges_strictly_and_freezes(photo_folder, tmp_path):
                              str(tmp_path / 'run2'))
 
 
-def test_data_parallel_on_four_devices_matches_one(photo_folder, tmp_path):
-  """The same global batch on 4 forced CPU devices and on 1 gives the same parameters."""
+def test_data_parallel_matches_one_device(photo_folder, tmp_path):
+  """The same global batch on 1 device, on 4 forced CPU devices, and in 2 processes on localhost."""
   script = textwrap.dedent(f'''
     import os, sys, numpy as np, jax
     sys.path.insert(0, {ROOT!r})
-    from configs import autocrop_tiny
-from configs import tiny
+    from configs import tiny
     from cropjax import train
+    out, workdir, process, processes, port = sys.argv[1:6]
+    if int(processes) > 1:
+      train.initialize_distributed('localhost:' + port, int(processes), int(process))
     c = tiny.get_config()
     c.data.source = {str(photo_folder)!r}
-    c.data.data_dir = {str(tmp_path / 'tfds')!r}
+    c.data.data_dir = {str(tmp_path / 'tfds')!r} + process
     c.num_steps, c.freeze_steps = 2, 1
     if jax.device_count() == 4:
       c.batch_size = 6
       try:
-        train.train_and_evaluate(c, sys.argv[2] + '-bad')
+        train.train_and_evaluate(c, workdir + '-bad')
       except train.ConfigError as e:
         print('CONFIGERROR', e)
       c.batch_size = 8
-    s = train.train_and_evaluate(c, sys.argv[2])
-    np.savez(sys.argv[1], *[np.asarray(x) for x in jax.tree_util.tree_leaves((s.params, s.batch_stats))])
+    s = train.train_and_evaluate(c, workdir)
+    if jax.process_index() == 0:
+      leaves = jax.device_get(jax.tree_util.tree_leaves((s.params, s.batch_stats)))
+      np.savez(out, *[np.asarray(x) for x in leaves])
+    print('PROCESSES', jax.process_count(), 'DEVICES', jax.device_count())
   ''')
-  outs = {}
-  for n in (1, 4):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
-    r = subprocess.run([sys.executable, '-c', script, str(tmp_path / f'p{n}.npz'),
-                        str(tmp_path / f'wd{n}')], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    outs[n] = np.load(tmp_path / f'p{n}.npz')
-    if n == 4:
-      assert 'CONFIGERROR' in r.stdout and 'not divisible by the 4 devices' in r.stdout
-  for k in outs[1].files:
-    np.testing.assert_allclose(outs[4][k], outs[1][k], rtol=2e-4, atol=2e-5)
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    port = str(sock.getsockname()[1])
+
+  def launch(name, devices, process=0, processes=1):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    return subprocess.Popen([sys.executable, '-c', script, str(tmp_path / f'{name}.npz'),
+                             str(tmp_path / f'wd-{name}'), str(process), str(processes), port],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  def finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+  assert 'PROCESSES 1 DEVICES 1' in finish(launch('one', 1))
+  four = finish(launch('four', 4))
+  assert 'CONFIGERROR' in four and 'not divisible by the 4 devices' in four
+  both = [launch('two', 1, i, 2) for i in range(2)]
+  assert all('PROCESSES 2 DEVICES 2' in finish(p) for p in both)
+  one = np.load(tmp_path / 'one.npz')
+  for name in ('four', 'two'):
+    other = np.load(tmp_path / f'{name}.npz')
+    for k in one.files:
+      np.testing.assert_allclose(other[k], one[k], rtol=2e-4, atol=2e-5, err_msg=name)
 
 
 @pytest.fixture(scope='module')

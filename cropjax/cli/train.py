@@ -4,7 +4,9 @@
     python scripts/train.py --config configs/resnet50.py --workdir DIR --config.batch_size=256
 
 Starting again with the same --workdir resumes from its latest checkpoint.
-Installed as `cropjax-train`. Exit status 0; 2 for a bad configuration or a
+On several hosts, run it on each with --distributed (and, where the cluster is
+not detected, --coordinator_address, --num_processes, --process_id): each
+process reads its own shard of the input. Installed as `cropjax-train`. Exit status 0; 2 for a bad configuration or a
 non-finite loss (one line naming the problem).
 """
 
@@ -19,6 +21,11 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard events.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() first (multi-host: '
+                  'the cluster is detected, or given by the flags below).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (with --distributed).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --distributed).')
+flags.DEFINE_integer('process_id', None, 'This process (with --distributed).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -26,6 +33,8 @@ def main(argv):
   del argv
   from cropjax import train  # after flag parsing: sets XLA flags before JAX starts
   from cropjax.data import sources
+  if FLAGS.distributed:
+    train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info('config:\n%s', FLAGS.config)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
