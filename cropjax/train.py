@@ -346,7 +346,8 @@ def _write_config(config, workdir: str) -> None:
 
 def _quiet_orbax() -> None:
   """orbax logs every save at INFO through absl; keep its warnings only."""
-  handler = logging.get_absl_handler()
+  # ABSLHandler.handle skips its own filters and hands records to its python_handler.
+  handler = logging.get_absl_handler().python_handler
   if not any(getattr(f, 'cropjax', False) for f in handler.filters):
     class _Filter:
       cropjax = True

@@ -171,6 +171,15 @@ def test_wrong_models_are_refused(pair_workdir, crop_workdir, tmp_path):
     cropjax.load_model(tmp_path)
   with pytest.raises(cropjax.ModelError, match='no such workdir'):
     cropjax.load_model(tmp_path / 'nothing')
+  # A checkpoint of another architecture than its config says.
+  import shutil
+  other = tmp_path / 'other'
+  shutil.copytree(pair_workdir, other)
+  config = json.loads((other / 'config.json').read_text())
+  config['model']['arch'] = 'tiny_bottleneck'
+  (other / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(cropjax.ModelError, match='does not fit its config'):
+    cropjax.load_model(other)
   # A step folder works as well as the workdir.
   step = sorted(os.listdir(pair_workdir / 'checkpoints'))[-1]
   assert cropjax.load_model(pair_workdir / 'checkpoints' / step).step == int(step)

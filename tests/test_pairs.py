@@ -1,5 +1,7 @@
 """Crop-pair pipeline: exact labels, hard negatives that do not match, determinism, proportions."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -176,3 +178,32 @@ def test_folder_source_through_tfds(tmp_path):
   assert b['image'].shape == (4, 16, 16, 6)
   with pytest.raises(sources.SourceError, match='no-such-dataset'):
     sources.load('no-such-dataset', data_dir=str(tmp_path / 'tfds'))
+
+
+def test_large_sources_are_shrunk_once_and_keep_their_content(images):
+  small = sources.shrink(images, 120)
+  assert len(small) == len(images)
+  for before, after in zip(images, small):
+    a, b = Image.open(io.BytesIO(before)), Image.open(io.BytesIO(after))
+    assert max(b.size) == 120 and abs(b.width / b.height - a.width / a.height) < 0.02
+    ref = np.asarray(a.convert('RGB').resize(b.size, Image.Resampling.BOX), np.float64)
+    got = np.asarray(b, np.float64)
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.95  # JPEG q95 of the same pixels
+    assert np.corrcoef(got.ravel(), ref[::-1].ravel())[0, 1] < 0.9  # not just any image
+  assert sources.shrink(images, 240) == images  # nothing to do: the very same bytes
+  # The 160x240 sources exceed 4 x 48 on their long side, so `batch` was drawn from
+  # shrunk sources, and its labels are the exact ones checked above.
+  assert max(Image.open(io.BytesIO(images[0])).size) > pairs.PairOptions().max_source_side * N
+
+
+def test_decoded_sources_give_the_same_examples(images):
+  decoded = sources.DecodedImages.fit(images, 64)
+  assert len(decoded) == len(images)
+  for i in (0, len(images) - 1):
+    np.testing.assert_array_equal(decoded[i], np.asarray(Image.open(io.BytesIO(images[i]))))
+  assert sources.DecodedImages.fit(images, 0.5) is None  # 16 x 160 x 240 x 3 bytes is ~1.8 MB
+  kept, decoding = [next(pairs.dataset(images, image_size=N, batch_size=16, seed=5,
+                                       max_source_side=0, decoded_cache_mb=mb)
+                         .as_numpy_iterator()) for mb in (64, 0)]
+  for k in kept:  # lossless (PNG) sources, not shrunk: bit for bit
+    np.testing.assert_array_equal(kept[k], decoding[k], err_msg=k)

@@ -21,7 +21,10 @@ every run and a resumed run starts at k without replaying anything):
    side), so the photo's frame edges are no cue.
 2. A crop window of the view: area and aspect ratio drawn from the options.
 3. Both sides are sampled from the photo (antialiased to about 2N first) at the
-   exact window, pixel centres aligned, so the label is exact.
+   exact window, pixel centres aligned, so the label is exact. Sources larger
+   than `max_source_side` x N are shrunk once when the dataset is built, and
+   kept decoded when they fit in `decoded_cache_mb`, since decoding them is
+   the largest part of an example's cost.
 4. Each side independently: mild brightness, contrast and saturation changes,
    optionally downscaled, JPEG-encoded at a random quality, and back to NxN.
    Robustness to re-encoding is thus built into the data.
@@ -65,6 +68,8 @@ class PairOptions:
   color_jitter: float = 0.1                       # brightness, contrast, saturation
   outside_overhang: tuple[float, float] = (0.25, 0.45)  # of the window's size
   squash_split: tuple[float, float] = (0.15, 0.3)  # where the squashed crop is split
+  max_source_side: float = 4.0                    # sources shrunk to this many N (0: never)
+  decoded_cache_mb: float = 512.0                 # keep sources decoded if they fit (0: never)
 
   def __post_init__(self):
     unknown = set(self.kinds) - set(KINDS)
@@ -91,26 +96,36 @@ def _seed_for(seed: int, split: str) -> int:
   return (int(seed) * 1_000_003 + zlib.crc32(split.encode())) % (2**31 - 1)
 
 
-def make_example_fn(images: Sequence[bytes], image_size: int, seed: int,
+def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size: int, seed: int,
                     options: PairOptions):
   """A tf function: global example index -> one example (see the module docstring)."""
   tf = sources.tensorflow()
   n_images = len(images)
-  encoded = tf.constant(list(images))
   size = int(image_size)
+  if isinstance(images, sources.DecodedImages):
+    flat, offsets, shapes = (tf.constant(images.pixels), tf.constant(images.offsets),
+                             tf.constant(images.shapes))
+
+    def decode(i):
+      img = tf.reshape(flat[offsets[i]:offsets[i] + tf.reduce_prod(shapes[i])], shapes[i])
+      img.set_shape([None, None, 3])
+      return img
+  else:
+    encoded = tf.constant(list(images))
+
+    def decode(i):
+      img = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
+      img.set_shape([None, None, 3])
+      return img
   cum = tf.constant(np.cumsum(options.weights()), tf.float32)
   o = options
 
   def uniform(s, lo=0.0, hi=1.0, shape=()):
     return tf.random.stateless_uniform(shape, s, lo, hi)
 
-  def decode(i):
-    img = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
-    img.set_shape([None, None, 3])
-    return tf.cast(img, tf.float32)
-
   def working(img, view_long):
     """Antialiased so the view's long side is about 2N; returns (image, scale)."""
+    img = tf.cast(img, tf.float32)
     hw = tf.cast(tf.shape(img)[:2], tf.float32)
     scale = tf.minimum(1.0, 2.0 * size / view_long)
     new = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
@@ -275,6 +290,10 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
             if isinstance(source, str) else list(source)[:max_images])
   if not images:
     raise sources.SourceError('no source images')
+  if opts.max_source_side:  # decoding is the bulk of the work: no more pixels than needed
+    images = sources.shrink(images, max(int(opts.max_source_side * image_size), 16))
+  if opts.decoded_cache_mb:  # and none at all if they fit in memory decoded
+    images = sources.DecodedImages.fit(images, opts.decoded_cache_mb) or images
   example = make_example_fn(images, image_size, _seed_for(seed, split), opts)
   first = start_step * batch_size * shard_count + shard_index
   stop = None if num_batches is None else first + num_batches * batch_size * shard_count

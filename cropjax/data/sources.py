@@ -16,6 +16,7 @@ Images that do not decode are skipped with one warning naming them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -86,6 +87,66 @@ def load(source: str, split: str = 'train', *, data_dir: str | None = None,
   items = [(str(ex.get('id', i)), bytes(ex['image']))
            for i, ex in enumerate(tfds.as_numpy(ds))]
   return _checked(items, f'{source}[{split}]')
+
+
+def shrink(images: Sequence[bytes], max_side: int, quality: int = 95) -> list[bytes]:
+  """Images whose long side exceeds `max_side`, downscaled to it (area) and re-encoded as JPEG.
+
+  Decoding dominates the cost of a synthesised example, and it grows with the
+  pixel count; a pipeline that renders NxN views never needs much more than a
+  few N per side. Smaller images are passed through unchanged.
+  """
+  out = []
+  for data in images:
+    with Image.open(io.BytesIO(data)) as im:
+      if max(im.size) <= max_side:
+        out.append(data)
+        continue
+      scale = max_side / max(im.size)
+      size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+      im.draft('RGB', (size[0] * 2, size[1] * 2))  # JPEG: decode at a reduced scale first
+      small = im.convert('RGB').resize(size, Image.Resampling.BOX)
+    buf = io.BytesIO()
+    small.save(buf, format='JPEG', quality=quality)
+    out.append(buf.getvalue())
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImages:
+  """RGB images decoded once and kept as one flat uint8 array (a tf.data-friendly table)."""
+  pixels: np.ndarray    # uint8 (total,)
+  offsets: np.ndarray   # int64 (n,): where image i starts in `pixels`
+  shapes: np.ndarray    # int64 (n, 3): its (height, width, 3)
+
+  def __len__(self) -> int:
+    return len(self.offsets)
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    return self.pixels[self.offsets[i]:self.offsets[i] + self.shapes[i].prod()].reshape(
+        self.shapes[i])
+
+  @classmethod
+  def fit(cls, images: Sequence[bytes], budget_mb: float) -> 'DecodedImages | None':
+    """The decoded images if they take at most `budget_mb` MB, else None (nothing decoded)."""
+    shapes = []
+    for data in images:
+      with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        shapes.append((im.height, im.width, 3))
+    shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
+    sizes = shapes.prod(axis=1)
+    if sizes.sum() > budget_mb * 2**20:
+      return None
+    pixels = np.empty(int(sizes.sum()), np.uint8)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    for i, (data, start, size) in enumerate(zip(images, offsets, sizes)):
+      with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im.convert('RGB'))
+      if arr.shape != tuple(shapes[i]):
+        raise SourceError(f'source image {i}: decodes to {arr.shape}, its header says '
+                          f'{tuple(shapes[i])}')
+      pixels[start:start + size] = arr.ravel()
+    return cls(pixels, offsets, shapes)
 
 
 def from_arrays(images: Sequence[np.ndarray]) -> list[bytes]:
