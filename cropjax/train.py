@@ -21,6 +21,7 @@ parameter must fall in exactly one group.
 from __future__ import annotations
 
 import functools
+import logging as std_logging  # absl's level constants are its own
 import os
 import re
 import time
@@ -114,8 +115,10 @@ def param_labels(params: Any, groups: dict[str, str]) -> Any:
 
 
 def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
+  # Warmup longer than the run: all warmup (optax needs one step of decay at least).
+  warmup = max(min(config.warmup_steps, config.num_steps - 1), 0)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, min(config.warmup_steps, config.num_steps), config.num_steps)
+      0.0, config.learning_rate, warmup, max(config.num_steps, 1))
 
   def opt(mult):
     return optax.chain(optax.clip_by_global_norm(config.grad_clip),
@@ -259,6 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   from cropjax import checkpoint
 
   _quiet_orbax()
+  if config.num_steps < 1:
+    raise ConfigError(f'config.num_steps must be at least 1, got {config.num_steps}')
   if config.freeze_steps > config.num_steps:
     raise ConfigError(f'config.freeze_steps {config.freeze_steps} > num_steps {config.num_steps}')
   task = get_task(config)
@@ -353,7 +358,7 @@ def _quiet_orbax() -> None:
       cropjax = True
 
       def filter(self, record):
-        return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+        return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
     handler.addFilter(_Filter())
 

@@ -101,7 +101,24 @@ def test_bad_configuration_fails_at_start(photo_folder, tmp_path):
     train.train_and_evaluate(_config(photo_folder, tmp_path,
                                      **{'init.checkpoint': str(tmp_path / 'no-such-dir')}),
                              str(tmp_path / 'w2'))
+  with pytest.raises(train.ConfigError, match='num_steps must be at least 1, got 0'):
+    train.train_and_evaluate(_config(photo_folder, tmp_path, num_steps=0, freeze_steps=0),
+                             str(tmp_path / 'w3'))
   assert not os.path.exists(tmp_path / 'w1' / 'checkpoints' / '1')
+
+
+def test_warmup_as_long_as_the_run_is_all_warmup():
+  c = tiny.get_config()
+  c.num_steps = c.warmup_steps = 4
+  labels = {'w': 'head'}
+  tx = train.make_optimizer(c, labels, 2)
+  params = {'w': jax.numpy.ones(3)}
+  state = tx.init(params)
+  rates = []
+  for _ in range(4):
+    updates, state = tx.update({'w': jax.numpy.ones(3)}, state, params)
+    rates.append(float(-updates['w'][0]))
+  assert rates[0] == 0.0 and rates[1] > 0 and rates == sorted(rates)  # rising: still warming up
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(photo_folder, tmp_path):
@@ -220,3 +237,20 @@ def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tm
   with pytest.raises(train.ConfigError, match="unknown task 'crops'"):
     c.task = 'crops'
     train.build_model(c)
+
+
+def test_orbax_info_is_dropped_and_its_warnings_kept():
+  import logging as std_logging
+  from absl import logging
+  train._quiet_orbax()
+  train._quiet_orbax()  # once only
+  handler = logging.get_absl_handler().python_handler
+  assert sum(getattr(f, 'cropjax', False) for f in handler.filters) == 1
+
+  def record(level, path):
+    return std_logging.LogRecord('absl', level, path, 1, 'saved', None, None)
+
+  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert not handler.filter(record(std_logging.INFO, orbax))
+  assert handler.filter(record(std_logging.WARNING, orbax))
+  assert handler.filter(record(std_logging.INFO, '/work/cropjax/train.py'))

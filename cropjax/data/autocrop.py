@@ -174,6 +174,4 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     ds = tf.data.Dataset.range(shard_index, num_batches * batch_size * shard_count, shard_count)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=train)
-  o = tf.data.Options()
-  o.deterministic = deterministic
-  return ds.with_options(o).prefetch(tf.data.AUTOTUNE)
+  return sources.finish(ds, deterministic)

@@ -301,9 +301,7 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
                              shard_count)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=True)
-  options_ = tf.data.Options()
-  options_.deterministic = deterministic
-  return ds.with_options(options_).prefetch(tf.data.AUTOTUNE)
+  return sources.finish(ds, deterministic)
 
 
 def to_pil(batch: Mapping[str, np.ndarray], i: int = 0):
