@@ -20,8 +20,11 @@ every run and a resumed run starts at k without replaying anything):
 1. The original is a random view of the photo (a window of 60-100 % of each
    side), so the photo's frame edges are no cue.
 2. A crop window of the view: area and aspect ratio drawn from the options.
-3. Both sides are sampled from the photo (antialiased to about 2N first) at the
-   exact window, pixel centres aligned, so the label is exact. Sources larger
+3. Each side is sampled from its own region of the photo, antialiased to about
+   2N of that side first, at the exact window, pixel centres aligned, so the
+   label is exact and a crop is as sharp as its original wherever the source
+   has the pixels; where it has not, the original is blurred to the crop's
+   detail, so sharpness never tells the original from the crop. Sources larger
    than `max_source_side` x N are shrunk once when the dataset is built, and
    kept decoded when they fit in `decoded_cache_mb`, since decoding them is
    the largest part of an example's cost.
@@ -68,7 +71,7 @@ class PairOptions:
   color_jitter: float = 0.1                       # brightness, contrast, saturation
   outside_overhang: tuple[float, float] = (0.25, 0.45)  # of the window's size
   squash_split: tuple[float, float] = (0.15, 0.3)  # where the squashed crop is split
-  max_source_side: float = 4.0                    # sources shrunk to this many N (0: never)
+  max_source_side: float = 8.0                    # sources shrunk to this many N (0: never)
   decoded_cache_mb: float = 512.0                 # keep sources decoded if they fit (0: never)
 
   def __post_init__(self):
@@ -131,6 +134,19 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size:
     new = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
     img = tf.image.resize(img, new, method='area', antialias=True)
     return img, tf.cast(new, tf.float32) / hw  # exact per-axis scale
+
+  def region(img, box):
+    """The part of img around box (x0, y0, x1, y1, pixels), at the box's working
+    resolution; returns (that image, the box in its pixels)."""
+    h, w = tf.shape(img)[0], tf.shape(img)[1]
+    x0 = tf.clip_by_value(tf.cast(tf.floor(box[0]), tf.int32) - 2, 0, w - 1)
+    y0 = tf.clip_by_value(tf.cast(tf.floor(box[1]), tf.int32) - 2, 0, h - 1)
+    x1 = tf.clip_by_value(tf.cast(tf.math.ceil(box[2]), tf.int32) + 2, x0 + 1, w)
+    y1 = tf.clip_by_value(tf.cast(tf.math.ceil(box[3]), tf.int32) + 2, y0 + 1, h)
+    out, scale = working(img[y0:y1, x0:x1], tf.maximum(box[2] - box[0], box[3] - box[1]))
+    ox, oy = tf.cast(x0, tf.float32), tf.cast(y0, tf.float32)
+    return out, tf.stack([(box[0] - ox) * scale[1], (box[1] - oy) * scale[0],
+                          (box[2] - ox) * scale[1], (box[3] - oy) * scale[0]])
 
   def sample(img, box, out_w=size):
     """Window (x0, y0, x1, y1) in pixel coordinates of img -> (size, out_w), pixel centres."""
@@ -208,33 +224,38 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size:
     fy0 = tf.where(is_outside & ~along_x, start, fy0)
     box = tf.stack([fx0, fy0, fx0 + fw, fy0 + fh])
 
-    # 3. Render both sides from the photo at working resolution.
-    img, scale = working(photo, tf.maximum(vw, vh))
-    sx, sy = scale[1], scale[0]
-    view_px = tf.stack([vx * sx, vy * sy, (vx + vw) * sx, (vy + vh) * sy])
-    crop_px = tf.stack([(vx + fx0 * vw) * sx, (vy + fy0 * vh) * sy,
-                        (vx + (fx0 + fw) * vw) * sx, (vy + (fy0 + fh) * vh) * sy])
-    first = sample(img, view_px)
+    # 3. Render each side from its own region of the photo at its own working
+    # resolution, so a crop is as sharp as its source allows (as a real crop of a
+    # large photo is); where the source is too small for that, the original is
+    # blurred to the crop's detail below, so sharpness never tells which is which.
+    cx0, cy0 = vx + fx0 * vw, vy + fy0 * vh
+    cx1, cy1 = vx + (fx0 + fw) * vw, vy + (fy0 + fh) * vh
+    first = sample(*region(photo, tf.stack([vx, vy, vx + vw, vy + vh])))
+    crop_img, crop_px = region(photo, tf.stack([cx0, cy0, cx1, cy1]))
 
     def crop_of_this():
-      return sample(img, crop_px)
+      return sample(crop_img, crop_px)
 
     def crop_of_other():
       oimg = decode(other)
-      oh = tf.cast(tf.shape(oimg)[0], tf.float32)
       ow = tf.cast(tf.shape(oimg)[1], tf.float32)
-      oimg, oscale = working(oimg, tf.maximum(ow, oh))
-      ow, oh = ow * oscale[1], oh * oscale[0]
-      return sample(oimg, tf.stack([box[0] * ow, box[1] * oh, box[2] * ow, box[3] * oh]))
+      oh = tf.cast(tf.shape(oimg)[0], tf.float32)
+      return sample(*region(oimg, tf.stack([box[0] * ow, box[1] * oh, box[2] * ow, box[3] * oh])))
 
     def squashed():
       # Split at p of the width; the left part fills half the output, the right the rest.
       p = uniform(s[9], o.squash_split[0], o.squash_split[1])
       p = tf.where(uniform(s[10]) < 0.5, p, 1.0 - p)
       xm = crop_px[0] + p * (crop_px[2] - crop_px[0])
-      left = sample(img, tf.stack([crop_px[0], crop_px[1], xm, crop_px[3]]), size // 2)
-      right = sample(img, tf.stack([xm, crop_px[1], crop_px[2], crop_px[3]]), size - size // 2)
+      left = sample(crop_img, tf.stack([crop_px[0], crop_px[1], xm, crop_px[3]]), size // 2)
+      right = sample(crop_img, tf.stack([xm, crop_px[1], crop_px[2], crop_px[3]]),
+                     size - size // 2)
       return tf.concat([left, right], axis=1)
+
+    detail = tf.minimum(tf.maximum(cx1 - cx0, cy1 - cy0) / size, 1.0)  # source px per output px
+    low = tf.maximum(tf.cast(tf.round(size * detail), tf.int32), 8)
+    first = tf.image.resize(tf.image.resize(first, [low, low], method='area', antialias=True),
+                            [size, size], method='bilinear')
 
     second = tf.switch_case(kind, [
         crop_of_this,                                            # positive
