@@ -115,10 +115,10 @@ def param_labels(params: Any, groups: dict[str, str]) -> Any:
 
 
 def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
-  # Warmup longer than the run: all warmup (optax needs one step of decay at least).
-  warmup = max(min(config.warmup_steps, config.num_steps - 1), 0)
+  # Warmup as long as the run: all warmup (optax needs one step of decay at least;
+  # train_and_evaluate refuses num_steps < 1).
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, warmup, max(config.num_steps, 1))
+      0.0, config.learning_rate, min(config.warmup_steps, config.num_steps - 1), config.num_steps)
 
   def opt(mult):
     return optax.chain(optax.clip_by_global_norm(config.grad_clip),

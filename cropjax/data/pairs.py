@@ -108,18 +108,17 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size:
   if isinstance(images, sources.DecodedImages):
     flat, offsets, shapes = (tf.constant(images.pixels), tf.constant(images.offsets),
                              tf.constant(images.shapes))
-
-    def decode(i):
-      img = tf.reshape(flat[offsets[i]:offsets[i] + tf.reduce_prod(shapes[i])], shapes[i])
-      img.set_shape([None, None, 3])
-      return img
+    pixels = lambda i: tf.reshape(flat[offsets[i]:offsets[i] + tf.reduce_prod(shapes[i])],
+                                  shapes[i])
   else:
     encoded = tf.constant(list(images))
+    pixels = lambda i: tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
 
-    def decode(i):
-      img = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
-      img.set_shape([None, None, 3])
-      return img
+  def decode(i):
+    """Source image i, uint8 HxWx3."""
+    img = pixels(i)
+    img.set_shape([None, None, 3])
+    return img
   cum = tf.constant(np.cumsum(options.weights()), tf.float32)
   o = options
 
@@ -127,7 +126,7 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size:
     return tf.random.stateless_uniform(shape, s, lo, hi)
 
   def working(img, view_long):
-    """Antialiased so the view's long side is about 2N; returns (image, scale)."""
+    """Antialiased so a window with this long side is about 2N; returns (image, scale)."""
     img = tf.cast(img, tf.float32)
     hw = tf.cast(tf.shape(img)[:2], tf.float32)
     scale = tf.minimum(1.0, 2.0 * size / view_long)
