@@ -198,17 +198,37 @@ def test_large_sources_are_shrunk_once_and_keep_their_content(images):
   assert max(Image.open(io.BytesIO(images[0])).size) > 4 * N
 
 
-def test_decoded_sources_give_the_same_examples(images):
-  decoded = sources.DecodedImages.fit(images, 64)
+def test_kept_sources_and_their_pyramids(images):
+  decoded = sources.DecodedImages.fit(images, 64, min_side=32)
   assert len(decoded) == len(images)
+  assert decoded.shapes.shape == (16, 3, 3)  # 240x160, 120x80, 60x40 (60 // 2 < 32)
   for i in (0, len(images) - 1):
-    np.testing.assert_array_equal(decoded[i], np.asarray(Image.open(io.BytesIO(images[i]))))
+    full = Image.open(io.BytesIO(images[i]))
+    np.testing.assert_array_equal(decoded[i], np.asarray(full))
+    for k, (h, w) in enumerate([(120, 80), (60, 40)], start=1):
+      np.testing.assert_array_equal(decoded.level(i, k),
+                                    np.asarray(full.resize((w, h), Image.Resampling.BOX)))
   assert sources.DecodedImages.fit(images, 0.5) is None  # 16 x 160 x 240 x 3 bytes is ~1.8 MB
+  # A short pyramid repeats its last level up to the longest one's depth.
+  mixed = sources.from_arrays([np.zeros((40, 40, 3), np.uint8), np.zeros((160, 160, 3), np.uint8)])
+  short = sources.DecodedImages.fit(mixed, 1, min_side=20)
+  assert short.shapes[:, :, 0].tolist() == [[40, 20, 20, 20], [160, 80, 40, 20]]
+  assert short.offsets[0, 1] == short.offsets[0, 3]
+
+
+def test_kept_sources_give_the_same_examples_as_decoding(images):
   kept, decoding = [next(pairs.dataset(images, image_size=N, batch_size=16, seed=5,
                                        max_source_side=0, decoded_cache_mb=mb)
                          .as_numpy_iterator()) for mb in (64, 0)]
-  for k in kept:  # lossless (PNG) sources, not shrunk: bit for bit
-    np.testing.assert_array_equal(kept[k], decoding[k], err_msg=k)
+  for k in kept:
+    if k != 'image':  # the labels only depend on the sources' sizes: bit for bit
+      np.testing.assert_array_equal(kept[k], decoding[k], err_msg=k)
+  # The pixels are read from the pyramid's smallest level with the detail needed,
+  # instead of the full image: the same content, resampled a little differently.
+  a, b = kept['image'].astype(np.float64), decoding['image'].astype(np.float64)
+  assert np.abs(a - b).mean() < 2.5
+  assert min(np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)) > 0.97
+  assert np.corrcoef(a[0].ravel(), b[1].ravel())[0, 1] < 0.9  # not any two examples
 
 
 def test_sharpness_does_not_tell_the_crop_from_the_original():

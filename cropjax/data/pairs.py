@@ -26,8 +26,10 @@ every run and a resumed run starts at k without replaying anything):
    has the pixels; where it has not, the original is blurred to the crop's
    detail, so sharpness never tells the original from the crop. Sources larger
    than `max_source_side` x N are shrunk once when the dataset is built, and
-   kept decoded when they fit in `decoded_cache_mb`, since decoding them is
-   the largest part of an example's cost.
+   kept decoded with a pyramid of halved copies when they fit in
+   `decoded_cache_mb` (`sources.DecodedImages`): a region is read from the
+   smallest copy with the detail it needs, so neither decoding nor resampling
+   a large photo is paid per example.
 4. Each side independently: mild brightness, contrast and saturation changes,
    optionally downscaled, JPEG-encoded at a random quality, and back to NxN.
    Robustness to re-encoding is thus built into the data.
@@ -55,6 +57,8 @@ from PIL import Image
 from cropjax.data import sources
 
 KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'squashed')
+N_DRAWS = 28      # uniform draws per example
+_PLAN_GROUP = 64  # examples planned at once (any number gives the same examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,7 @@ class PairOptions:
   outside_overhang: tuple[float, float] = (0.25, 0.45)  # of the window's size
   squash_split: tuple[float, float] = (0.15, 0.3)  # where the squashed crop is split
   max_source_side: float = 8.0                    # sources shrunk to this many N (0: never)
-  decoded_cache_mb: float = 512.0                 # keep sources decoded if they fit (0: never)
+  decoded_cache_mb: float = 512.0                 # keep sources decoded (+ pyramids) if they fit
 
   def __post_init__(self):
     unknown = set(self.kinds) - set(KINDS)
@@ -99,184 +103,251 @@ def _seed_for(seed: int, split: str) -> int:
   return (int(seed) * 1_000_003 + zlib.crc32(split.encode())) % (2**31 - 1)
 
 
-def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, image_size: int, seed: int,
-                    options: PairOptions):
-  """A tf function: global example index -> one example (see the module docstring)."""
-  tf = sources.tensorflow()
-  n_images = len(images)
-  size = int(image_size)
-  if isinstance(images, sources.DecodedImages):
-    flat, offsets, shapes = (tf.constant(images.pixels), tf.constant(images.offsets),
-                             tf.constant(images.shapes))
-    pixels = lambda i: tf.reshape(flat[offsets[i]:offsets[i] + tf.reduce_prod(shapes[i])],
-                                  shapes[i])
-  else:
-    encoded = tf.constant(list(images))
-    pixels = lambda i: tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
+class _Generator:
+  """The pipeline's tf functions (see the module docstring), in four stages:
 
-  def decode(i):
-    """Source image i, uint8 HxWx3."""
-    img = pixels(i)
-    img.set_shape([None, None, 3])
-    return img
-  cum = tf.constant(np.cumsum(options.weights()), tf.float32)
-  o = options
+  1. `draws`: global example index -> its random numbers, keyed by the run's
+     seed and the index only, so an example never depends on its neighbours;
+  2. `plan`: a group of examples' draws -> their labels and every number their
+     rendering needs (windows, pyramid levels, integer bounds, resampling
+     boxes), vectorised over the group: as scalar ops, one example at a time,
+     this arithmetic was most of an example's cost;
+  3. `render`: one example's plan -> its two NxN sides (the pixel work);
+  4. `assemble`: a batch of sides -> the 6-channel input, in each pair's order.
+  """
 
-  def uniform(s, lo=0.0, hi=1.0, shape=()):
-    return tf.random.stateless_uniform(shape, s, lo, hi)
+  def __init__(self, images: Sequence[bytes] | sources.DecodedImages, image_size: int,
+               seed: int, options: PairOptions):
+    tf = self.tf = sources.tensorflow()
+    self.size, self.seed, self.o = int(image_size), int(seed), options
+    self.decoded = isinstance(images, sources.DecodedImages)
+    if self.decoded:
+      dims, offsets = images.shapes[..., :2], images.offsets
+      self.flat = tf.constant(images.pixels)
+    else:  # decoded per example, each level made when needed
+      dims = sources.pyramid_shapes(images)[..., :2]
+      offsets = np.zeros(dims.shape[:2], np.int64)
+      self.encoded = tf.constant(list(images))
+    self.n_images, self.n_levels = dims.shape[:2]
+    self.dims = tf.constant(dims, tf.int64)        # [n, levels, (height, width)]
+    self.offsets = tf.constant(offsets, tf.int64)  # [n, levels]
+    self.cum = tf.constant(np.cumsum(options.weights())[:-1], tf.float32)
 
-  def working(img, view_long):
-    """Antialiased so a window with this long side is about 2N; returns (image, scale)."""
-    img = tf.cast(img, tf.float32)
-    hw = tf.cast(tf.shape(img)[:2], tf.float32)
-    scale = tf.minimum(1.0, 2.0 * size / view_long)
-    new = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
-    img = tf.image.resize(img, new, method='area', antialias=True)
-    return img, tf.cast(new, tf.float32) / hw  # exact per-axis scale
+  # ------------------------------------------------------------------ 1. draws
 
-  def region(img, box):
-    """The part of img around box (x0, y0, x1, y1, pixels), at the box's working
-    resolution; returns (that image, the box in its pixels)."""
-    h, w = tf.shape(img)[0], tf.shape(img)[1]
-    x0 = tf.clip_by_value(tf.cast(tf.floor(box[0]), tf.int32) - 2, 0, w - 1)
-    y0 = tf.clip_by_value(tf.cast(tf.floor(box[1]), tf.int32) - 2, 0, h - 1)
-    x1 = tf.clip_by_value(tf.cast(tf.math.ceil(box[2]), tf.int32) + 2, x0 + 1, w)
-    y1 = tf.clip_by_value(tf.cast(tf.math.ceil(box[3]), tf.int32) + 2, y0 + 1, h)
-    out, scale = working(img[y0:y1, x0:x1], tf.maximum(box[2] - box[0], box[3] - box[1]))
-    ox, oy = tf.cast(x0, tf.float32), tf.cast(y0, tf.float32)
-    return out, tf.stack([(box[0] - ox) * scale[1], (box[1] - oy) * scale[0],
-                          (box[2] - ox) * scale[1], (box[3] - oy) * scale[0]])
+  def draws(self, index):
+    tf = self.tf
+    key = tf.stack([tf.constant(self.seed, tf.int64), index])
+    return tf.random.stateless_uniform([N_DRAWS], key)
 
-  def sample(img, box, out_w=size):
-    """Window (x0, y0, x1, y1) in pixel coordinates of img -> (size, out_w), pixel centres."""
-    h = tf.cast(tf.shape(img)[0], tf.float32)
-    w = tf.cast(tf.shape(img)[1], tf.float32)
-    x0, y0, x1, y1 = box[0], box[1], box[2], box[3]
-    bw, bh = x1 - x0, y1 - y0
-    # Output pixel j samples x0 + (j + 0.5) * bw / out_w, in index units (- 0.5).
-    nx0 = (x0 + 0.5 * bw / out_w - 0.5) / tf.maximum(w - 1, 1.0)
-    nx1 = (x1 - 0.5 * bw / out_w - 0.5) / tf.maximum(w - 1, 1.0)
-    ny0 = (y0 + 0.5 * bh / size - 0.5) / tf.maximum(h - 1, 1.0)
-    ny1 = (y1 - 0.5 * bh / size - 0.5) / tf.maximum(h - 1, 1.0)
-    out = tf.image.crop_and_resize(img[None], [[ny0, nx0, ny1, nx1]], [0], [size, out_w],
-                                   method='bilinear')
-    return out[0]
+  # ------------------------------------------------------------------ 2. plan
 
-  def degrade(img, s):
-    """Colour changes, optional downscale, JPEG at a random quality, back to NxN."""
-    ks = tf.random.experimental.stateless_split(s, 7)
-    j = o.color_jitter
-    img = img / 255.0
-    img = tf.image.adjust_brightness(img, uniform(ks[0], -j, j))
-    img = tf.image.adjust_contrast(img, uniform(ks[1], 1 - j, 1 + j))
-    img = tf.image.adjust_saturation(img, uniform(ks[2], 1 - j, 1 + j))
-    img = tf.clip_by_value(img, 0.0, 1.0)
-    down = uniform(ks[3]) < o.downscale_prob
-    side = tf.cast(tf.round(size * uniform(ks[4], o.downscale[0], o.downscale[1])), tf.int32)
-    side = tf.where(down, tf.maximum(side, 8), size)
-    img = tf.image.resize(img, [side, side], method='area', antialias=True)
-    quality = tf.random.stateless_uniform((), ks[5], o.jpeg_quality[0], o.jpeg_quality[1] + 1,
-                                          dtype=tf.int32)
-    img = tf.image.adjust_jpeg_quality(img, quality)
-    img = tf.image.resize(img, [size, size], method='bilinear')
-    return tf.cast(tf.clip_by_value(tf.round(img * 255.0), 0, 255), tf.uint8)
+  def _window(self, src, box, out, parts):
+    """Where to read a window and how to resample it, for a group.
 
-  def example(index):
-    s = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 16)
-    kind = tf.reduce_sum(tf.cast(uniform(s[0]) >= cum[:-1], tf.int32))
-    src = tf.random.stateless_uniform((), s[1], 0, n_images, dtype=tf.int32)
-    other = (src + 1 + tf.random.stateless_uniform((), s[2], 0, max(n_images - 1, 1),
-                                                    dtype=tf.int32)) % n_images
+    src [G]: source indices; box [G, 4]: the window (x0, y0, x1, y1) in pixels of
+    the source; out [G]: the output's side; parts: a list of ((start, end),
+    output width), start and end fractions of the window's width (end < start
+    reads it right to left), each part resampled to its own output width. The
+    region read is the window and a margin of 2 pixels, from the smallest level
+    of the pyramid still holding 2 x out pixels across the window, area-resized
+    to about that (the working image): antialiased, and as sharp as the source
+    allows. Returns ints [G, 10] (level, its start in the table, its height and
+    width, the region's y0, y1, x0, x1 in it, the working image's height and
+    width) and boxes [G, parts, 4] in the working image for crop_and_resize.
+    """
+    tf, f32 = self.tf, self.tf.float32
+    hw0 = tf.cast(tf.gather(self.dims[:, 0], src), f32)
+    target = 2.0 * tf.cast(out, f32)
+    long = tf.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    k = tf.math.floor(tf.math.log(tf.maximum(long / target, 1.0)) / np.log(2.0))
+    k = tf.minimum(tf.cast(k, tf.int64), self.n_levels - 1)
+    at = tf.stack([tf.cast(src, tf.int64), k], -1)
+    hw = tf.gather_nd(self.dims, at)
+    h, w = hw[:, 0], hw[:, 1]
+    scale = tf.cast(hw, f32) / hw0
+    b = box * tf.tile(scale[:, ::-1], [1, 2])  # the window in pixels of that level
+    x0 = tf.clip_by_value(tf.cast(tf.floor(b[:, 0]), tf.int64) - 2, 0, w - 1)
+    y0 = tf.clip_by_value(tf.cast(tf.floor(b[:, 1]), tf.int64) - 2, 0, h - 1)
+    x1 = tf.clip_by_value(tf.cast(tf.math.ceil(b[:, 2]), tf.int64) + 2, x0 + 1, w)
+    y1 = tf.clip_by_value(tf.cast(tf.math.ceil(b[:, 3]), tf.int64) + 2, y0 + 1, h)
+    region = tf.cast(tf.stack([y1 - y0, x1 - x0], -1), f32)
+    shrink = tf.minimum(1.0, target / tf.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
+    work = tf.maximum(tf.round(region * shrink[:, None]), 1.0)  # the working image (h, w)
+    s = work / region                                             # its exact per-axis scale
+    bx0, bx1 = (b[:, 0] - tf.cast(x0, f32)) * s[:, 1], (b[:, 2] - tf.cast(x0, f32)) * s[:, 1]
+    by0, by1 = (b[:, 1] - tf.cast(y0, f32)) * s[:, 0], (b[:, 3] - tf.cast(y0, f32)) * s[:, 0]
+    den_y, den_x = tf.maximum(work[:, 0] - 1, 1.0), tf.maximum(work[:, 1] - 1, 1.0)
+    half_y = 0.5 * (by1 - by0) / tf.cast(out, f32)
+    boxes = []
+    for (start, end), out_w in parts:  # output pixel j samples x0 + (j + 0.5) * width / out_w
+      px0, px1 = bx0 + start * (bx1 - bx0), bx0 + end * (bx1 - bx0)
+      half_x = 0.5 * (px1 - px0) / tf.cast(out_w, f32)
+      boxes.append(tf.stack([(by0 + half_y - 0.5) / den_y, (px0 + half_x - 0.5) / den_x,
+                             (by1 - half_y - 0.5) / den_y, (px1 - half_x - 0.5) / den_x], -1))
+    ints = tf.stack([k, tf.gather_nd(self.offsets, at), h, w, y0, y1, x0, x1,
+                     tf.cast(work[:, 0], tf.int64), tf.cast(work[:, 1], tf.int64)], -1)
+    return ints, tf.stack(boxes, 1)
+
+  def plan(self, u):
+    """u [G, N_DRAWS] -> the group's labels and rendering plans."""
+    tf, o, size, n = self.tf, self.o, self.size, self.n_images
+    u = tf.unstack(u, N_DRAWS, axis=1)
+    kind = tf.reduce_sum(tf.cast(u[0][:, None] >= self.cum, tf.int32), 1)
+    src = tf.minimum(tf.cast(u[1] * n, tf.int32), n - 1)
+    other = (src + 1 + tf.minimum(tf.cast(u[2] * (n - 1), tf.int32), max(n - 2, 0))) % n
     is_outside = tf.equal(kind, KINDS.index('outside'))
-
-    photo = decode(src)
-    ph = tf.cast(tf.shape(photo)[0], tf.float32)
-    pw = tf.cast(tf.shape(photo)[1], tf.float32)
+    is_other = tf.equal(kind, KINDS.index('other_image'))
+    is_squashed = tf.equal(kind, KINDS.index('squashed'))
+    hw = tf.cast(tf.gather(self.dims[:, 0], src), tf.float32)
+    ph, pw = hw[:, 0], hw[:, 1]
     # 1. The original: a random view; 'outside' keeps room beyond it.
-    vmax = tf.where(is_outside, tf.minimum(o.view_scale[1], 0.75), o.view_scale[1])
+    vmax = tf.where(is_outside, min(o.view_scale[1], 0.75), o.view_scale[1])
     vmin = tf.minimum(o.view_scale[0], vmax)
-    sv = uniform(s[3], 0.0, 1.0, (2,))
-    vw = pw * (vmin + (vmax - vmin) * sv[0])
-    vh = ph * (vmin + (vmax - vmin) * sv[1])
-    pv = uniform(s[4], 0.0, 1.0, (2,))
-    vx, vy = (pw - vw) * pv[0], (ph - vh) * pv[1]
+    vw, vh = pw * (vmin + (vmax - vmin) * u[3]), ph * (vmin + (vmax - vmin) * u[4])
+    vx, vy = (pw - vw) * u[5], (ph - vh) * u[6]
     # 2. The crop window, as fractions of the view.
-    area = uniform(s[5], o.crop_area[0], o.crop_area[1])
+    area = o.crop_area[0] + (o.crop_area[1] - o.crop_area[0]) * u[7]
     area = tf.where(is_outside, tf.minimum(area, 0.25), area)
-    aspect = tf.exp(uniform(s[6], np.log(o.crop_aspect[0]), np.log(o.crop_aspect[1])))
+    aspect = o.crop_aspect[0] * (o.crop_aspect[1] / o.crop_aspect[0]) ** u[8]  # log-uniform
     wpx = tf.minimum(tf.sqrt(area * vw * vh * aspect), vw)
     hpx = tf.minimum(tf.sqrt(area * vw * vh / aspect), vh)
     fw, fh = wpx / vw, hpx / vh
-    pc = uniform(s[7], 0.0, 1.0, (2,))
-    fx0, fy0 = (1 - fw) * pc[0], (1 - fh) * pc[1]
+    fx0, fy0 = (1 - fw) * u[9], (1 - fh) * u[10]
     # 'outside': push the window over the view's edge on the side with more room.
-    d = uniform(s[8], 0.0, 1.0, (2,))
-    overhang = o.outside_overhang[0] + (o.outside_overhang[1] - o.outside_overhang[0]) * d[0]
-    along_x = d[1] < 0.5
+    overhang = o.outside_overhang[0] + (o.outside_overhang[1] - o.outside_overhang[0]) * u[11]
+    along_x = u[12] < 0.5
     room_before = tf.where(along_x, vx, vy)
     room_after = tf.where(along_x, pw - vx - vw, ph - vy - vh)
-    extent = tf.where(along_x, wpx, hpx)           # window size in pixels on that axis
+    extent = tf.where(along_x, wpx, hpx)  # the window's size in pixels on that axis
     span = tf.where(along_x, vw, vh)
     shift = tf.minimum(overhang * extent, tf.maximum(room_before, room_after))
     start = tf.where(room_before >= room_after, -shift, span - extent + shift) / span
     fx0 = tf.where(is_outside & along_x, start, fx0)
     fy0 = tf.where(is_outside & ~along_x, start, fy0)
-    box = tf.stack([fx0, fy0, fx0 + fw, fy0 + fh])
+    box = tf.stack([fx0, fy0, fx0 + fw, fy0 + fh], -1)
 
-    # 3. Render each side from its own region of the photo at its own working
-    # resolution, so a crop is as sharp as its source allows (as a real crop of a
-    # large photo is); where the source is too small for that, the original is
-    # blurred to the crop's detail below, so sharpness never tells which is which.
-    cx0, cy0 = vx + fx0 * vw, vy + fy0 * vh
-    cx1, cy1 = vx + (fx0 + fw) * vw, vy + (fy0 + fh) * vh
-    first = sample(*region(photo, tf.stack([vx, vy, vx + vw, vy + vh])))
-    crop_img, crop_px = region(photo, tf.stack([cx0, cy0, cx1, cy1]))
-
-    def crop_of_this():
-      return sample(crop_img, crop_px)
-
-    def crop_of_other():
-      oimg = decode(other)
-      ow = tf.cast(tf.shape(oimg)[1], tf.float32)
-      oh = tf.cast(tf.shape(oimg)[0], tf.float32)
-      return sample(*region(oimg, tf.stack([box[0] * ow, box[1] * oh, box[2] * ow, box[3] * oh])))
-
-    def squashed():
-      # Split at p of the width; the left part fills half the output, the right the rest.
-      p = uniform(s[9], o.squash_split[0], o.squash_split[1])
-      p = tf.where(uniform(s[10]) < 0.5, p, 1.0 - p)
-      xm = crop_px[0] + p * (crop_px[2] - crop_px[0])
-      left = sample(crop_img, tf.stack([crop_px[0], crop_px[1], xm, crop_px[3]]), size // 2)
-      right = sample(crop_img, tf.stack([xm, crop_px[1], crop_px[2], crop_px[3]]),
-                     size - size // 2)
-      return tf.concat([left, right], axis=1)
-
-    detail = tf.minimum(tf.maximum(cx1 - cx0, cy1 - cy0) / size, 1.0)  # source px per output px
+    # 3. Each side from its own region at its own resolution: a crop is as sharp as
+    # its source allows (as a real crop of a large photo is). The second side: the
+    # crop window, of this photo or (other_image) the same fractions of another,
+    # in two parts across x, at equal widths or (squashed) unequal ones.
+    crop = tf.stack([vx + fx0 * vw, vy + fy0 * vh, vx + (fx0 + fw) * vw, vy + (fy0 + fh) * vh], -1)
+    second_src = tf.where(is_other, other, src)
+    ohw = tf.cast(tf.gather(self.dims[:, 0], second_src), tf.float32)
+    window = tf.where(is_other[:, None], box * tf.tile(ohw[:, ::-1], [1, 2]), crop)
+    p = o.squash_split[0] + (o.squash_split[1] - o.squash_split[0]) * u[13]
+    p = tf.where(u[14] < 0.5, p, 1.0 - p)
+    half = (size // 2) / size
+    p = tf.where(is_squashed, p, half)
+    # 'mirrored': the window read from right to left, part 0 from its right edge.
+    mirrored = tf.equal(kind, KINDS.index('mirrored'))
+    begin = tf.where(mirrored, 1.0, 0.0)
+    p = tf.where(mirrored, 1.0 - half, p)
+    second, second_boxes = self._window(
+        second_src, window, tf.fill(tf.shape(p), size),
+        [((begin, p), size // 2), ((p, 1.0 - begin), size - size // 2)])
+    # The original at the crop's detail (source pixels per output pixel, at most 1):
+    # where the source lacks pixels the crop is as soft, so sharpness never tells
+    # which is which. Rendered at that resolution, enlarged to N in `render`.
+    detail = tf.minimum(tf.maximum(crop[:, 2] - crop[:, 0], crop[:, 3] - crop[:, 1]) / size, 1.0)
     low = tf.maximum(tf.cast(tf.round(size * detail), tf.int32), 8)
-    first = tf.image.resize(tf.image.resize(first, [low, low], method='area', antialias=True),
-                            [size, size], method='bilinear')
-
-    second = tf.switch_case(kind, [
-        crop_of_this,                                            # positive
-        crop_of_other,                                           # other_image
-        crop_of_this,                                            # outside
-        lambda: tf.image.flip_left_right(crop_of_this()),        # mirrored
-        squashed,                                                # squashed
-    ])
-    # 4. Degrade each side independently; 5. maybe swap.
-    first, second = degrade(first, s[11]), degrade(second, s[12])
-    swapped = uniform(s[13]) < 0.5
-    image = tf.where(swapped, tf.concat([second, first], -1), tf.concat([first, second], -1))
+    first, first_boxes = self._window(src, tf.stack([vx, vy, vx + vw, vy + vh], -1), low,
+                                      [((0.0, 1.0), low)])
+    # 4. The degradation of each side.
+    sides = [o.downscale[0] + (o.downscale[1] - o.downscale[0]) * u[k] for k in (17, 23)]
+    sides = [tf.where(u[k] < o.downscale_prob, tf.maximum(tf.round(size * s), 8.0), float(size))
+             for k, s in zip((16, 22), sides)]
+    q_lo, q_hi = o.jpeg_quality
+    quality = [tf.minimum(q_lo + tf.floor(u[k] * (q_hi - q_lo + 1)), q_hi) for k in (18, 24)]
+    # Brightness (an offset), contrast and saturation (factors) of each side.
+    j = o.color_jitter
+    colour = tf.stack([(2 * u[k] - 1) * j + (0.0 if k in (19, 25) else 1.0)
+                       for k in (19, 20, 21, 25, 26, 27)], -1)
+    misc = tf.cast(tf.stack([low, src, second_src, tf.cast(sides[0], tf.int32),
+                             tf.cast(quality[0], tf.int32), tf.cast(sides[1], tf.int32),
+                             tf.cast(quality[1], tf.int32)], -1), tf.int64)
     return {
-        'image': tf.ensure_shape(image, [size, size, 6]),
+        'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
+                 'second_boxes': second_boxes, 'misc': misc, 'colour': colour},
         'is_pair': tf.cast(tf.equal(kind, 0), tf.int32),
-        'is_swapped': tf.cast(swapped, tf.int32),
-        'box': tf.cast(box, tf.float32),
+        'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
+        'box': box,
         'kind': kind,
-        'original_size': tf.stack([vw, vh]),
+        'original_size': tf.stack([vw, vh], -1),
     }
 
-  return example
+  # ------------------------------------------------------------------ 3. render
+
+  def _source(self, i):
+    """Image i decoded (the encoded path), checked against the size its header gave."""
+    tf = self.tf
+    img = tf.io.decode_image(self.encoded[i], channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    check = tf.debugging.assert_equal(
+        tf.cast(tf.shape(img)[:2], tf.int64), self.dims[i, 0],
+        message='a source image decodes to another size than its header gives')
+    with tf.control_dependencies([check]):
+      return tf.identity(img)
+
+  def _working(self, image, ints):
+    """The working image of a window (see `_window`), float32 [1, h, w, 3]: its region
+    read from the kept pyramid's level, or (the encoded path) from the decoded image
+    area-resized to that level, then area-resized to the working size."""
+    tf = self.tf
+    k, start, h, w, y0, y1, x0, x1, wh, ww = tf.unstack(ints, 10)
+    if self.decoded:  # only the region's rows leave the table
+      rows = tf.reshape(self.flat[start + y0 * w * 3:start + y1 * w * 3], [y1 - y0, w, 3])
+    else:
+      level = tf.cond(
+          k > 0, lambda: tf.image.resize(image, tf.cast(tf.stack([h, w]), tf.int32), method='area'),
+          lambda: tf.cast(image, tf.float32))
+      rows = level[y0:y1]
+    return tf.image.resize(rows[None, :, x0:x1], tf.cast(tf.stack([wh, ww]), tf.int32),
+                           method='area')
+
+  def _degrade(self, img, colour, side, quality):
+    """Colour changes, optional downscale, JPEG at a quality, back to NxN, uint8."""
+    tf, size = self.tf, self.size
+    img = tf.image.adjust_brightness(img / 255.0, colour[0])
+    img = tf.image.adjust_contrast(img, colour[1])
+    gray = tf.reduce_sum(img * [0.299, 0.587, 0.114], -1, keepdims=True)  # as PIL's 'L'
+    img = tf.clip_by_value(gray + (img - gray) * colour[2], 0.0, 1.0)     # saturation
+    img = tf.image.resize(img, tf.cast(tf.stack([side, side]), tf.int32), method='area')
+    img = tf.image.adjust_jpeg_quality(img, tf.cast(quality, tf.int32))
+    img = tf.image.resize(img, [size, size], method='bilinear')
+    return tf.cast(tf.clip_by_value(tf.round(img * 255.0), 0, 255), tf.uint8)
+
+  def render(self, example):
+    tf, size = self.tf, self.size
+    plan = example.pop('plan')
+    low, src, second_src, side1, q1, side2, q2 = tf.unstack(plan['misc'], 7)
+    photo = second_photo = None
+    if not self.decoded:
+      photo = self._source(src)
+      second_photo = tf.cond(tf.equal(second_src, src), lambda: photo,
+                             lambda: self._source(second_src))
+    low32 = tf.cast(low, tf.int32)
+    first = tf.image.crop_and_resize(self._working(photo, plan['first']), plan['first_boxes'],
+                                     [0], tf.stack([low32, low32]))
+    first = tf.image.resize(first, [size, size], method='bilinear')
+    work = self._working(second_photo, plan['second'])
+    parts = [tf.image.crop_and_resize(work, plan['second_boxes'][k:k + 1], [0], [size, width])
+             for k, width in enumerate((size // 2, size - size // 2))]
+    second = tf.concat(parts, axis=2)
+    colour = tf.unstack(plan['colour'], 6)
+    example['first'] = self._degrade(first[0], colour[:3], side1, q1)
+    example['second'] = self._degrade(second[0], colour[3:], side2, q2)
+    return example
+
+  # ------------------------------------------------------------------ 4. assemble
+
+  def assemble(self, batch):
+    tf = self.tf
+    first, second = batch.pop('first'), batch.pop('second')
+    swapped = tf.equal(batch['is_swapped'], 1)[:, None, None, None]
+    batch['image'] = tf.concat([tf.where(swapped, second, first),
+                                tf.where(swapped, first, second)], -1)
+    return batch
 
 
 def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, seed: int,
@@ -314,13 +385,14 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
     images = sources.shrink(images, max(int(opts.max_source_side * image_size), 16))
   if opts.decoded_cache_mb:  # and none at all if they fit in memory decoded
     images = sources.DecodedImages.fit(images, opts.decoded_cache_mb) or images
-  example = make_example_fn(images, image_size, _seed_for(seed, split), opts)
+  gen = _Generator(images, image_size, _seed_for(seed, split), opts)
   first = start_step * batch_size * shard_count + shard_index
   stop = None if num_batches is None else first + num_batches * batch_size * shard_count
   ds = tf.data.Dataset.range(first, stop if stop is not None else np.iinfo(np.int64).max,
                              shard_count)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.map(gen.draws).batch(_PLAN_GROUP).map(gen.plan).unbatch()
+  ds = ds.map(gen.render, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  ds = ds.batch(batch_size, drop_remainder=True).map(gen.assemble)
   return sources.finish(ds, deterministic)
 
 

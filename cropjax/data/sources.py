@@ -128,40 +128,79 @@ def shrink(images: Sequence[bytes], max_side: int, quality: int = 95) -> list[by
   return out
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+  """(width, height) of an encoded image, from its header."""
+  with Image.open(io.BytesIO(data)) as im:
+    return im.size
+
+
+def pyramid_shapes(images: Sequence[bytes], min_side: int = 32) -> np.ndarray:
+  """int64 [n, levels, 3]: the (height, width, 3) of each image's pyramid levels.
+
+  Level k is the image area-resized to 1/2^k of each side (rounded, at least 1
+  pixel), down to a long side of `min_side`; an image with fewer levels than the
+  deepest pyramid repeats its last one.
+  """
+  pyramids = []
+  for data in images:
+    width, height = image_size(data)
+    levels = [(height, width, 3)]
+    while max(levels[-1][:2]) // 2 >= min_side:
+      k = len(levels)
+      levels.append((max(1, round(height / 2**k)), max(1, round(width / 2**k)), 3))
+    pyramids.append(levels)
+  depth = max((len(p) for p in pyramids), default=1)
+  padded = [p + p[-1:] * (depth - len(p)) for p in pyramids]
+  return np.asarray(padded, np.int64).reshape(-1, depth, 3)
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodedImages:
-  """RGB images decoded once and kept as one flat uint8 array (a tf.data-friendly table)."""
+  """RGB images decoded once, each with its pyramid (`pyramid_shapes`), in one flat uint8
+  array. A pipeline reads a window from the smallest level that still has the
+  detail it needs, so its cost follows the output size, not the source's.
+  """
   pixels: np.ndarray    # uint8 (total,)
-  offsets: np.ndarray   # int64 (n,): where image i starts in `pixels`
-  shapes: np.ndarray    # int64 (n, 3): its (height, width, 3)
+  offsets: np.ndarray   # int64 (n, levels): where level k of image i starts in `pixels`
+  shapes: np.ndarray    # int64 (n, levels, 3): its (height, width, 3)
 
   def __len__(self) -> int:
     return len(self.offsets)
 
+  def level(self, i: int, k: int = 0) -> np.ndarray:
+    """Level k of image i, uint8 (height, width, 3)."""
+    start, shape = self.offsets[i, k], self.shapes[i, k]
+    return self.pixels[start:start + shape.prod()].reshape(shape)
+
   def __getitem__(self, i: int) -> np.ndarray:
-    return self.pixels[self.offsets[i]:self.offsets[i] + self.shapes[i].prod()].reshape(
-        self.shapes[i])
+    return self.level(i, 0)
 
   @classmethod
-  def fit(cls, images: Sequence[bytes], budget_mb: float) -> 'DecodedImages | None':
-    """The decoded images if they take at most `budget_mb` MB, else None (nothing decoded)."""
-    shapes = []
-    for data in images:
-      with Image.open(io.BytesIO(data)) as im:  # reads the header only
-        shapes.append((im.height, im.width, 3))
-    shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
-    sizes = shapes.prod(axis=1)
-    if sizes.sum() > budget_mb * 2**20:
+  def fit(cls, images: Sequence[bytes], budget_mb: float,
+          min_side: int = 32) -> 'DecodedImages | None':
+    """The decoded images and their pyramids if they take at most `budget_mb` MB, else None
+    (nothing decoded)."""
+    shapes = pyramid_shapes(images, min_side)
+    pyramids = [[tuple(s) for k, s in enumerate(p) if k == 0 or (s != p[k - 1]).any()]
+                for p in shapes]
+    sizes = [sum(int(np.prod(s)) for s in p) for p in pyramids]
+    if sum(sizes) > budget_mb * 2**20:
       return None
-    pixels = np.empty(int(sizes.sum()), np.uint8)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    for i, (data, start, size) in enumerate(zip(images, offsets, sizes)):
+    pixels = np.empty(sum(sizes), np.uint8)
+    offsets = np.zeros(shapes.shape[:2], np.int64)
+    start = 0
+    for i, (data, pyramid) in enumerate(zip(images, pyramids)):
       with Image.open(io.BytesIO(data)) as im:
-        arr = np.asarray(im.convert('RGB'))
-      if arr.shape != tuple(shapes[i]):
-        raise SourceError(f'source image {i}: decodes to {arr.shape}, its header says '
-                          f'{tuple(shapes[i])}')
-      pixels[start:start + size] = arr.ravel()
+        full = im.convert('RGB')
+      if (full.height, full.width, 3) != pyramid[0]:
+        raise SourceError(f'source image {i}: decodes to {(full.height, full.width, 3)}, its '
+                          f'header says {pyramid[0]}')
+      for k, shape in enumerate(pyramid):
+        level = full if k == 0 else full.resize((shape[1], shape[0]), Image.Resampling.BOX)
+        size = int(np.prod(shape))
+        pixels[start:start + size] = np.asarray(level).ravel()
+        offsets[i, k:] = start  # later levels of a short pyramid repeat this one
+        start += size
     return cls(pixels, offsets, shapes)
 
 
