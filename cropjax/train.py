@@ -209,12 +209,12 @@ def make_train_step(config, model, tx, phase: int) -> Callable:
 
 
 def make_eval_step(config, model) -> Callable:
-  """(state, batch) -> (metrics, outputs), inference mode."""
+  """(variables, batch) -> (metrics, outputs), inference mode; variables: params, batch_stats."""
   task = get_task(config)
 
-  def step(state: TrainState, batch):
-    out = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                      models.normalize(batch['image'].astype(jnp.float32)), train=False)
+  def step(variables, batch):
+    out = model.apply(variables, models.normalize(batch['image'].astype(jnp.float32)),
+                      train=False)
     loss, _ = task.loss(out, batch, dict(config.loss_weights), config)
     return {'loss': loss, **task.metrics(out, batch)}, out
   return step
@@ -298,8 +298,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_iter = train_ds.as_numpy_iterator()
   steps = {}
   # Replicated outputs: every process can read the metrics and the drawn predictions.
-  eval_step = jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding),
-                      out_shardings=(replicated, replicated))
+  eval_step = _compiled_for(
+      jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding),
+              out_shardings=(replicated, replicated)), _variables(state), val_ds, data_sharding)
   last_metrics = {}
   end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
   tick, tick_step = time.perf_counter(), start
@@ -338,6 +339,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager.wait_until_finished()
   writer.flush()
   return state
+
+
+def _variables(state: TrainState) -> dict[str, Any]:
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def _compiled_for(step, variables, ds, data_sharding):
+  """`step` compiled now for the batches of `ds`, when their shapes are static.
+
+  A problem in it then shows at the start, not at the first evaluation, and the
+  compilation is not paid in the middle of the run. Otherwise `step` as it is.
+  """
+  spec = ds.element_spec
+  if any(None in s.shape for s in jax.tree_util.tree_leaves(spec)):
+    return step
+  procs = jax.process_count()
+  batch = jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct((s.shape[0] * procs, *s.shape[1:]), s.dtype.as_numpy_dtype,
+                                     sharding=data_sharding), spec)
+  return step.lower(variables, batch).compile()
 
 
 def _write_config(config, workdir: str) -> None:
@@ -381,7 +402,7 @@ def evaluate(eval_step, state, val_ds, data_sharding, writer, step,
   """Mean validation metrics over `val_ds`, written with an image summary of its first batch."""
   sums, n, shown = {}, 0, None
   for batch in val_ds.as_numpy_iterator():
-    metrics, out = eval_step(state, _global_batch(batch, data_sharding))
+    metrics, out = eval_step(_variables(state), _global_batch(batch, data_sharding))
     metrics = jax.device_get(metrics)
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + float(v)
