@@ -335,7 +335,8 @@ def section_convs(args) -> list[Result]:
 
 
 def section_pipeline(args) -> list[Result]:
-  """Crop pairs per second from the tf.data pipeline on the 'demo' source, alone.
+  """Crop pairs per second from the tf.data pipeline on the 'demo' source, alone, and the
+  CPU time (all threads of the process) it spends on one.
 
   Compared with the train step's examples/s at the same size (from the train
   section of this run, when it ran). Both compete for the same cores in a real
@@ -348,10 +349,12 @@ def section_pipeline(args) -> list[Result]:
     batch = 32
     it = pairs.dataset('demo', image_size=size, batch_size=batch, seed=0).as_numpy_iterator()
     next(it)  # build the source and warm up
+    cpu, wall = time.process_time(), time.perf_counter()
     rate = batch / _timed(lambda: next(it), args.seconds)
+    cpu_us = 1e6 * (time.process_time() - cpu) / ((time.perf_counter() - wall) * rate)
     need = demand.get(size, float('nan'))
-    print(f'pipeline {size:4d} px  {rate:8.1f} pairs/s  train step needs {need:8.1f} ex/s  '
-          f'headroom {rate / need:5.1f}x', flush=True)
+    print(f'pipeline {size:4d} px  {rate:8.1f} pairs/s  {cpu_us:6.0f} us CPU a pair  '
+          f'train step needs {need:8.1f} ex/s  headroom {rate / need:5.1f}x', flush=True)
     out.append(Result('pipeline', f'{size}px', rate, need))
   return out
 
@@ -364,8 +367,9 @@ def section_loop(args) -> list[Result]:
   loop's examples/s is the time-weighted mean (harmonic) of the rates it logs
   every 50 steps, the first window (compilation) dropped, so the windows with an
   evaluation or a checkpoint count in full. The bare step is the same jitted
-  train step on one batch already on the device, timed before and after the
-  loop; the faster of the two is the reference. Columns: loop, bare.
+  train step on one batch already on the device, timed in three rounds before
+  the loop and three after; the fastest round is the reference. Columns: loop,
+  bare.
   """
   import shutil
   import tempfile
@@ -396,7 +400,7 @@ def section_loop(args) -> list[Result]:
     jax.block_until_ready(metrics)
 
   run()
-  bare_before = c.batch_size / _timed(run, args.seconds)
+  bare_before = [c.batch_size / _timed(run, args.seconds) for _ in range(3)]
 
   workdir = tempfile.mkdtemp(prefix='cropjax-bench-loop-')
   try:
@@ -408,10 +412,12 @@ def section_loop(args) -> list[Result]:
     shutil.rmtree(workdir, ignore_errors=True)
   loop_rate = statistics.harmonic_mean(rates[1:]) if len(rates) > 1 else float('nan')
 
-  # The bare step before and after the loop; the faster one is the reference.
-  bare_rate = max(bare_before, c.batch_size / _timed(run, args.seconds))
+  # The bare step in three rounds before the loop and three after: this shared
+  # machine's speed drifts by 5-10 %, and the fastest round is the reference.
+  bare = bare_before + [c.batch_size / _timed(run, args.seconds) for _ in range(3)]
+  bare_rate = max(bare)
   print(f'loop     demo (resnet18@64, b{c.batch_size})  loop {loop_rate:8.1f} ex/s  '
-        f'bare step {bare_rate:8.1f} ex/s (before the loop {bare_before:.1f})  '
+        f'bare step {bare_rate:8.1f} ex/s (rounds: {", ".join(f"{r:.0f}" for r in bare)})  '
         f'ratio {loop_rate / bare_rate:6.3f} (windows: {", ".join(f"{r:.0f}" for r in rates)})',
         flush=True)
   return [Result('loop', 'demo', loop_rate, bare_rate)]

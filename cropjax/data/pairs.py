@@ -259,16 +259,22 @@ class _Generator:
              for k, s in zip((16, 22), sides)]
     q_lo, q_hi = o.jpeg_quality
     quality = [tf.minimum(q_lo + tf.floor(u[k] * (q_hi - q_lo + 1)), q_hi) for k in (18, 24)]
-    # Brightness (an offset), contrast and saturation (factors) of each side.
+    # Colour, per side: brightness (an offset, of 255), contrast and saturation
+    # (factors). Saturation s is the 3x3 map s I + (1 - s) 1 w^T (w: PIL's luma
+    # weights), which commutes with contrast and brightness.
     j = o.color_jitter
-    colour = tf.stack([(2 * u[k] - 1) * j + (0.0 if k in (19, 25) else 1.0)
-                       for k in (19, 20, 21, 25, 26, 27)], -1)
+    brightness, contrast, saturation = [
+        tf.stack([(2 * u[a] - 1) * j + offset, (2 * u[b] - 1) * j + offset], -1)
+        for a, b, offset in ((19, 25, 0.0), (20, 26, 1.0), (21, 27, 1.0))]
+    s = saturation[..., None, None]
+    mix = s * tf.eye(3) + (1 - s) * tf.constant([[0.299, 0.587, 0.114]] * 3)  # [G, 2, 3, 3]
+    colour = tf.stack([brightness * 255.0, contrast], -1)                      # [G, 2, 2]
     misc = tf.cast(tf.stack([low, src, second_src, tf.cast(sides[0], tf.int32),
                              tf.cast(quality[0], tf.int32), tf.cast(sides[1], tf.int32),
                              tf.cast(quality[1], tf.int32)], -1), tf.int64)
     return {
         'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
-                 'second_boxes': second_boxes, 'misc': misc, 'colour': colour},
+                 'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix},
         'is_pair': tf.cast(tf.equal(kind, 0), tf.int32),
         'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
         'box': box,
@@ -305,17 +311,18 @@ class _Generator:
     return tf.image.resize(rows[None, :, x0:x1], tf.cast(tf.stack([wh, ww]), tf.int32),
                            method='area')
 
-  def _degrade(self, img, colour, side, quality):
-    """Colour changes, optional downscale, JPEG at a quality, back to NxN, uint8."""
+  def _degrade(self, img, mix, colour, side, quality):
+    """A side [N, N, 3] (0-255): colour changes, an optional downscale, JPEG at a
+    quality, and back to NxN uint8."""
     tf, size = self.tf, self.size
-    img = tf.image.adjust_brightness(img / 255.0, colour[0])
-    img = tf.image.adjust_contrast(img, colour[1])
-    gray = tf.reduce_sum(img * [0.299, 0.587, 0.114], -1, keepdims=True)  # as PIL's 'L'
-    img = tf.clip_by_value(gray + (img - gray) * colour[2], 0.0, 1.0)     # saturation
+    brightness, contrast = tf.unstack(colour, 2)
+    img = tf.reshape(tf.reshape(img, [-1, 3]) @ tf.transpose(mix), tf.shape(img))  # saturation
+    img = tf.clip_by_value(tf.image.adjust_contrast(img, contrast) + brightness, 0.0, 255.0)
     img = tf.image.resize(img, tf.cast(tf.stack([side, side]), tf.int32), method='area')
-    img = tf.image.adjust_jpeg_quality(img, tf.cast(quality, tf.int32))
-    img = tf.image.resize(img, [size, size], method='bilinear')
-    return tf.cast(tf.clip_by_value(tf.round(img * 255.0), 0, 255), tf.uint8)
+    img = tf.raw_ops.EncodeJpegVariableQuality(
+        images=tf.saturate_cast(tf.round(img), tf.uint8), quality=tf.cast(quality, tf.int32))
+    img = tf.image.resize(tf.io.decode_jpeg(img, channels=3), [size, size], method='bilinear')
+    return tf.saturate_cast(tf.round(img), tf.uint8)
 
   def render(self, example):
     tf, size = self.tf, self.size
@@ -334,9 +341,9 @@ class _Generator:
     parts = [tf.image.crop_and_resize(work, plan['second_boxes'][k:k + 1], [0], [size, width])
              for k, width in enumerate((size // 2, size - size // 2))]
     second = tf.concat(parts, axis=2)
-    colour = tf.unstack(plan['colour'], 6)
-    example['first'] = self._degrade(first[0], colour[:3], side1, q1)
-    example['second'] = self._degrade(second[0], colour[3:], side2, q2)
+    mix, colour = tf.unstack(plan['mix'], 2), tf.unstack(plan['colour'], 2)
+    example['first'] = self._degrade(first[0], mix[0], colour[0], side1, q1)
+    example['second'] = self._degrade(second[0], mix[1], colour[1], side2, q2)
     return example
 
   # ------------------------------------------------------------------ 4. assemble
