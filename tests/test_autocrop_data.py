@@ -45,14 +45,30 @@ def test_label_follows_the_pixels(resize, split):
 
 
 def test_validation_is_unaugmented_and_letterboxed():
-  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=3, seed=0, split='validation')
-           .as_numpy_iterator())
+  # max_source_side=0: the photos as they are, so the arithmetic below is exact
+  # (shrinking 240x160 to 128x85 moves the letterbox by a rounding of 0.001).
+  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=3, seed=0, split='validation',
+                            max_source_side=0).as_numpy_iterator())
   np.testing.assert_allclose(b['angle'], [5.0, -3.0, 0.0])
   # 240x160 in a square: the picture fills rows 1/6 .. 5/6.
   l, t, r, bottom = (0.2, 0.25, 0.6, 0.9)
   np.testing.assert_allclose(b['crop'][0], [l, 1 / 6 + t * 2 / 3, r, 1 / 6 + bottom * 2 / 3],
                              atol=1e-5)
   assert abs(float(b['image'][0, 2, 2, 0]) - autocrop.FILL) <= 1  # padding
+
+
+@pytest.mark.parametrize('split', ['train', 'validation'])
+def test_shrunk_and_kept_photos_give_the_same_examples(split):
+  """Photos shrunk to 2N once and kept decoded with pyramids, against decoding the originals."""
+  kw = dict(image_size=N, batch_size=6, seed=4, split=split)
+  kept = next(autocrop.dataset(RECORDS, **kw).as_numpy_iterator())
+  plain = next(autocrop.dataset(RECORDS, max_source_side=0, decoded_cache_mb=0, **kw)
+               .as_numpy_iterator())
+  np.testing.assert_allclose(kept['crop'], plain['crop'], atol=0.01)  # integer sizes' rounding
+  np.testing.assert_array_equal(kept['angle'], plain['angle'])
+  a, b = kept['image'].astype(np.float64), plain['image'].astype(np.float64)
+  assert np.abs(a - b).mean() < 3, np.abs(a - b).mean()
+  assert np.abs(a - b[::-1]).mean() > 10  # not any two photos
 
 
 def test_flip_mirrors_the_box_and_negates_the_angle():

@@ -17,6 +17,13 @@ Labels follow the network input. Resize policies:
 * `stretch`: the photo is stretched to NxN; `crop` is in fractions of the
   photo, unchanged. The angle stays the photo's own (in its pixel geometry).
 
+Photos are shrunk once to `max_source_side` x N on their long side and kept
+decoded, with pyramids, when they fit in `decoded_cache_mb`
+(`sources.DecodedImages`): an example then reads the smallest copy with the
+detail it needs instead of decoding a photo. The crop and the angle are
+fractions and degrees, so they do not change (the integer sizes of a shrunk
+photo move a letterboxed label by a rounding, about 0.001).
+
 Training augmentations keep labels right: a horizontal flip mirrors left and
 right and negates the angle; a random rescale (zoom in on a window that still
 holds the whole crop, or zoom out with padding) moves and scales the box; mild
@@ -47,6 +54,8 @@ class AutocropOptions:
   flip_prob: float = 0.5
   zoom: tuple[float, float] = (0.8, 1.25)      # window size / photo size; < 1 zooms in
   color_jitter: float = 0.1
+  max_source_side: float = 2.0                 # photos shrunk to this many N once (0: never)
+  decoded_cache_mb: float = 512.0              # keep them decoded (+ pyramids) if they fit
 
   def __post_init__(self):
     if self.resize not in ('letterbox', 'stretch'):
@@ -78,32 +87,51 @@ def load_records(path: str, split: str, data_dir: str | None = None) -> list[tup
           for e in tfds.as_numpy(ds)]
 
 
-def make_example_fn(records: Sequence[tuple[bytes, Any, float]], image_size: int, seed: int,
-                    options: AutocropOptions, train: bool):
+def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.ndarray,
+                    angles: np.ndarray, image_size: int, seed: int, options: AutocropOptions,
+                    train: bool):
   tf = sources.tensorflow()
-  encoded = tf.constant([r[0] for r in records])
-  crops = tf.constant(np.array([r[1] for r in records], np.float32))
-  angles = tf.constant(np.array([r[2] for r in records], np.float32))
-  n, size, o = len(records), int(image_size), options
+  crops = tf.constant(np.asarray(crops, np.float32))
+  angles = tf.constant(np.asarray(angles, np.float32))
+  n, size, o = len(images), int(image_size), options
+  decoded = isinstance(images, sources.DecodedImages)
+  if decoded:
+    flat, offsets, dims = (tf.constant(images.pixels), tf.constant(images.offsets),
+                           tf.constant(images.shapes[..., :2]))
+  else:
+    encoded = tf.constant(list(images))
 
   def uniform(s, lo=0.0, hi=1.0, shape=()):
     return tf.random.stateless_uniform(shape, s, lo, hi)
+
+  def photo(i):
+    """(photo i's (height, width), float32; `at(new)`: the photo area-resized to `new`)."""
+    if decoded:
+      def at(new):  # from the smallest pyramid level at least that large
+        k = tf.reduce_sum(tf.cast(tf.reduce_all(dims[i] >= tf.cast(new, tf.int64), -1),
+                                  tf.int32)) - 1
+        hk, wk = dims[i, k, 0], dims[i, k, 1]
+        img = tf.reshape(flat[offsets[i, k]:offsets[i, k] + hk * wk * 3], tf.stack([hk, wk, 3]))
+        return tf.image.resize(img, new, method='area')
+      return tf.cast(dims[i, 0], tf.float32), at
+    img = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    return (tf.cast(tf.shape(img)[:2], tf.float32),
+            lambda new: tf.image.resize(img, new, method='area'))
 
   def example(index):
     s = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 8)
     i = (tf.random.stateless_uniform((), s[0], 0, n, dtype=tf.int32) if train
          else tf.cast(index % n, tf.int32))
-    img = tf.cast(tf.io.decode_image(encoded[i], channels=3, expand_animations=False), tf.float32)
-    img.set_shape([None, None, 3])
-    h = tf.cast(tf.shape(img)[0], tf.float32)
-    w = tf.cast(tf.shape(img)[1], tf.float32)
+    hw, resized = photo(i)
+    h, w = hw[0], hw[1]
     crop, angle = crops[i], angles[i]
     cx0, cy0, cx1, cy1 = crop[0] * w, crop[1] * h, crop[2] * w, crop[3] * h
     # The window of the photo that becomes the input (pixel coordinates).
     wx0, wy0, ww, wh = 0.0, 0.0, w, h
+    flip = False
     if train:
       flip = uniform(s[1]) < o.flip_prob
-      img = tf.where(flip, tf.reverse(img, [1]), img)
       cx0, cx1 = tf.where(flip, w - cx1, cx0), tf.where(flip, w - cx0, cx1)
       angle = tf.where(flip, -angle, angle)
       z = uniform(s[2], o.zoom[0], o.zoom[1])
@@ -117,18 +145,21 @@ def make_example_fn(records: Sequence[tuple[bytes, Any, float]], image_size: int
       hi_y = tf.where(z <= 1, tf.minimum(cy0, h - wh), 0.0)
       wx0 = lo_x + (hi_x - lo_x) * p[0]
       wy0 = lo_y + (hi_y - lo_y) * p[1]
-      j = o.color_jitter
-      img = tf.image.adjust_brightness(img / 255.0, uniform(s[4], -j, j))
-      img = tf.image.adjust_saturation(img, uniform(s[5], 1 - j, 1 + j))
-      img = tf.clip_by_value(img, 0.0, 1.0) * 255.0
     if o.resize == 'letterbox':  # a square window around the chosen one
       side = tf.maximum(ww, wh)
       wx0, wy0 = wx0 - (side - ww) / 2, wy0 - (side - wh) / 2
       ww = wh = side
-    # Antialias down to about N over the window, then sample pixel centres.
+    # Antialias down to about N over the window (a flip commutes with that), then
+    # sample pixel centres.
     scale = tf.minimum(1.0, size / tf.minimum(ww, wh))
     new = tf.maximum(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32), 1)
-    small = tf.image.resize(img, new, method='area', antialias=True)
+    small = resized(new)
+    if train:
+      small = tf.where(flip, tf.reverse(small, [1]), small)
+      j = o.color_jitter
+      small = tf.image.adjust_brightness(small / 255.0, uniform(s[4], -j, j))
+      small = tf.image.adjust_saturation(small, uniform(s[5], 1 - j, 1 + j))
+      small = tf.clip_by_value(small, 0.0, 1.0) * 255.0
     sy = tf.cast(new[0], tf.float32) / h
     sx = tf.cast(new[1], tf.float32) / w
     hs, ws = tf.cast(new[0], tf.float32), tf.cast(new[1], tf.float32)
@@ -162,7 +193,13 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     raise sources.SourceError('no annotated photos')
   train = split == 'train'
   run_seed = (int(seed) * 1_000_003 + zlib.crc32(split.encode())) % (2**31 - 1)
-  example = make_example_fn(records, image_size, run_seed, opts, train)
+  images = [r[0] for r in records]
+  if opts.max_source_side:  # no more pixels than an NxN input needs, decoded once if they fit
+    images = sources.shrink(images, max(int(opts.max_source_side * image_size), 16))
+  if opts.decoded_cache_mb:
+    images = sources.DecodedImages.fit(images, opts.decoded_cache_mb) or images
+  example = make_example_fn(images, [r[1] for r in records], [r[2] for r in records],
+                            image_size, run_seed, opts, train)
   if train:
     first = start_step * batch_size * shard_count + shard_index
     stop = (np.iinfo(np.int64).max if num_batches is None
