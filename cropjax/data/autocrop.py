@@ -111,8 +111,8 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
         k = tf.reduce_sum(tf.cast(tf.reduce_all(dims[i] >= tf.cast(new, tf.int64), -1),
                                   tf.int32)) - 1
         hk, wk = dims[i, k, 0], dims[i, k, 1]
-        img = tf.reshape(flat[offsets[i, k]:offsets[i, k] + hk * wk * 3], tf.stack([hk, wk, 3]))
-        return tf.image.resize(img, new, method='area')
+        return tf.image.resize(sources.table_rows(flat, offsets[i, k], wk, 0, hk), new,
+                               method='area')
       return tf.cast(dims[i, 0], tf.float32), at
     img = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
     img.set_shape([None, None, 3])
@@ -193,11 +193,8 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     raise sources.SourceError('no annotated photos')
   train = split == 'train'
   run_seed = (int(seed) * 1_000_003 + zlib.crc32(split.encode())) % (2**31 - 1)
-  images = [r[0] for r in records]
-  if opts.max_source_side:  # no more pixels than an NxN input needs, decoded once if they fit
-    images = sources.shrink(images, max(int(opts.max_source_side * image_size), 16))
-  if opts.decoded_cache_mb:
-    images = sources.DecodedImages.fit(images, opts.decoded_cache_mb) or images
+  images = sources.kept([r[0] for r in records], image_size, opts.max_source_side,
+                        opts.decoded_cache_mb)
   example = make_example_fn(images, [r[1] for r in records], [r[2] for r in records],
                             image_size, run_seed, opts, train)
   if train:

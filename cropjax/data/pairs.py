@@ -302,7 +302,7 @@ class _Generator:
     tf = self.tf
     k, start, h, w, y0, y1, x0, x1, wh, ww = tf.unstack(ints, 10)
     if self.decoded:  # only the region's rows leave the table
-      rows = tf.reshape(self.flat[start + y0 * w * 3:start + y1 * w * 3], [y1 - y0, w, 3])
+      rows = sources.table_rows(self.flat, start, w, y0, y1)
     else:
       level = tf.cond(
           k > 0, lambda: tf.image.resize(image, tf.cast(tf.stack([h, w]), tf.int32), method='area'),
@@ -388,10 +388,7 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
             if isinstance(source, str) else list(source)[:max_images])
   if not images:
     raise sources.SourceError('no source images')
-  if opts.max_source_side:  # decoding is the bulk of the work: no more pixels than needed
-    images = sources.shrink(images, max(int(opts.max_source_side * image_size), 16))
-  if opts.decoded_cache_mb:  # and none at all if they fit in memory decoded
-    images = sources.DecodedImages.fit(images, opts.decoded_cache_mb) or images
+  images = sources.kept(images, image_size, opts.max_source_side, opts.decoded_cache_mb)
   gen = _Generator(images, image_size, _seed_for(seed, split), opts)
   first = start_step * batch_size * shard_count + shard_index
   stop = None if num_batches is None else first + num_batches * batch_size * shard_count

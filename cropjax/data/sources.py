@@ -134,13 +134,8 @@ def image_size(data: bytes) -> tuple[int, int]:
     return im.size
 
 
-def pyramid_shapes(images: Sequence[bytes], min_side: int = 32) -> np.ndarray:
-  """int64 [n, levels, 3]: the (height, width, 3) of each image's pyramid levels.
-
-  Level k is the image area-resized to 1/2^k of each side (rounded, at least 1
-  pixel), down to a long side of `min_side`; an image with fewer levels than the
-  deepest pyramid repeats its last one.
-  """
+def _pyramids(images: Sequence[bytes], min_side: int) -> list[list[tuple[int, int, int]]]:
+  """Each image's pyramid levels, (height, width, 3); see `pyramid_shapes`."""
   pyramids = []
   for data in images:
     width, height = image_size(data)
@@ -149,9 +144,43 @@ def pyramid_shapes(images: Sequence[bytes], min_side: int = 32) -> np.ndarray:
       k = len(levels)
       levels.append((max(1, round(height / 2**k)), max(1, round(width / 2**k)), 3))
     pyramids.append(levels)
+  return pyramids
+
+
+def _padded(pyramids: list[list[tuple[int, int, int]]]) -> np.ndarray:
   depth = max((len(p) for p in pyramids), default=1)
   padded = [p + p[-1:] * (depth - len(p)) for p in pyramids]
   return np.asarray(padded, np.int64).reshape(-1, depth, 3)
+
+
+def pyramid_shapes(images: Sequence[bytes], min_side: int = 32) -> np.ndarray:
+  """int64 [n, levels, 3]: the (height, width, 3) of each image's pyramid levels.
+
+  Level k is the image area-resized to 1/2^k of each side (rounded, at least 1
+  pixel), down to a long side of `min_side`; an image with fewer levels than the
+  deepest pyramid repeats its last one.
+  """
+  return _padded(_pyramids(images, min_side))
+
+
+def kept(images: Sequence[bytes], image_size: int, max_source_side: float,
+         decoded_cache_mb: float) -> 'Sequence[bytes] | DecodedImages':
+  """The sources a pipeline for NxN inputs reads: shrunk to `max_source_side` x N on their
+  long side (0: as they are), and decoded with pyramids if they fit in `decoded_cache_mb`
+  (0: never)."""
+  if max_source_side:  # decoding is the bulk of the work: no more pixels than needed
+    images = shrink(images, max(int(max_source_side * image_size), 16))
+  if decoded_cache_mb:  # and none at all if they fit in memory decoded
+    images = DecodedImages.fit(images, decoded_cache_mb) or images
+  return images
+
+
+def table_rows(flat, start, width, y0, y1):
+  """Rows y0:y1 of the image of `width` pixels that starts at `start` in a DecodedImages
+  table held as a tf constant `flat`: uint8 [y1 - y0, width, 3]; only those rows are read."""
+  tf = tensorflow()
+  rows = flat[start + y0 * width * 3:start + y1 * width * 3]
+  return tf.reshape(rows, tf.stack([y1 - y0, width, 3]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +209,8 @@ class DecodedImages:
           min_side: int = 32) -> 'DecodedImages | None':
     """The decoded images and their pyramids if they take at most `budget_mb` MB, else None
     (nothing decoded)."""
-    shapes = pyramid_shapes(images, min_side)
-    pyramids = [[tuple(s) for k, s in enumerate(p) if k == 0 or (s != p[k - 1]).any()]
-                for p in shapes]
+    pyramids = _pyramids(images, min_side)
+    shapes = _padded(pyramids)
     sizes = [sum(int(np.prod(s)) for s in p) for p in pyramids]
     if sum(sizes) > budget_mb * 2**20:
       return None
