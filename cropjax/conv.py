@@ -1,17 +1,20 @@
 """A drop-in `nn.Conv` replacement that routes around XLA:CPU's slow convolutions.
 
-XLA's CPU convolutions collapse on small feature maps: on a 2-core AVX-512
-machine a 3x3 convolution over a 2x2x512 map runs at about 2 GFLOP/s forward
-and backward, against 100-300 GFLOP/s for the same arithmetic as one matrix
-product (see docs/benchmarks.md). `Conv` keeps `nn.Conv`'s parameter ('kernel',
-HWIO) and numerics, and on CPU picks a formulation per layer from its static
-shapes:
+XLA's CPU convolutions collapse on small feature maps (a 3x3 convolution over
+a 2x2x512 map runs at about 2 GFLOP/s), reach 50-70 % of a matrix product's
+speed elsewhere, and make XLA transpose activations for their kernel gradients
+(see docs/benchmarks.md). `Conv` keeps `nn.Conv`'s parameter ('kernel', HWIO)
+and numerics, and on CPU picks a formulation per layer and per direction
+(forward, input gradient, kernel gradient) from its static shapes:
 
+* 'onednn': oneDNN's convolution through XLA's FFI (`cropjax.onednn`);
 * 'matmul': 1x1 convolutions, as a strided slice and one matrix product;
 * 'im2col': padding, k*k shifted slices concatenated, one matrix product;
 * 'xla':    `lax.conv_general_dilated`, XLA's own convolution.
 
-On GPU and TPU, and when `impl='xla'`, it is XLA's convolution.
+A plan names one formulation for all three directions ('xla') or one each,
+'forward/input-gradient/kernel-gradient' ('onednn/onednn/xla'). On GPU and
+TPU, and when `impl='xla'`, it is XLA's convolution.
 """
 
 from __future__ import annotations
@@ -24,25 +27,38 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cropjax import onednn
+
 # torchvision initialises convolutions with kaiming_normal_(mode='fan_out', nonlinearity='relu').
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def _onednn_ok(dtype) -> bool:
+  """oneDNN runs float32 on one CPU device (its custom calls have no sharding rule)."""
+  return jnp.dtype(dtype) == jnp.float32 and jax.device_count() == 1 and onednn.available()
+
+
 def choose_impl(input_hw: tuple[int, int], in_features: int, kernel_size: Sequence[int],
-                strides: Sequence[int], backend: str | None = None) -> str:
-  """The formulation used for a convolution of these static shapes."""
+                strides: Sequence[int], backend: str | None = None,
+                dtype: Any = jnp.float32) -> str:
+  """The plan for a convolution of these static shapes: see the module docstring."""
   backend = backend or jax.default_backend()
   if backend != 'cpu':
     return 'xla'
-  if tuple(kernel_size) == (1, 1):
-    return 'matmul'
   out_pixels = -(-input_hw[0] // strides[0]) * -(-input_hw[1] // strides[1])
-  # Measured on the CPU (scripts/bench.py --sections convs): XLA's convolution and
-  # its gradients collapse to 3-12 GFLOP/s when the output is 2x2; im2col runs
-  # those at about 180. Elsewhere XLA's convolution is as fast or faster.
+  # Measured on the CPU (docs/benchmarks.md, scripts/bench.py --sections convs).
+  # XLA's convolution and its gradients collapse to 3-12 GFLOP/s when the output
+  # is 2x2; im2col runs those at about 180.
   if out_pixels <= 4:
     return 'im2col'
-  return 'xla'
+  with_onednn = _onednn_ok(dtype)
+  if tuple(kernel_size) == (1, 1):
+    # Products in both directions; oneDNN's kernel gradient of stride-1 layers
+    # beat the (transposed) product by 10-60 %.
+    return 'matmul/matmul/onednn' if with_onednn and tuple(strides) == (1, 1) else 'matmul'
+  # oneDNN's forward and input gradient work on NHWC directly; XLA's kernel
+  # gradient was the faster one at ResNet-50's shapes.
+  return 'onednn/onednn/xla' if with_onednn else 'xla'
 
 
 def _pad(x: jax.Array, padding) -> jax.Array:
@@ -78,12 +94,25 @@ def conv_xla(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-_IMPLS = {'xla': conv_xla, 'im2col': conv_im2col, 'matmul': conv_matmul}
+_IMPLS = {'xla': conv_xla, 'im2col': conv_im2col, 'matmul': conv_matmul, 'onednn': onednn.conv}
+
+
+def split_plan(impl: str) -> tuple[str, str, str]:
+  """('forward', 'input gradient', 'kernel gradient') formulations of a plan."""
+  parts = tuple(impl.split('/'))
+  if len(parts) == 1:
+    parts = parts * 3
+  if len(parts) != 3 or any(p not in _IMPLS for p in parts):
+    raise ValueError(f'unknown convolution plan {impl!r}: use one of {sorted(_IMPLS)} or '
+                     f"three joined by '/' (forward/input-gradient/kernel-gradient)")
+  return parts
 
 
 def _kernel_grad(impl: str, x, kernel, dy, strides, padding):
-  """d(loss)/d(kernel) as one 2-D matrix product (XLA's own for 'xla')."""
+  """d(loss)/d(kernel) as one 2-D matrix product (XLA's own for 'xla', oneDNN's for 'onednn')."""
   kh, kw, cin, cout = kernel.shape
+  if impl == 'onednn':
+    return onednn.conv_kernel_grad(x, dy, kernel.shape, strides, padding)
   if impl == 'matmul':
     x = _pad(x, padding)[:, ::strides[0], ::strides[1], :]
     return (x.reshape(-1, cin).T @ dy.reshape(-1, cout)).reshape(kernel.shape)
@@ -100,21 +129,25 @@ def _kernel_grad(impl: str, x, kernel, dy, strides, padding):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv(x: jax.Array, kernel: jax.Array, strides, padding, impl: str) -> jax.Array:
-  """NHWC x HWIO convolution in the formulation `impl`; see `Conv`."""
-  return _IMPLS[impl](x, kernel, strides, padding)
+  """NHWC x HWIO convolution with the plan `impl`; see `Conv`."""
+  return _IMPLS[split_plan(impl)[0]](x, kernel, strides, padding)
 
 
 def _conv_fwd(x, kernel, strides, padding, impl):
-  return _IMPLS[impl](x, kernel, strides, padding), (x, kernel)
+  return _IMPLS[split_plan(impl)[0]](x, kernel, strides, padding), (x, kernel)
 
 
 def _conv_bwd(strides, padding, impl, residuals, dy):
   x, kernel = residuals
-  # The input gradient: XLA's transposed convolution, or the transpose of the
-  # slices (pads and adds) for im2col and matmul, as autodiff derives it.
-  _, input_vjp = jax.vjp(lambda x: _IMPLS[impl](x, kernel, strides, padding), x)
-  dx = input_vjp(dy)[0]
-  dk = _kernel_grad(impl, x, kernel, dy, strides, padding).astype(kernel.dtype)
+  _, dx_impl, dk_impl = split_plan(impl)
+  if dx_impl == 'onednn':
+    dx = onednn.conv_input_grad(dy, kernel, x.shape, strides, padding)
+  else:
+    # XLA's transposed convolution, or the transpose of the slices (pads and
+    # adds) for im2col and matmul, as autodiff derives it.
+    _, input_vjp = jax.vjp(lambda x: _IMPLS[dx_impl](x, kernel, strides, padding), x)
+    dx = input_vjp(dy)[0]
+  dk = _kernel_grad(dk_impl, x, kernel, dy, strides, padding).astype(kernel.dtype)
   return dx, dk
 
 
@@ -131,7 +164,7 @@ class Conv(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Any = KAIMING_FAN_OUT
-  impl: str = 'auto'  # 'auto', 'xla', 'im2col' or 'matmul'
+  impl: str = 'auto'  # 'auto' or a plan: 'xla', 'im2col', 'matmul', 'onednn', 'onednn/onednn/xla', ...
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -141,8 +174,8 @@ class Conv(nn.Module):
                         (*kernel_size, x.shape[-1], self.features), self.param_dtype)
     impl = self.impl
     if impl == 'auto':
-      impl = choose_impl(x.shape[1:3], x.shape[-1], kernel_size, strides)
-    if impl == 'matmul' and kernel_size != (1, 1):
+      impl = choose_impl(x.shape[1:3], x.shape[-1], kernel_size, strides, dtype=self.dtype)
+    if 'matmul' in split_plan(impl) and kernel_size != (1, 1):
       raise ValueError(f"impl='matmul' needs a 1x1 kernel, got {kernel_size}")
     x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
     y = conv(x, kernel, strides, padding, impl)

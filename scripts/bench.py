@@ -11,7 +11,8 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
            momentum, BatchNorm statistics updated) in cropjax and in an
            equivalent PyTorch eager step (channels_last);
   forward  the same models in inference mode;
-  convs    each convolution of ResNet-18 at 64 px in XLA's and im2col form;
+  convs    each convolution of ResNet-18 at 64 px in each formulation (XLA,
+           im2col, matmul, oneDNN) and in the plan cropjax chooses;
   pipeline crop pairs/s of the tf.data generator next to the train step's need;
   loop     the real training loop (configs/demo.py) next to its bare step;
   predict  cropjax.predict batched and one at a time next to OpenCV SIFT.
@@ -52,6 +53,7 @@ import optax
 from cropjax import conv as conv_lib
 from cropjax import heads
 from cropjax import models
+from cropjax import onednn
 
 # Batch sizes per configuration: what a 2-core CPU can step through in seconds.
 CONFIGS = {
@@ -142,7 +144,7 @@ def _jax_train(arch: str, size: int, batch: int, dtype):
     loss.block_until_ready()
 
   run()
-  return run, compiled
+  return run, compiled, _flops_without_onednn(step, state, data)
 
 
 def _jax_forward(arch: str, size: int, batch: int, dtype):
@@ -150,16 +152,24 @@ def _jax_forward(arch: str, size: int, batch: int, dtype):
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(0), jnp.zeros((1, size, size, 6)))
   images = jax.device_put(_pair_batch(batch, size)['image'])
-  compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).compile()
+  forward = lambda v, x: model.apply(v, x, train=False)
+  compiled = jax.jit(forward).lower(variables, images).compile()
 
   def run():
     jax.block_until_ready(compiled(variables, images))
 
   run()
-  return run, compiled
+  return run, compiled, _flops_without_onednn(forward, variables, images)
+
+
+def _flops_without_onednn(fn, *args) -> float:
+  """XLA's FLOP count of fn, planned without oneDNN (XLA cannot see into custom calls)."""
+  with onednn.disabled():  # a fresh function, so that jit traces it again
+    return _xla_flops(jax.jit(lambda *a: fn(*a)).lower(*args))
 
 
 def _xla_flops(compiled) -> float:
+  """FLOPs of a compiled or lowered computation, by XLA's cost analysis."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
@@ -283,11 +293,11 @@ def _model_section(name: str, jax_builder, torch_builder, args) -> list[Result]:
   for config in args.configs:
     arch, size, batch = CONFIGS[config]
     batch = args.batch or batch
-    jax_run, compiled = jax_builder(arch, size, batch, dtype)
+    jax_run, compiled, flops = jax_builder(arch, size, batch, dtype)
     torch_run = torch_builder(arch, size, batch)
     jax_s, torch_s = _alternate(jax_run, torch_run, args.seconds, args.rounds)
     r = Result(name, config, batch / jax_s, batch / torch_s,
-               flops_per_example=_xla_flops(compiled) / batch,
+               flops_per_example=flops / batch,
                jax_mem=_xla_memory(compiled), torch_mem=_torch_peak_bytes(torch_run))
     out.append(r)
     _print_row(r, args)
@@ -312,7 +322,9 @@ def section_convs(args) -> list[Result]:
     layers += [(hw, cin, cout, 3, 2), (hw, cin, cout, 1, 2)]
     hw //= 2
     layers.append((hw, cout, cout, 3, 1))
-  print(f'{"convolution (batch 64)":34s} {"xla GFLOP/s":>12s} {"im2col":>8s} {"matmul":>8s}  auto')
+  with_onednn = onednn.available()
+  print(f'{"convolution (batch 64)":34s} {"xla GFLOP/s":>12s} {"im2col":>8s} {"matmul":>8s} '
+        f'{"onednn":>8s} {"plan":>8s}  (plan: forward/input grad/kernel grad)')
   rng = np.random.default_rng(0)
   for hw, cin, cout, k, s in layers:
     pad = ((k // 2, k // 2),) * 2
@@ -321,15 +333,17 @@ def section_convs(args) -> list[Result]:
     oh = (hw + 2 * (k // 2) - k) // s + 1
     flops = 3 * 2 * batch * oh * oh * k * k * cin * cout  # forward + two gradients
     rates = {}
-    for impl in ['xla', 'im2col'] + (['matmul'] if k == 1 else []):
+    auto = conv_lib.choose_impl((hw, hw), cin, (k, k), (s, s))
+    impls = ['xla', 'im2col'] + (['matmul'] if k == 1 else []) + (['onednn'] if with_onednn else [])
+    for impl in impls + ([auto] if auto not in impls else []):
       fn = functools.partial(conv_lib.conv, strides=(s, s), padding=pad, impl=impl)
       g = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
       jax.block_until_ready(g(x, w))
       rates[impl] = flops / _timed(lambda: jax.block_until_ready(g(x, w)), args.seconds / 4) / 1e9
-    auto = conv_lib.choose_impl((hw, hw), cin, (k, k), (s, s))
     label = f'{hw}x{hw}x{cin} -> {cout}, {k}x{k}/{s}'
+    nan = float('nan')
     print(f'{label:34s} {rates["xla"]:12.1f} {rates["im2col"]:8.1f} '
-          f'{rates.get("matmul", float("nan")):8.1f}  {auto}')
+          f'{rates.get("matmul", nan):8.1f} {rates.get("onednn", nan):8.1f} {rates[auto]:8.1f}  {auto}')
     out.append(Result('convs', label, rates[auto], rates['xla']))
   return out
 

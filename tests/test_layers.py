@@ -1,6 +1,10 @@
 """The CPU-friendly layers (conv, max-pool, BatchNorm) against their references."""
 
 
+import os
+import platform
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 
 from cropjax import conv as conv_lib
+from cropjax import onednn
 from cropjax.norm import BatchNorm
 from cropjax.pool import max_pool_3x3_s2
 from oracle import rel_error, torch
@@ -16,8 +21,13 @@ from oracle import rel_error, torch
 @pytest.mark.parametrize('impl,k,stride,hw', [
     ('xla', 3, 1, (9, 10)), ('im2col', 3, 1, (9, 10)), ('im2col', 3, 2, (9, 10)),
     ('im2col', 7, 2, (16, 13)), ('matmul', 1, 1, (6, 7)), ('matmul', 1, 2, (7, 6)),
+    ('onednn', 3, 1, (9, 10)), ('onednn', 3, 2, (9, 10)), ('onednn', 7, 2, (16, 13)),
+    ('onednn', 1, 2, (7, 6)), ('onednn/onednn/xla', 3, 2, (8, 8)),
+    ('matmul/matmul/onednn', 1, 1, (6, 7)), ('im2col/onednn/matmul', 1, 1, (5, 5)),
 ])
 def test_conv_formulations_match_xla_with_gradients(impl, k, stride, hw):
+  if 'onednn' in impl and not onednn.available():
+    pytest.skip('oneDNN convolutions not built here')
   rng = np.random.default_rng(k * 10 + stride)
   x = jnp.asarray(rng.standard_normal((3, *hw, 5)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((k, k, 5, 4)), jnp.float32)
@@ -31,12 +41,57 @@ def test_conv_formulations_match_xla_with_gradients(impl, k, stride, hw):
     assert rel_error(got, want) < 1e-5
 
 
+# The package's wheel and its oneDNN extension exist for Linux x86-64; there, a
+# build that silently lost the extension must fail the suite, not slow it down.
+ONEDNN_EXPECTED = sys.platform == 'linux' and platform.machine() == 'x86_64'
+
+
+@pytest.mark.skipif(not ONEDNN_EXPECTED or os.environ.get('CROPJAX_ONEDNN') == '0',
+                    reason='no oneDNN extension on this platform, or turned off')
+def test_onednn_is_available_where_it_is_built():
+  assert onednn.available(), onednn._load()
+
+
 def test_conv_policy():
+  on = onednn.available()
   assert conv_lib.choose_impl((2, 2), 512, (3, 3), (1, 1), backend='cpu') == 'im2col'
   assert conv_lib.choose_impl((4, 4), 256, (3, 3), (2, 2), backend='cpu') == 'im2col'
-  assert conv_lib.choose_impl((16, 16), 64, (3, 3), (1, 1), backend='cpu') == 'xla'
+  assert conv_lib.choose_impl((16, 16), 64, (3, 3), (1, 1), backend='cpu') == (
+      'onednn/onednn/xla' if on else 'xla')
+  assert conv_lib.choose_impl((16, 16), 64, (1, 1), (1, 1), backend='cpu') == (
+      'matmul/matmul/onednn' if on else 'matmul')
   assert conv_lib.choose_impl((16, 16), 64, (1, 1), (2, 2), backend='cpu') == 'matmul'
+  # oneDNN only in float32; elsewhere XLA.
+  assert conv_lib.choose_impl((16, 16), 64, (3, 3), (1, 1), backend='cpu',
+                              dtype=jnp.bfloat16) == 'xla'
   assert conv_lib.choose_impl((2, 2), 512, (3, 3), (1, 1), backend='gpu') == 'xla'
+
+
+@pytest.mark.skipif(not onednn.available(), reason='oneDNN convolutions not built here')
+def test_onednn_asymmetric_padding_under_jit_matches_xla():
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.standard_normal((2, 11, 6, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 2, 3, 5)), jnp.float32)
+  pad, strides = ((2, 0), (0, 1)), (2, 1)
+  loss = lambda impl: lambda x, w: jnp.sum(jnp.cos(conv_lib.conv(x, w, strides, pad, impl)))
+  y = jax.jit(lambda x, w: conv_lib.conv(x, w, strides, pad, 'onednn'))(x, w)
+  assert rel_error(y, conv_lib.conv_xla(x, w, strides, pad)) < 1e-5
+  got = jax.jit(jax.grad(loss('onednn'), (0, 1)))(x, w)
+  want = jax.grad(loss('xla'), (0, 1))(x, w)
+  for a, b in zip(got, want):
+    assert rel_error(a, b) < 1e-5
+
+
+def test_conv_plans_are_checked():
+  x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+  for bad in ('winograd', 'xla/xla', 'xla/onednn/fft'):
+    with pytest.raises(ValueError, match='unknown convolution plan'):
+      conv_lib.conv(x, w, (1, 1), ((1, 1), (1, 1)), bad)
+  if onednn.available():
+    with pytest.raises(ValueError, match='float32 NHWC'):
+      onednn.conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match='3 channels'):
+      onednn.conv(jnp.ones((1, 4, 4, 3)), w, (1, 1), ((1, 1), (1, 1)))
 
 
 def test_conv_module_matches_nn_conv_and_refuses_bad_impl():
