@@ -45,17 +45,17 @@ def choose_impl(input_hw: tuple[int, int], in_features: int, kernel_size: Sequen
   backend = backend or jax.default_backend()
   if backend != 'cpu':
     return 'xla'
+  with_onednn = _onednn_ok(dtype)
+  if tuple(kernel_size) == (1, 1):
+    # Products in both directions; oneDNN's kernel gradient of stride-1 layers
+    # beat the (transposed) product by 10-60 %.
+    return 'matmul/matmul/onednn' if with_onednn and tuple(strides) == (1, 1) else 'matmul'
   out_pixels = -(-input_hw[0] // strides[0]) * -(-input_hw[1] // strides[1])
   # Measured on the CPU (docs/benchmarks.md, scripts/bench.py --sections convs).
   # XLA's convolution and its gradients collapse to 3-12 GFLOP/s when the output
   # is 2x2; im2col runs those at about 180.
   if out_pixels <= 4:
     return 'im2col'
-  with_onednn = _onednn_ok(dtype)
-  if tuple(kernel_size) == (1, 1):
-    # Products in both directions; oneDNN's kernel gradient of stride-1 layers
-    # beat the (transposed) product by 10-60 %.
-    return 'matmul/matmul/onednn' if with_onednn and tuple(strides) == (1, 1) else 'matmul'
   # oneDNN's forward and input gradient work on NHWC directly; XLA's kernel
   # gradient was the faster one at ResNet-50's shapes.
   return 'onednn/onednn/xla' if with_onednn else 'xla'

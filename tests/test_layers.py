@@ -61,6 +61,7 @@ def test_conv_policy():
   assert conv_lib.choose_impl((16, 16), 64, (1, 1), (1, 1), backend='cpu') == (
       'matmul/matmul/onednn' if on else 'matmul')
   assert conv_lib.choose_impl((16, 16), 64, (1, 1), (2, 2), backend='cpu') == 'matmul'
+  assert conv_lib.choose_impl((4, 4), 256, (1, 1), (2, 2), backend='cpu') == 'matmul'
   # oneDNN only in float32; elsewhere XLA.
   assert conv_lib.choose_impl((16, 16), 64, (3, 3), (1, 1), backend='cpu',
                               dtype=jnp.bfloat16) == 'xla'
