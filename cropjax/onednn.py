@@ -100,8 +100,9 @@ def _attributes(strides, padding) -> dict[str, np.int64]:
 
 
 def _check(x: jax.Array, kernel_shape, what: str) -> None:
-  if _load() is not None:
-    raise RuntimeError(f'oneDNN convolutions are not available: {_load()}')
+  why = _load()
+  if why is not None:
+    raise RuntimeError(f'oneDNN convolutions are not available: {why}')
   if x.dtype != np.float32 or x.ndim != 4 or len(kernel_shape) != 4:
     raise ValueError(f'{what}: oneDNN convolutions take float32 NHWC x HWIO arrays, got '
                      f'{x.dtype} {x.shape} and kernel {tuple(kernel_shape)}')

@@ -146,9 +146,7 @@ ffi::Error Run(Kind kind, const float* a, const float* b, float* out,
       }
     }
     stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("cropjax oneDNN conv: ") + e.what());
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // dnnl::error included
     return ffi::Error::Internal(std::string("cropjax oneDNN conv: ") + e.what());
   }
   return ffi::Error::Success();
