@@ -46,19 +46,21 @@ def choose_impl(input_hw: tuple[int, int], in_features: int, kernel_size: Sequen
   if backend != 'cpu':
     return 'xla'
   with_onednn = _onednn_ok(dtype)
-  if tuple(kernel_size) == (1, 1):
-    # Products in both directions; oneDNN's kernel gradient of stride-1 layers
-    # beat the (transposed) product by 10-60 %.
-    return 'matmul/matmul/onednn' if with_onednn and tuple(strides) == (1, 1) else 'matmul'
+  # Measured on the CPU (docs/benchmarks.md: scripts/bench.py --sections convs,
+  # whole steps in alternating A/B runs). XLA's convolution and its gradients
+  # collapse to 3-12 GFLOP/s when the output is 2x2; as matrix products
+  # (im2col, or the 1x1 product) those run at about 180, and beat oneDNN there
+  # in whole steps.
   out_pixels = -(-input_hw[0] // strides[0]) * -(-input_hw[1] // strides[1])
-  # Measured on the CPU (docs/benchmarks.md, scripts/bench.py --sections convs).
-  # XLA's convolution and its gradients collapse to 3-12 GFLOP/s when the output
-  # is 2x2; im2col runs those at about 180.
+  one_by_one = tuple(kernel_size) == (1, 1)
   if out_pixels <= 4:
-    return 'im2col'
-  # oneDNN's forward and input gradient work on NHWC directly; XLA's kernel
-  # gradient was the faster one at ResNet-50's shapes.
-  return 'onednn/onednn/xla' if with_onednn else 'xla'
+    return 'matmul' if one_by_one else 'im2col'
+  # Elsewhere oneDNN, in all three directions: it works on NHWC, where XLA's
+  # kernel gradients make it transpose activations and kernels around them
+  # (34 transposes a step in ResNet-18).
+  if with_onednn:
+    return 'onednn'
+  return 'matmul' if one_by_one else 'xla'
 
 
 def _pad(x: jax.Array, padding) -> jax.Array:

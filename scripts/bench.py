@@ -544,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'torch {torch.__version__} ({torch.get_num_threads()} threads), '
         f'{os.cpu_count()} CPUs, cropjax dtype {args.dtype}')
+  print(f'oneDNN convolutions: {"on" if onednn.available() else "off"}')
   results: list[Result] = []
   if any(s in args.sections for s in ('train', 'forward')) and 'matmul' not in args.sections:
     args.sections.insert(0, 'matmul')  # the yardstick for the peak fractions
