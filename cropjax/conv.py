@@ -45,7 +45,6 @@ def choose_impl(input_hw: tuple[int, int], in_features: int, kernel_size: Sequen
   backend = backend or jax.default_backend()
   if backend != 'cpu':
     return 'xla'
-  with_onednn = _onednn_ok(dtype)
   # Measured on the CPU (docs/benchmarks.md: scripts/bench.py --sections convs,
   # whole steps in alternating A/B runs). XLA's convolution and its gradients
   # collapse to 3-12 GFLOP/s when the output is 2x2; as matrix products
@@ -58,7 +57,7 @@ def choose_impl(input_hw: tuple[int, int], in_features: int, kernel_size: Sequen
   # Elsewhere oneDNN, in all three directions: it works on NHWC, where XLA's
   # kernel gradients make it transpose activations and kernels around them
   # (34 transposes a step in ResNet-18).
-  if with_onednn:
+  if _onednn_ok(dtype):
     return 'onednn'
   return 'matmul' if one_by_one else 'xla'
 
