@@ -1,10 +1,14 @@
-"""Builds cropjax's oneDNN convolutions for XLA:CPU (cropjax/csrc); the rest is setup.cfg.
+"""Builds cropjax's two C++ extensions for XLA:CPU (cropjax/csrc); the rest is setup.cfg.
 
-The extension is optional: where its headers (onednn-devel-cpu-gomp, jaxlib's
-XLA FFI) or a C++ compiler are missing, the install goes on without it and
-cropjax uses XLA's own convolutions (see cropjax/onednn.py).
+Both are optional. Where oneDNN's headers (onednn-devel-cpu-gomp), jaxlib's XLA
+FFI headers or a C++ compiler are missing, the install goes on without the
+oneDNN convolutions and cropjax uses XLA's own (see cropjax/onednn.py); off
+Linux, or without a compiler, XLA's host buffers are not cached
+(cropjax/host_buffers.py).
 """
 
+import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +28,18 @@ def _include_dir(distribution: str, header: str) -> str | None:
 
 
 def _extensions() -> list[Extension]:
+  return _onednn_extension() + _host_buffers_extension()
+
+
+def _host_buffers_extension() -> list[Extension]:
+  """cropjax/csrc/host_buffers.cc: needs Linux (glibc's dl_iterate_phdr, ELF) only."""
+  if not sys.platform.startswith('linux') or platform.machine() not in ('x86_64', 'aarch64'):
+    return []
+  return [Extension('cropjax._host_buffers', ['cropjax/csrc/host_buffers.cc'], language='c++',
+                    optional=True, extra_compile_args=['-std=c++17', '-O2', '-fvisibility=hidden'])]
+
+
+def _onednn_extension() -> list[Extension]:
   onednn = _include_dir('onednn-devel-cpu-gomp', 'oneapi/dnnl/dnnl.hpp')
   xla_ffi = _include_dir('jaxlib', 'xla/ffi/api/ffi.h')
   if not onednn or not xla_ffi:

@@ -30,9 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cropjax import host_buffers
 from cropjax.conv import Conv
 from cropjax.norm import BatchNorm
 from cropjax.pool import max_pool_3x3_s2
+
+# Keep XLA:CPU's per-step temporaries mapped between steps (cropjax/host_buffers.py).
+host_buffers.install()
 
 ModuleDef = Any
 
