@@ -52,6 +52,7 @@ import optax
 
 from cropjax import conv as conv_lib
 from cropjax import heads
+from cropjax import host_buffers
 from cropjax import models
 from cropjax import onednn
 
@@ -544,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, '
         f'torch {torch.__version__} ({torch.get_num_threads()} threads), '
         f'{os.cpu_count()} CPUs, cropjax dtype {args.dtype}')
-  print(f'oneDNN convolutions: {"on" if onednn.available() else "off"}')
+  print(f'oneDNN convolutions: {"on" if onednn.available() else "off"}; XLA host buffers '
+        f'cached: {host_buffers.install() or "yes"}')
   results: list[Result] = []
   if any(s in args.sections for s in ('train', 'forward')) and 'matmul' not in args.sections:
     args.sections.insert(0, 'matmul')  # the yardstick for the peak fractions
@@ -558,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     results += rs
     _RESULTS.extend(rs)
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+  cache = host_buffers.stats()
+  if cache.hits + cache.misses:
+    print(f'host buffer cache: {cache.hits} of {cache.hits + cache.misses} large XLA buffers '
+          f'reused; {cache.blocks} blocks ({cache.bytes / 2**20:.0f} MiB) held at the end')
   model_rows = [r for r in results if r.section in ('train', 'forward')]
   if model_rows:
     worst = min(model_rows, key=lambda r: r.ratio)
