@@ -116,9 +116,13 @@ struct Patch {
 int PatchObject(const dl_phdr_info* info, const Patch* patches, int n) {
   const ElfW(Addr) base = info->dlpi_addr;
   const ElfW(Dyn)* dyn = nullptr;
+  ElfW(Addr) relro_begin = 0, relro_end = 0;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
-    if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
-      dyn = reinterpret_cast<const ElfW(Dyn)*>(base + info->dlpi_phdr[i].p_vaddr);
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_DYNAMIC) dyn = reinterpret_cast<const ElfW(Dyn)*>(base + ph.p_vaddr);
+    if (ph.p_type == PT_GNU_RELRO) {
+      relro_begin = base + ph.p_vaddr;
+      relro_end = relro_begin + ph.p_memsz;
     }
   }
   if (dyn == nullptr) return 0;
@@ -145,11 +149,14 @@ int PatchObject(const dl_phdr_info* info, const Patch* patches, int n) {
     const char* name = strs + syms[ELF64_R_SYM(rela[i].r_info)].st_name;
     for (int p = 0; p < n; ++p) {
       if (std::strcmp(name, patches[p].name) != 0) continue;
-      auto* slot = reinterpret_cast<void**>(base + rela[i].r_offset);
-      // Under full RELRO the table is read-only: open its page for the write.
-      void* first = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(slot) & ~(page - 1));
-      if (mprotect(first, page, PROT_READ | PROT_WRITE) != 0) return -1;
+      const ElfW(Addr) at = base + rela[i].r_offset;
+      auto* slot = reinterpret_cast<void**>(at);
+      // Under full RELRO the table is read-only: open its page for the write, then close it.
+      const bool relro = at >= relro_begin && at < relro_end;
+      void* first = reinterpret_cast<void*>(at & ~static_cast<ElfW(Addr)>(page - 1));
+      if (relro && mprotect(first, page, PROT_READ | PROT_WRITE) != 0) return -1;
       __atomic_store_n(slot, patches[p].replacement, __ATOMIC_SEQ_CST);
+      if (relro) mprotect(first, page, PROT_READ);
       ++patched;
     }
   }
