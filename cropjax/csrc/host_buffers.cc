@@ -6,12 +6,13 @@
 // a ResNet faults its whole working set in again, 4 KiB at a time (1.3 GB and
 // about a third of the step for ResNet-50 at batch 16 on 2 cores).
 //
-// Install() points the posix_memalign and free entries of libjax_common.so's
-// procedure linkage table at the two functions below. Blocks of at least
-// kMinBytes that XLA frees are kept (still allocated, with their pages mapped)
-// and handed back for the next request they fit; everything else goes straight
-// to glibc. Every cached block is a live glibc allocation, so a block freed or
-// reallocated through any other path is still valid.
+// CropjaxHostBuffersInstall() points the posix_memalign and free entries of
+// libjax_common.so's procedure linkage table at the two functions below.
+// Blocks of at least kMinBytes that XLA frees are kept (still allocated, with
+// their pages mapped) and handed back for the next request they fit;
+// everything else goes straight to glibc. Every cached block is a live glibc
+// allocation, so a block freed or reallocated through any other path is still
+// valid.
 
 #include <elf.h>
 #include <link.h>
@@ -19,7 +20,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -39,7 +39,7 @@ struct Block {
 std::mutex mu;
 std::vector<Block>* const cache = new std::vector<Block>();  // under mu; never freed
 size_t cached_bytes = 0;              // under mu
-size_t limit_bytes = 0;               // under mu; nothing is cached until Install()
+size_t limit_bytes = 0;               // under mu; nothing is cached before the install
 size_t hits = 0, misses = 0;          // under mu
 
 // Takes the smallest cached block that holds `size` bytes at `align` without
@@ -166,7 +166,6 @@ int PatchObject(const dl_phdr_info* info, const Patch* patches, int n) {
 struct Search {
   const char* suffix;
   int patched;
-  bool found;
 };
 
 }  // namespace
@@ -183,7 +182,7 @@ __attribute__((visibility("default"))) int CropjaxHostBuffersInstall(const char*
     std::lock_guard<std::mutex> lock(mu);
     limit_bytes = limit;
   }
-  Search search{suffix, 0, false};
+  Search search{suffix, 0};
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* data) -> int {
         auto* s = static_cast<Search*>(data);
@@ -196,7 +195,6 @@ __attribute__((visibility("default"))) int CropjaxHostBuffersInstall(const char*
         const int r = PatchObject(info, patches, 2);
         if (r < 0) s->patched = -1;
         else if (s->patched >= 0) s->patched += r;
-        s->found = true;
         return 0;
       },
       &search);
