@@ -68,7 +68,7 @@ def install(limit: int | None = None) -> str | None:
   if os.environ.get('CROPJAX_HOST_BUFFERS', '1') == '0':
     why = 'CROPJAX_HOST_BUFFERS=0'
   else:
-    import jaxlib._jax  # noqa: F401  (loads libjax_common.so)
+    import jax  # noqa: F401  (jaxlib's extension loads libjax_common.so)
 
     lib = _library()
     if lib is None:
