@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.eval_split = 'validation'
   c.data.data_dir = ''                # tfds data dir ('' = tfds' default)
   c.data.max_images = 0               # 0 = all
+  c.data.threads = 0                  # tf.data threads; 0 = one per 4 cores on CPU, all elsewhere
   c.data.pair_options = ml_collections.ConfigDict()  # cropjax.data.pairs.PairOptions fields
   c.data.autocrop_options = ml_collections.ConfigDict()  # cropjax.data.autocrop.AutocropOptions
 

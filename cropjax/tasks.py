@@ -12,6 +12,7 @@ computes its loss and metrics, reads its data and draws validation images.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
@@ -59,10 +60,22 @@ def pair_metrics(out, batch) -> dict[str, jax.Array]:
   }
 
 
+def data_threads(config) -> int:
+  """tf.data threads for training: `config.data.threads`, or with 0 (auto) one per four
+  cores (at least one) where the step runs on the CPU, and tf.data's own pool elsewhere."""
+  threads = config.data.get('threads', 0)
+  if threads < 0:
+    raise ValueError(f'config.data.threads must be 0 (auto) or positive, got {threads}')
+  if threads or jax.default_backend() != 'cpu':
+    return threads
+  return max(1, (os.cpu_count() or 1) // 4)
+
+
 def _data_options(config, start_step: int) -> dict[str, Any]:
   return dict(image_size=config.image_size, batch_size=config.batch_size // jax.process_count(),
               seed=config.seed, shard_index=jax.process_index(),
-              shard_count=jax.process_count(), data_dir=config.data.data_dir or None)
+              shard_count=jax.process_count(), data_dir=config.data.data_dir or None,
+              threads=data_threads(config))
 
 
 def pair_datasets(config, start_step: int):

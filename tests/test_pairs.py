@@ -120,6 +120,13 @@ def test_same_seed_same_batches_and_resume(images):
   assert not np.array_equal(other['image'], a[0]['image'])
   val = next(pairs.dataset(images, split='validation', **kw).as_numpy_iterator())
   assert not np.array_equal(val['image'], a[0]['image'])
+  # A private pool of one thread (training on the CPU) gives the same stream.
+  one = pairs.dataset(images, num_batches=3, threads=1, **kw)
+  assert one.options().threading.private_threadpool_size == 1
+  assert pairs.dataset(images, **kw).options().threading.private_threadpool_size is None
+  for x, y in zip(a, one.as_numpy_iterator()):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
 
 
 def test_shards_partition_the_global_stream(images):
@@ -156,6 +163,8 @@ def test_bad_options_are_refused(images):
     pairs.dataset(images, image_size=32, batch_size=2, seed=0, jpeg_quality=(0, 120))
   with pytest.raises(TypeError):
     pairs.dataset(images, image_size=32, batch_size=2, seed=0, crop_size=3)
+  with pytest.raises(ValueError, match='threads'):
+    pairs.dataset(images, image_size=32, batch_size=2, seed=0, threads=-1)
 
 
 def test_undecodable_source_images_are_skipped_with_a_warning(tmp_path, caplog):

@@ -254,3 +254,18 @@ def test_orbax_info_is_dropped_and_its_warnings_kept():
   assert not handler.filter(record(std_logging.INFO, orbax))
   assert handler.filter(record(std_logging.WARNING, orbax))
   assert handler.filter(record(std_logging.INFO, '/work/cropjax/train.py'))
+
+
+def test_data_threads_follow_the_config_and_the_backend(monkeypatch):
+  from cropjax import tasks
+  c = tiny.get_config()
+  assert c.data.threads == 0
+  monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+  assert tasks.data_threads(c) == (1 if jax.default_backend() == 'cpu' else 0)
+  monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+  assert tasks.data_threads(c) == (4 if jax.default_backend() == 'cpu' else 0)
+  c.data.threads = 3
+  assert tasks.data_threads(c) == 3
+  c.data.threads = -1
+  with pytest.raises(ValueError, match='config.data.threads'):
+    tasks.data_threads(c)

@@ -184,8 +184,12 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
 def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int,
             batch_size: int, seed: int, split: str = 'train', start_step: int = 0,
             num_batches: int | None = None, shard_index: int = 0, shard_count: int = 1,
-            deterministic: bool = True, data_dir: str | None = None, **options: Any):
-  """Batches of {'image', 'crop', 'angle'} (see the module docstring)."""
+            deterministic: bool = True, data_dir: str | None = None, threads: int = 0,
+            **options: Any):
+  """Batches of {'image', 'crop', 'angle'} (see the module docstring).
+
+  `threads`: tf.data threads (0: tf.data's pool; see `sources.finish`).
+  """
   tf = sources.tensorflow()
   opts = AutocropOptions(**options)
   records = load_records(source, split, data_dir) if isinstance(source, str) else list(source)
@@ -208,4 +212,4 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     ds = tf.data.Dataset.range(shard_index, num_batches * batch_size * shard_count, shard_count)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=train or num_batches is not None)  # all full then
-  return sources.finish(ds, deterministic)
+  return sources.finish(ds, deterministic, threads)

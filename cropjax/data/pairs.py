@@ -360,7 +360,7 @@ class _Generator:
 def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, seed: int,
             split: str = 'train', start_step: int = 0, num_batches: int | None = None,
             shard_index: int = 0, shard_count: int = 1, deterministic: bool = True,
-            data_dir: str | None = None, max_images: int | None = None,
+            data_dir: str | None = None, max_images: int | None = None, threads: int = 0,
             **options: Any):
   """Batches of crop-pair examples (see the module docstring).
 
@@ -376,6 +376,7 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
       (`jax.process_index()`, `jax.process_count()`).
     deterministic: keep the order fixed under parallel map.
     max_images: use at most this many source images.
+    threads: tf.data threads (0: tf.data's pool; see `sources.finish`).
     **options: `PairOptions` fields.
   """
   tf = sources.tensorflow()
@@ -397,7 +398,7 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
   ds = ds.map(gen.draws).batch(_PLAN_GROUP).map(gen.plan).unbatch()
   ds = ds.map(gen.render, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=True).map(gen.assemble)
-  return sources.finish(ds, deterministic)
+  return sources.finish(ds, deterministic, threads)
 
 
 def to_pil(batch: Mapping[str, np.ndarray], i: int = 0):

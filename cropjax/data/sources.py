@@ -89,8 +89,14 @@ def load(source: str, split: str = 'train', *, data_dir: str | None = None,
   return _checked(items, f'{source}[{split}]')
 
 
-def finish(ds, deterministic: bool):
+def finish(ds, deterministic: bool, threads: int = 0):
   """The options every cropjax pipeline ends with, and its prefetch.
+
+  `threads` > 0 runs the pipeline on a private pool of that many threads, one
+  op at a time each; 0 leaves tf.data's shared pool (as many threads as cores).
+  A training step on the CPU shares the cores with the pipeline: there one
+  pipeline thread interrupts one of XLA's threads at a time instead of both
+  (the demo's loop: 206-220 -> 232-237 ex/s on 2 cores, docs/benchmarks.md).
 
   tf.data's autotuner is off: its model thread sleeps for up to a minute
   between rounds and an iterator's teardown waits for it, which held a finished
@@ -102,6 +108,11 @@ def finish(ds, deterministic: bool):
   options = tf.data.Options()
   options.deterministic = deterministic
   options.autotune.enabled = False
+  if threads < 0:
+    raise ValueError(f'threads must be 0 (tf.data\'s pool) or positive, got {threads}')
+  if threads:
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
