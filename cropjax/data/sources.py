@@ -96,7 +96,7 @@ def finish(ds, deterministic: bool, threads: int = 0):
   op at a time each; 0 leaves tf.data's shared pool (as many threads as cores).
   A training step on the CPU shares the cores with the pipeline: there one
   pipeline thread interrupts one of XLA's threads at a time instead of both
-  (the demo's loop: 206-220 -> 232-237 ex/s on 2 cores, docs/benchmarks.md).
+  (the demo's loop: 206-220 -> 228-237 ex/s on 2 cores, docs/benchmarks.md).
 
   tf.data's autotuner is off: its model thread sleeps for up to a minute
   between rounds and an iterator's teardown waits for it, which held a finished
