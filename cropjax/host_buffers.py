@@ -18,7 +18,11 @@ This is what PyTorch's and TensorFlow's device allocators do on accelerators;
 on CPU, XLA has no such pool.
 
 cropjax installs it when `cropjax.models` is imported, on Linux with glibc
-where the extension was built; `CROPJAX_HOST_BUFFERS=0` leaves glibc alone.
+where the extension was built and on a jaxlib release it was tested with
+(`TESTED_JAXLIB`; elsewhere it stays off with one log line, and
+`CROPJAX_HOST_BUFFERS=force` installs it anyway); `CROPJAX_HOST_BUFFERS=0`
+leaves glibc alone. It never changes results: a cached block is handed out
+only where XLA asked for at least as many bytes at the same alignment.
 `release()` returns the cached blocks, `stats()` says what is held.
 """
 
@@ -29,11 +33,15 @@ import dataclasses
 import functools
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 
 # The object whose allocations are cached: XLA:CPU's runtime in jaxlib.
 JAXLIB_OBJECT = '/libjax_common.so'
 MIN_BYTES = 16 << 20  # kMinBytes in host_buffers.cc
+# jaxlib releases whose libjax_common.so this was tested with (tests/test_host_buffers.py and
+# scripts/bench.py): where XLA:CPU's runtime lives and how it allocates can change with any release.
+TESTED_JAXLIB = ('0.10.2',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +70,28 @@ def default_limit() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 4
 
 
+def _why_off(setting: str, jaxlib_version: str | None) -> str | None:
+  """Why the cache must stay off for this setting and jaxlib, or None."""
+  if setting == '0':
+    return 'CROPJAX_HOST_BUFFERS=0'
+  if setting != 'force' and jaxlib_version not in TESTED_JAXLIB:
+    return (f'jaxlib {jaxlib_version} is not one it was tested with {TESTED_JAXLIB}; '
+            'CROPJAX_HOST_BUFFERS=force installs it anyway')
+  return None
+
+
+def _jaxlib_version() -> str | None:
+  try:
+    return metadata.version('jaxlib')
+  except metadata.PackageNotFoundError:
+    return None
+
+
 @functools.cache
 def install(limit: int | None = None) -> str | None:
   """Installs the cache once per process; None when installed, else why not."""
-  if os.environ.get('CROPJAX_HOST_BUFFERS', '1') == '0':
-    why = 'CROPJAX_HOST_BUFFERS=0'
-  else:
+  why = _why_off(os.environ.get('CROPJAX_HOST_BUFFERS', '1'), _jaxlib_version())
+  if why is None:
     import jax  # noqa: F401  (jaxlib's extension loads libjax_common.so)
 
     lib = _library()
