@@ -8,8 +8,10 @@ gradient) against the oneDNN wheel `onednn-cpu-gomp` at install time;
 `cropjax.conv` uses them where they measured faster (docs/benchmarks.md).
 
 Where the library was not built or cannot load (another OS or architecture, no
-compiler at install time), `available()` is False and cropjax uses XLA's own
-convolutions; `CROPJAX_ONEDNN=0` turns oneDNN off.
+compiler at install time, a libdnnl of another version than the headers it was
+built against), `available()` is False, one log line says why, and cropjax uses
+XLA's own convolutions; importing cropjax never fails because of it.
+`CROPJAX_ONEDNN=0` turns oneDNN off.
 """
 
 from __future__ import annotations
@@ -30,6 +32,38 @@ _TARGETS = {
     'cropjax_onednn_conv_bwd_data': 'CropjaxOnednnConvBackwardData',
     'cropjax_onednn_conv_bwd_weights': 'CropjaxOnednnConvBackwardWeights',
 }
+
+
+# The oneDNN release cropjax/csrc/onednn_conv.cc is compiled against: the headers of
+# onednn-devel-cpu-gomp==2023.2.0 (pyproject.toml), whose libdnnl (onednn-cpu-gomp==2023.2.0,
+# setup.cfg) must be the same major.minor at run time.
+BUILT_FOR = (3, 2)
+
+
+class _Version(ctypes.Structure):
+  _fields_ = [('major', ctypes.c_int), ('minor', ctypes.c_int), ('patch', ctypes.c_int),
+              ('hash', ctypes.c_char_p), ('cpu_runtime', ctypes.c_uint),
+              ('gpu_runtime', ctypes.c_uint)]
+
+
+def _version_problem(found: tuple[int, int, int] | None) -> str | None:
+  """Why a libdnnl of this version cannot serve the handlers, or None."""
+  if found is None:
+    return 'libdnnl does not report its version'
+  if tuple(found[:2]) != BUILT_FOR:
+    return (f'libdnnl is oneDNN {".".join(map(str, found))}, the handlers were built for '
+            f'{".".join(map(str, BUILT_FOR))}.x')
+  return None
+
+
+def _libdnnl_version(lib: ctypes.CDLL) -> tuple[int, int, int] | None:
+  try:
+    fn = lib.dnnl_version
+  except AttributeError:
+    return None
+  fn.restype = ctypes.POINTER(_Version)
+  v = fn().contents
+  return v.major, v.minor, v.patch
 
 
 def _libdnnl() -> Path | None:
@@ -55,13 +89,16 @@ def _load() -> str | None:
   if libdnnl is None or not libdnnl.exists():
     return 'the onednn-cpu-gomp package (libdnnl.so.3) is not installed'
   try:
-    ctypes.CDLL(str(libdnnl), mode=ctypes.RTLD_GLOBAL)  # our library's dnnl_* symbols
+    dnnl = ctypes.CDLL(str(libdnnl), mode=ctypes.RTLD_GLOBAL)  # our library's dnnl_* symbols
+    problem = _version_problem(_libdnnl_version(dnnl))
+    if problem is not None:
+      return problem
     lib = ctypes.CDLL(str(ours[0]))
     for target, symbol in _TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                   platform='cpu')
-  except (OSError, AttributeError) as e:
-    return f'{ours[0].name} could not be loaded: {e}'
+  except Exception as e:  # noqa: BLE001 -- whatever fails here, XLA's convolutions still work
+    return f'{ours[0].name} could not be loaded: {type(e).__name__}: {e}'
   return None
 
 

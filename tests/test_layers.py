@@ -1,6 +1,7 @@
 """The CPU-friendly layers (conv, max-pool, BatchNorm) against their references."""
 
 
+import ctypes
 import os
 import platform
 import sys
@@ -50,6 +51,18 @@ ONEDNN_EXPECTED = sys.platform == 'linux' and platform.machine() == 'x86_64'
                     reason='no oneDNN extension on this platform, or turned off')
 def test_onednn_is_available_where_it_is_built():
   assert onednn.available(), onednn._load()
+
+
+def test_another_libdnnl_version_switches_onednn_off():
+  assert onednn._version_problem((*onednn.BUILT_FOR, 7)) is None
+  assert 'built for 3.2.x' in onednn._version_problem((3, 9, 0))
+  assert 'does not report' in onednn._version_problem(None)
+
+
+@pytest.mark.skipif(not ONEDNN_EXPECTED, reason='no oneDNN wheel on this platform')
+def test_the_installed_libdnnl_is_the_one_built_for():
+  lib = ctypes.CDLL(str(onednn._libdnnl()))
+  assert onednn._libdnnl_version(lib)[:2] == onednn.BUILT_FOR
 
 
 def test_conv_policy():
