@@ -1,0 +1,497 @@
+"""Exact alignment of a crop inside its original, coarse to fine.
+
+    a = cropjax.align(original, crop, box=(120, 80, 520, 380))   # a start box, pixels
+    a.box, a.angle, a.score, a.converged, a.inside
+
+The crop is modelled as the original's content inside a box (x0, y0, x1, y1,
+pixels of the original; one scale and one shift per axis), optionally turned
+by `angle` degrees about the box's centre (a straightened crop). Starting from
+a box (a model's proposal, or `search`'s when there is none) the box is
+refined photometrically over three stages, each at twice the previous
+resolution (a template of the crop 32, 64, then 128 samples across its long
+side, never more than the crop's own pixels: a tenth of a sample is then
+well under a pixel of most originals): at each stage the original is
+read around the current box at the template's scale (from a pyramid, so it is
+antialiased) and the box is fitted by Levenberg-Marquardt (optimistix) on the
+zero-mean, unit-variance difference of the two, so a change of exposure or
+contrast and JPEG noise do not move it (the squared residual is 2 (1 - ZNCC)).
+The first stage also tries a grid of shifts and scales around the start.
+
+`score` is the zero-mean normalised cross-correlation of the crop and the
+original inside the final box at the finest stage; where the box runs beyond
+the original's frame, only the part inside counts and `inside` (the share of
+the box within the frame) says how much that is. A result never scores worse
+than its start (the start is returned instead). `blocks` holds the same
+correlation on a 4 x 4 grid of the crop: a true crop matches everywhere, a
+near-duplicate (another viewpoint) falls off towards the corners.
+
+The pixel work is JAX (`jax.vmap` over the batch, one compiled function per
+stage and batch size, batches of at most `CHUNK` pairs): without an angle the
+warp is separable, so each read is two matrix products with bilinear weight
+matrices and its derivative two more; with an angle, gathers. The pyramids
+and the reads around each box are OpenCV on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import numpy as np
+
+# (template samples across the crop's long side, margin read around the box as a
+# fraction of its size, solver steps at most) per stage, coarse to fine.
+STAGES = ((32, 0.35, 20), (64, 0.2, 10), (128, 0.08, 8))
+BLOCKS = 4  # the score grid is BLOCKS x BLOCKS
+PEAK_SHIFT = 0.04  # of the box's size, for `Alignment.peak`
+# The first stage's grid search around the start: shifts (fractions of the box) and scales.
+_SHIFTS = np.linspace(-0.3, 0.3, 7)
+_SCALES = (0.85, 1.0, 1.0 / 0.85)
+
+
+class AlignError(ValueError):
+  """Bad input to `align`: the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+  """Where the crop lies in the original, and how well it matches there."""
+  box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original
+  angle: float       # degrees the crop is turned in the original (counter-clockwise on screen)
+  score: float       # ZNCC of crop and original in the box, on the part inside the frame
+  start_score: float  # the same at the start box
+  converged: bool    # the finest stage moved the box by less than half a sample (it settled)
+  inside: float      # share of the box inside the original's frame
+  blocks: tuple[float, ...]  # ZNCC per cell of a 4 x 4 grid over the crop (row-major)
+  peak: float = 0.0  # how far the ZNCC falls when the box moves by 4 % of its size:
+  #                    far for a distinctive match, hardly at all on flat content (sky, blur)
+
+
+# ------------------------------------------------------------------ host side
+
+
+def _gray(image) -> np.ndarray:
+  """Any image (PIL, uint8/float array, HxW or HxWxC) -> float32 luma HxW in [0, 1]."""
+  from PIL import Image
+  if isinstance(image, Image.Image):
+    image = np.asarray(image.convert('RGB'))
+  a = np.asarray(image)
+  if a.ndim == 3 and a.shape[-1] in (3, 4):
+    a = a[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+  elif a.ndim == 3 and a.shape[-1] == 1:
+    a = a[..., 0]
+  if a.ndim != 2:
+    raise AlignError(f'an image must be HxW or HxWxC (C = 1, 3 or 4), got shape {a.shape}')
+  a = a.astype(np.float32)
+  if np.asarray(image).dtype == np.uint8 or a.max(initial=0) > 1.5:
+    a = a / 255.0
+  return a
+
+
+class Pyramid:
+  """An image's luma and its halvings (area-averaged), made once and reused."""
+
+  def __init__(self, image, name: str = 'image'):
+    import cv2
+    try:
+      g = _gray(image)
+    except AlignError as e:
+      raise AlignError(f'{name}: {e}') from None
+    if g.size == 0 or min(g.shape) < 2:
+      raise AlignError(f'{name}: empty image ({g.shape[1]}x{g.shape[0]})')
+    if not np.isfinite(g).all():
+      raise AlignError(f'{name}: holds NaN or infinite values')
+    self.height, self.width = g.shape
+    self.levels = [g]
+    while min(self.levels[-1].shape) >= 16:  # level k: pixel j covers [j 2^k, (j + 1) 2^k)
+      level = self.levels[-1]
+      h, w = level.shape
+      if h % 2 or w % 2:  # an odd side is padded by its edge, so each level halves exactly
+        level = np.pad(level, ((0, h % 2), (0, w % 2)), mode='edge')
+      self.levels.append(cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2),
+                                    interpolation=cv2.INTER_AREA))
+
+  def resized(self, size: tuple[int, int]) -> np.ndarray:
+    """The image area-resized to (w, h), from the smallest level that holds the detail."""
+    import cv2
+    k = int(np.clip(np.floor(np.log2(self.width / max(size[0], 1))), 0, len(self.levels) - 1))
+    if k == 0:
+      return cv2.resize(self.levels[0], size, interpolation=cv2.INTER_AREA)
+    level = self.levels[k][:-(-self.height // 2**k), :-(-self.width // 2**k)]
+    return cv2.resize(level, size, interpolation=cv2.INTER_AREA)
+
+  @property
+  def size(self) -> tuple[int, int]:
+    return self.width, self.height
+
+  def read(self, affine: np.ndarray, out: tuple[int, int], step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and inside-mask of an (out_w, out_h) raster whose pixel (j, i) centre maps to
+    affine @ (j + 0.5, i + 0.5, 1) in this image's continuous pixel coordinates; `step` is
+    the raster's spacing in image pixels (it picks the pyramid level)."""
+    import cv2
+    k = int(np.clip(np.floor(np.log2(max(step, 1.0))), 0, len(self.levels) - 1))
+    level = self.levels[k]
+    s = (0.5**k, 0.5**k)
+    # raster (j, i) -> level's pixel-index coordinates (continuous minus 0.5)
+    m = np.float64(affine)
+    m = np.diag([s[0], s[1]]) @ m
+    m[:, 2] += m[:, 0] * 0.5 + m[:, 1] * 0.5 - 0.5
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    pixels = cv2.warpAffine(level, m, out, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.ones_like(level)
+    inside = cv2.warpAffine(ones, m, out, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return pixels, inside
+
+
+def _template_size(crop: Pyramid, samples: int) -> tuple[int, int]:
+  long = min(samples, max(crop.size))
+  scale = long / max(crop.size)
+  return max(2, round(crop.width * scale)), max(2, round(crop.height * scale))
+
+
+def _box_affine(box: np.ndarray, angle_deg: float, size: tuple[int, int]) -> np.ndarray:
+  """The 2x3 map from a (w, h) raster spanning the turned box to original pixels."""
+  x0, y0, x1, y1 = box
+  w, h = size
+  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+  t = np.deg2rad(angle_deg)
+  c, s = np.cos(t), np.sin(t)
+  sx, sy = (x1 - x0) / w, (y1 - y0) / h
+  # raster (j, i) -> offset from the centre in crop axes -> turned into the original
+  rot = np.array([[c, s], [-s, c]])
+  lin = rot @ np.diag([sx, sy])
+  off = np.array([cx, cy]) - lin @ np.array([w / 2, h / 2])
+  return np.concatenate([lin, off[:, None]], 1)
+
+
+def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: float,
+                  samples: int, margin: float):
+  """One pair's template, canvas and start parameters for a stage.
+
+  The canvas is the original read around the box (the box grown by `margin`
+  on each side) at the template's sampling step, on the box's turned axes; in
+  canvas pixels the box then starts at (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
+  import cv2
+  tw, th = _template_size(crop, samples)
+  # From the full-resolution crop: every template pixel the exact average of its area.
+  template = crop.levels[0] if (tw, th) == crop.size else cv2.resize(
+      crop.levels[0], (tw, th), interpolation=cv2.INTER_AREA)
+  mw, mh = round(margin * tw), round(margin * th)
+  cw, ch = tw + 2 * mw, th + 2 * mh
+  grown = np.array([box[0] - (box[2] - box[0]) * mw / tw, box[1] - (box[3] - box[1]) * mh / th,
+                    box[2] + (box[2] - box[0]) * mw / tw, box[3] + (box[3] - box[1]) * mh / th])
+  affine = _box_affine(grown, angle, (cw, ch))
+  step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+  canvas, inside = original.read(affine, (cw, ch), step)
+  return template, canvas, inside, np.array([mw, mh, mw + tw, mh + th], np.float64), affine
+
+
+# ------------------------------------------------------------------ JAX side
+
+
+def _tent(coords, n, clip):
+  """Rows of bilinear weights: row k reads position coords[k] (continuous) of n pixels, and
+  their derivatives with respect to coords[k]."""
+  import jax.numpy as jnp
+  c = coords - 0.5
+  inner = jnp.ones_like(c)
+  if clip:  # 'nearest': positions beyond the edge read the edge pixel
+    inner = ((c > 0.0) & (c < n - 1.0)).astype(c.dtype)
+    c = jnp.clip(c, 0.0, n - 1.0)
+  d = c[:, None] - jnp.arange(n, dtype=c.dtype)[None, :]
+  a = jnp.abs(d)
+  weights = jnp.maximum(0.0, 1.0 - a)
+  # On a pixel centre the read has no single slope: take the central difference there.
+  slopes = -jnp.sign(d) * jnp.where(a < 1.0, 1.0, jnp.where(a == 1.0, 0.5, 0.0))
+  return weights, slopes * inner[:, None]
+
+
+def _read_separable(x, y, image, clip: bool):
+  """image read bilinearly at the grid x (columns) by y (rows): Wy @ image @ Wx^T."""
+  return _reader(clip)(x, y, image)
+
+
+@functools.lru_cache(maxsize=None)
+def _reader(clip: bool):
+  import jax
+
+  @jax.custom_jvp
+  def read(x, y, image):
+    wx, _ = _tent(x, image.shape[1], clip)
+    wy, _ = _tent(y, image.shape[0], clip)
+    return wy @ image @ wx.T
+
+  @read.defjvp
+  def read_jvp(primals, tangents):
+    # The image is data, never differentiated here: only the grid moves. The derivative of
+    # a bilinear read is a read of neighbour differences, so a tangent costs two more
+    # products in all, not two per tangent direction.
+    x, y, image = primals
+    dx, dy, _ = tangents
+    wx, sx = _tent(x, image.shape[1], clip)
+    wy, sy = _tent(y, image.shape[0], clip)
+    rows = wy @ image
+    along_y = (sy @ image) @ wx.T
+    return rows @ wx.T, (rows @ sx.T) * dx[None, :] + along_y * dy[:, None]
+
+  return read
+
+
+def _warp(params, tsize, tshape, canvas, cmask, with_angle):
+  """The canvas and its inside-mask read at the template's sample centres under params
+  (x0, y0, x1, y1[, angle]), bilinearly. Without an angle the map is separable and the
+  reads are two matrix products; with one they are gathers."""
+  import jax
+  import jax.numpy as jnp
+  th, tw = tshape
+  u = (jnp.arange(tw) + 0.5) / tsize[0]
+  v = (jnp.arange(th) + 0.5) / tsize[1]
+  x0, y0, x1, y1 = params[0], params[1], params[2], params[3]
+  if not with_angle:
+    x, y = x0 + u * (x1 - x0), y0 + v * (y1 - y0)
+    sampled = _read_separable(x, y, canvas, True)
+    inside = _read_separable(*jax.lax.stop_gradient((x, y)), cmask, False)
+    return sampled, jax.lax.stop_gradient(inside)
+  from jax.scipy import ndimage
+  u, v = jnp.meshgrid(u, v)
+  dx, dy = (u - 0.5) * (x1 - x0), (v - 0.5) * (y1 - y0)
+  t = jnp.deg2rad(params[4])
+  c, s = jnp.cos(t), jnp.sin(t)
+  x = (x0 + x1) / 2 + c * dx + s * dy
+  y = (y0 + y1) / 2 - s * dx + c * dy
+  coords = [y - 0.5, x - 0.5]
+  return (ndimage.map_coordinates(canvas, coords, order=1, mode='nearest'),
+          jax.lax.stop_gradient(
+              ndimage.map_coordinates(cmask, coords, order=1, mode='constant', cval=0.0)))
+
+
+def _zncc_terms(template, tmask, sampled, weight):
+  """Both sides standardised over the weighted points -> (their difference, ZNCC)."""
+  import jax.numpy as jnp
+  w = tmask * weight
+  n = jnp.maximum(w.sum(), 1e-6)
+  positive = w > 0
+  root = jnp.where(positive, jnp.sqrt(jnp.where(positive, w, 1.0)), 0.0)  # no inf gradient at 0
+
+  def standard(a):
+    mu = (a * w).sum() / n
+    d = (a - mu) * root
+    return d / jnp.sqrt((d * d).sum() + 1e-8)
+
+  zt, zs = standard(template), standard(sampled)
+  return zt - zs, (zt * zs).sum()
+
+
+def _residual(params, args):
+  template, tmask, tsize, canvas, cmask, with_angle = args
+  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
+  diff, _ = _zncc_terms(template, tmask, sampled, inside)
+  return diff
+
+
+def _zncc(params, template, tmask, tsize, canvas, cmask, with_angle):
+  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
+  return _zncc_terms(template, tmask, sampled, inside)[1]
+
+
+def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
+  """(ZNCC, share inside the frame, ZNCC per block, peak) at params; peak: how far the ZNCC
+  falls, on average, when the box moves by `PEAK_SHIFT` of its size along either axis."""
+  import jax.numpy as jnp
+  w, h = params[2] - params[0], params[3] - params[1]
+  shifted = []
+  for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+    move = jnp.zeros_like(params).at[:4].set(
+        PEAK_SHIFT * jnp.stack([dx * w, dy * h, dx * w, dy * h]))
+    shifted.append(_zncc(params + move, template, tmask, tsize, canvas, cmask, with_angle))
+  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
+  _, zncc = _zncc_terms(template, tmask, sampled, inside)
+  share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
+  th, tw = template.shape
+  rows = jnp.minimum((jnp.arange(th)[:, None] / tsize[1] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
+  cols = jnp.minimum((jnp.arange(tw)[None, :] / tsize[0] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
+  cell = rows * BLOCKS + cols
+  blocks = []
+  for b in range(BLOCKS * BLOCKS):
+    _, z = _zncc_terms(template, tmask * (cell == b), sampled, inside)
+    blocks.append(z)
+  return zncc, share, jnp.stack(blocks), zncc - jnp.mean(jnp.stack(shifted))
+
+
+def _grid_candidates(p0, with_angle):
+  import jax.numpy as jnp
+  x0, y0, x1, y1 = p0[0], p0[1], p0[2], p0[3]
+  w, h = x1 - x0, y1 - y0
+  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+  sx, sy, sc = jnp.meshgrid(jnp.asarray(_SHIFTS), jnp.asarray(_SHIFTS), jnp.asarray(_SCALES))
+  sx, sy, sc = sx.ravel(), sy.ravel(), sc.ravel()
+  ncx, ncy = cx + sx * w, cy + sy * h
+  cand = jnp.stack([ncx - sc * w / 2, ncy - sc * h / 2, ncx + sc * w / 2, ncy + sc * h / 2], -1)
+  if with_angle:
+    cand = jnp.concatenate([cand, jnp.broadcast_to(p0[4:5], (len(sx), 1))], -1)
+  return cand
+
+
+@functools.lru_cache(maxsize=None)
+def _stage_fn(with_angle: bool, grid: bool, max_steps: int):
+  """The jitted, batched refinement of one stage."""
+  import jax
+  import jax.numpy as jnp
+  import optimistix as optx
+
+  solver = optx.LevenbergMarquardt(rtol=1e-4, atol=1e-4)
+
+  def one(template, tmask, tsize, canvas, cmask, p0):
+    if grid:  # the best of a grid of shifts and scales around the start
+      cand = _grid_candidates(p0, with_angle)
+      scores = jax.vmap(lambda p: _zncc(p, template, tmask, tsize, canvas, cmask, with_angle))(cand)
+      p0 = cand[jnp.argmax(scores)]
+    args = (template, tmask, tsize, canvas, cmask, with_angle)
+    sol = optx.least_squares(_residual, solver, p0, args=args, max_steps=max_steps, throw=False)
+    finite = jnp.all(jnp.isfinite(sol.value))
+    p = jnp.where(finite, sol.value, p0)
+    # Converged: the fit settled within half a sample of where this stage began (optimistix's
+    # own flag stays unset when, at the optimum, every further step is rejected).
+    moved = jnp.max(jnp.abs(p[:4] - p0[:4]))
+    return p, finite & (moved < 0.5)
+
+  return jax.jit(jax.vmap(one))
+
+
+@functools.lru_cache(maxsize=None)
+def _score_fn(with_angle: bool):
+  import jax
+  return jax.jit(jax.vmap(lambda p, t, tm, ts, c, cm: _score(p, t, tm, ts, c, cm, with_angle)))
+
+
+def _bucket(n: int) -> int:
+  return 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))
+
+
+def _stack(arrays: Sequence[np.ndarray], shape: tuple[int, int], n: int) -> np.ndarray:
+  out = np.zeros((n, *shape), np.float32)
+  for i, a in enumerate(arrays):
+    out[i, :a.shape[0], :a.shape[1]] = a
+  return out
+
+
+def _run_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, grid,
+               max_steps=10, score_only=False):
+  """One stage for a batch -> (boxes, angles, converged, scores, inside, blocks, peaks); boxes in
+  originals' pixels."""
+  n = len(originals)
+  items = [_stage_inputs(o, c, b, a, samples, margin)
+           for o, c, b, a in zip(originals, crops, boxes, angles)]
+  m = _bucket(n)
+  mg = round(margin * samples)  # one shape per stage: one compilation per stage and batch size
+  tshape, cshape = (samples, samples), (samples + 2 * mg, samples + 2 * mg)
+  template = _stack([t for t, *_ in items], tshape, m)
+  tmask = _stack([np.ones_like(t) for t, *_ in items], tshape, m)
+  canvas = _stack([c for _, c, *_ in items], cshape, m)
+  cmask = _stack([i for _, _, i, *_ in items], cshape, m)
+  tsize = np.ones((m, 2), np.float32)
+  tsize[:n] = [(t.shape[1], t.shape[0]) for t, *_ in items]
+  p0 = np.zeros((m, 5 if with_angle else 4), np.float32)
+  p0[:, 2:4] = 1.0
+  p0[:n, :4] = [start for *_, start, _ in items]
+  if with_angle:
+    p0[:, 4] = 0.0  # the canvas is read on the box's turned axes: relative angle 0
+  if score_only:
+    p, ok = p0, np.ones(m, bool)
+  else:
+    p, ok = _stage_fn(with_angle, grid, max_steps)(template, tmask, tsize, canvas, cmask, p0)
+    p, ok = np.asarray(p, np.float64), np.asarray(ok)
+  zncc, share, blocks, peak = (np.asarray(v) for v in
+                         _score_fn(with_angle)(np.float32(p), template, tmask, tsize, canvas, cmask))
+  out_boxes, out_angles = [], []
+  for i, (*_, affine) in enumerate(items):
+    # canvas box -> original pixels: its centre through the canvas map, its size by the step
+    x0, y0, x1, y1 = p[i, :4]
+    lin = affine[:, :2]
+    centre = lin @ np.array([(x0 + x1) / 2, (y0 + y1) / 2]) + affine[:, 2]
+    sx, sy = np.linalg.norm(lin[:, 0]), np.linalg.norm(lin[:, 1])
+    w, h = (x1 - x0) * sx, (y1 - y0) * sy
+    out_boxes.append(np.array([centre[0] - w / 2, centre[1] - h / 2, centre[0] + w / 2,
+                               centre[1] + h / 2]))
+    out_angles.append(float(angles[i] + (p[i, 4] if with_angle else 0.0)))
+  return (out_boxes, out_angles, ok[:n], zncc[:n], share[:n], blocks[:n], peak[:n])
+
+
+# ------------------------------------------------------------------ public
+
+
+def _check_box(box, original: Pyramid, name: str) -> np.ndarray:
+  b = np.asarray(box, np.float64).reshape(-1)
+  if b.shape != (4,) or not np.isfinite(b).all():
+    raise AlignError(f'{name}: a box is 4 finite numbers (x0, y0, x1, y1), got {box!r}')
+  if b[2] <= b[0] or b[3] <= b[1]:
+    raise AlignError(f'{name}: box {tuple(b)} is empty or inverted')
+  w, h = original.size
+  if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+    raise AlignError(f'{name}: box {tuple(b)} lies outside the original ({w}x{h})')
+  return b
+
+
+# Pairs refined together at most: bounds memory (a stage holds a few arrays of the
+# template's and canvas's size per pair, and the first stage's grid 147 of them).
+CHUNK = 64
+
+
+def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
+                angles: Sequence[float] | None = None, with_angle: bool = False,
+                stages: Sequence[tuple[int, float, int]] = STAGES) -> list[Alignment]:
+  """`align` for many pairs at once; images may be arrays, PIL images or `Pyramid`s."""
+  if not (len(originals) == len(crops) == len(boxes)):
+    raise AlignError(f'mismatched batch: {len(originals)} originals, {len(crops)} crops, '
+                     f'{len(boxes)} boxes')
+  if angles is not None and len(angles) != len(originals):
+    raise AlignError(f'mismatched batch: {len(angles)} angles for {len(originals)} pairs')
+  out: list[Alignment] = []
+  for i in range(0, len(originals), CHUNK):
+    part = slice(i, i + CHUNK)
+    out += _align_chunk(originals[part], crops[part], boxes[part],
+                        None if angles is None else angles[part], with_angle, stages, i)
+  return out
+
+
+def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first) -> list[Alignment]:
+  if not len(originals):
+    return []
+  po = [o if isinstance(o, Pyramid) else Pyramid(o, f'original {first + i}')
+        for i, o in enumerate(originals)]
+  pc = [c if isinstance(c, Pyramid) else Pyramid(c, f'crop {first + i}')
+        for i, c in enumerate(crops)]
+  start = [_check_box(b, o, f'pair {first + i}') for i, (b, o) in enumerate(zip(boxes, po))]
+  ang0 = [float(a) for a in angles] if angles is not None else [0.0] * len(po)
+  last_samples, last_margin, _ = stages[-1]
+  # the start's score, read as the last stage reads
+  *_, s_zncc, s_share, s_blocks, s_peak = _run_stage(
+      po, pc, start, ang0, last_samples, last_margin, with_angle=with_angle, grid=False,
+      score_only=True)
+  cur, ang = start, ang0
+  for k, (samples, margin, steps) in enumerate(stages):
+    cur, ang, ok, zncc, share, blocks, peak = _run_stage(
+        po, pc, cur, ang, samples, margin, with_angle=with_angle, grid=(k == 0), max_steps=steps)
+  results = []
+  for i in range(len(po)):
+    better = zncc[i] * share[i] >= s_zncc[i] * s_share[i]
+    box, a, sc, sh, bl, pk = (
+        (cur[i], ang[i], zncc[i], share[i], blocks[i], peak[i]) if better else
+        (start[i], ang0[i], s_zncc[i], s_share[i], s_blocks[i], s_peak[i]))
+    results.append(Alignment(box=tuple(float(v) for v in box), angle=float(a), score=float(sc),
+                             start_score=float(s_zncc[i]), converged=bool(ok[i] and better),
+                             inside=float(sh), blocks=tuple(float(v) for v in bl),
+                             peak=float(pk)))
+  return results
+
+
+def align(original, crop, box, *, angle: float = 0.0, with_angle: bool = False,
+          stages: Sequence[tuple[int, float, int]] = STAGES) -> Alignment:
+  """Refines where `crop` lies in `original`, starting from `box` (pixels of the original).
+
+  `with_angle` also fits the angle (a straightened crop), starting from `angle`.
+  See the module docstring for what is returned.
+  """
+  return align_batch([original], [crop], [box], angles=[angle], with_angle=with_angle,
+                     stages=stages)[0]

@@ -1,0 +1,160 @@
+"""The verdict: is it a crop, from the network's probability and the alignment evidence.
+
+    v = verdict.fit(features, labels)            # logistic regression, standardised inputs
+    v.save(workdir / verdict.FILE); v = verdict.load(workdir / verdict.FILE)
+    p = v.probability(features)
+
+A small logistic regression over `FEATURES` (the network's pair logit and the
+evidence of `cropjax.matching.verify`), fitted by Newton's method with a
+little L2, so no threshold is set by hand. `fit_for_model` fits it on pairs
+made from the validation photos of the model's own data source (crops and the
+negatives of `cropjax.datasets.yardstick.user_pairs`, near-duplicates among
+them), never on the yardstick; `scripts/train.py` does that at the end of a
+crop-pair run and `scripts/eval.py --fit-verdict` for an older workdir. It is
+saved as JSON beside the checkpoints, written atomically, and refused with a
+clear error when unreadable or fitted for other features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cropjax.matching import verify
+
+FILE = 'verdict.json'
+FEATURES = ('network_logit', *verify.FEATURES)
+VERSION = 2
+
+
+class VerdictError(ValueError):
+  """A verdict file that cannot be used; the message names it and says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  features: tuple[str, ...]
+  mean: tuple[float, ...]
+  scale: tuple[float, ...]
+  weights: tuple[float, ...]
+  bias: float
+  examples: int
+  fitted_on: str
+
+  def probability(self, x: np.ndarray) -> np.ndarray:
+    """P(a crop pair) for rows of features in the order of `self.features`."""
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    if x.shape[1] != len(self.features):
+      raise ValueError(f'expected {len(self.features)} features {self.features}, got {x.shape[1]}')
+    z = (x - np.asarray(self.mean)) / np.asarray(self.scale) @ np.asarray(self.weights) + self.bias
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the verdict as JSON, atomically (a temporary file renamed over the target)."""
+    path = Path(path)
+    text = json.dumps({'version': VERSION, **dataclasses.asdict(self)}, indent=1)
+    fd, tmp = tempfile.mkstemp(prefix='.verdict-', dir=path.parent)
+    try:
+      with os.fdopen(fd, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
+
+
+def load(path: str | os.PathLike) -> Verdict:
+  """Reads a saved verdict; VerdictError when it is unreadable, corrupt or for other features."""
+  path = Path(path)
+  try:
+    d = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise VerdictError(f'{path}: no verdict fitted for this model (fit one with: python '
+                       f'scripts/eval.py --workdir {path.parent} --fit-verdict)') from None
+  except (OSError, ValueError) as e:
+    raise VerdictError(f'{path}: unreadable ({e}); fit it again with scripts/eval.py '
+                       '--fit-verdict') from None
+  try:
+    if d.pop('version') != VERSION:
+      raise ValueError('another format version')
+    v = Verdict(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k]
+                   for k in (f.name for f in dataclasses.fields(Verdict))})
+    n = len(v.features)
+    if tuple(v.features) != FEATURES:
+      raise ValueError(f'fitted for features {v.features}, this cropjax uses {FEATURES}')
+    if not (len(v.mean) == len(v.scale) == len(v.weights) == n):
+      raise ValueError('its arrays do not match its features')
+    if not np.all(np.isfinite([*v.mean, *v.scale, *v.weights, v.bias])) or min(v.scale) <= 0:
+      raise ValueError('non-finite numbers or a zero scale')
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise VerdictError(f'{path}: not a usable verdict ({e}); fit it again with scripts/eval.py '
+                       '--fit-verdict') from None
+  return v
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, fitted_on: str = '',
+        iterations: int = 50) -> Verdict:
+  """Logistic regression of y (0/1) on standardised x by Newton's method."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.ndim != 2 or x.shape[1] != len(FEATURES) or len(x) != len(y):
+    raise ValueError(f'expected x [n, {len(FEATURES)}] and y [n], got {x.shape} and {y.shape}')
+  if y.min() == y.max():
+    raise ValueError('fitting a verdict needs both crop pairs and negatives')
+  mean, scale = x.mean(0), x.std(0)
+  scale = np.where(scale > 1e-9, scale, 1.0)
+  z = np.concatenate([(x - mean) / scale, np.ones((len(x), 1))], 1)
+  w = np.zeros(z.shape[1])
+  reg = l2 * len(x) * np.r_[np.ones(z.shape[1] - 1), 0.0]
+  for _ in range(iterations):
+    p = 1 / (1 + np.exp(-np.clip(z @ w, -60, 60)))
+    grad = z.T @ (p - y) + reg * w
+    hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
+    step = np.linalg.solve(hess, grad)
+    w -= step
+    if np.abs(step).max() < 1e-8:
+      break
+  return Verdict(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(w[:-1]),
+                 bias=float(w[-1]), examples=int(len(x)), fitted_on=fitted_on)
+
+
+def features(network_logit: Sequence[float], evidence: Sequence[verify.Evidence]) -> np.ndarray:
+  """Rows of `FEATURES` for pairs: the network's pair logit and the alignment evidence."""
+  logit = np.clip(np.asarray(network_logit, np.float64), -20, 20)
+  return np.array([[l, *e.features] for l, e in zip(logit, evidence)], np.float64).reshape(
+      -1, len(FEATURES))
+
+
+def fit_for_model(model: Any, *, max_photos: int = 64, seed: int = 0) -> Verdict:
+  """Fits the verdict on pairs made from the validation photos of the model's data source."""
+  import io
+
+  from PIL import Image
+
+  from cropjax import inference
+  from cropjax.data import sources
+  from cropjax.datasets import yardstick
+  c = model.config
+  encoded = sources.load(c.data.source, c.data.eval_split, data_dir=c.data.data_dir or None,
+                         max_images=max_photos)
+  photos = [(f'validation/{i}', Image.open(io.BytesIO(b)).convert('RGB'))
+            for i, b in enumerate(encoded)]
+  if not photos:
+    raise ValueError(f'{c.data.source!r} has no {c.data.eval_split} photos to fit the verdict on')
+  per_kind = {'positive': 3, 'other_image': 1, 'outside': 1, 'mirrored': 1, 'near_duplicate': 1}
+  if len(photos) == 1:  # no other photo to pair with
+    per_kind.pop('other_image')
+  pairs = yardstick.user_pairs(photos, seed=seed, per_kind=per_kind)
+  ev, logits = inference.evidence([(p.a, p.b) for p in pairs], model=model)
+  x = features(logits, ev)
+  y = np.array([p.is_pair for p in pairs], np.float64)
+  return fit(x, y, fitted_on=f'{len(pairs)} pairs from {len(photos)} {c.data.eval_split} photos '
+                             f'of {c.data.source!r}')

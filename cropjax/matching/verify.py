@@ -1,0 +1,153 @@
+"""Which image contains the other, and the evidence for it, from alignment in both directions.
+
+    ev = verify_batch([(pyramid_a, pyramid_b)], starts=[{'a': [box_in_a], 'b': []}])[0]
+    ev.original, ev.alignment.box, ev.features
+
+For each pair and each direction (B inside A, A inside B) the start boxes are
+the ones given (a model's proposals) and the best few of a coarse search
+(`search`: normalised cross-correlation of the would-be crop over the would-be
+original at low resolution, over a range of sizes, at the crop's own aspect
+ratio); every start is refined by `cropjax.matching.align_batch`, and the best
+alignment of each direction kept. The direction that aligns better names the
+original: a crop fits inside its original under one box, while the original
+cannot fit inside its crop. `features` summarises the evidence for the
+verdict model (`cropjax.matching.verdict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from cropjax.matching import alignment
+from cropjax.matching.alignment import Alignment, Pyramid
+
+# Sizes tried by `search`: the crop's area as a share of the original's.
+SEARCH_AREAS = tuple(np.geomspace(0.03, 1.0, 16))
+FEATURES = ('score', 'inside', 'fit', 'worst_block', 'corners_minus_centre', 'reverse_score',
+            'converged', 'log_area', 'peak')
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+  original: str                # 'a' or 'b': the image the other aligns into best
+  alignment: Alignment         # the crop inside that original (its pixels)
+  reverse: Alignment           # the best alignment the other way round
+  area: float                  # the box's share of the original's area
+
+  @property
+  def features(self) -> np.ndarray:
+    """The evidence as numbers, in the order of `FEATURES`."""
+    a, blocks = self.alignment, np.asarray(self.alignment.blocks).reshape(4, 4)
+    corners = np.mean([blocks[0, 0], blocks[0, 3], blocks[3, 0], blocks[3, 3]])
+    centre = blocks[1:3, 1:3].mean()
+    return np.array([a.score, a.inside, a.score * a.inside, blocks.min(), corners - centre,
+                     self.reverse.score * self.reverse.inside, float(a.converged),
+                     np.log(max(self.area, 1e-4)), a.peak], np.float64)
+
+
+def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = 2,
+           areas: Sequence[float] = SEARCH_AREAS) -> list[tuple[np.ndarray, float]]:
+  """The `top` best boxes (pixels of the original) for the crop by correlation at low resolution.
+
+  At each size the crop (its aspect ratio kept) is correlated with the
+  original shrunk to `side` pixels across its long side (OpenCV's
+  `matchTemplate`, zero-mean normalised); one best place per size.
+  """
+  import cv2
+  scale = min(1.0, side / max(original.size))
+  aw, ah = max(1, round(original.width * scale)), max(1, round(original.height * scale))
+  image = original.resized((aw, ah))
+  aspect = crop.width / crop.height
+  found = []
+  for area in areas:
+    tw = np.sqrt(area * aw * ah * aspect)
+    th = tw / aspect
+    if tw > aw or th > ah or min(tw, th) < 6:
+      continue
+    tw, th = max(1, round(tw)), max(1, round(th))
+    template = crop.resized((tw, th))
+    if template.std() < 1e-4:
+      continue
+    r = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (x, y) = cv2.minMaxLoc(r)
+    box = np.array([x, y, x + tw, y + th], np.float64) / np.array(
+        [aw / original.width, ah / original.height] * 2)
+    found.append((box, float(best)))
+  found.sort(key=lambda f: -f[1])
+  kept: list[tuple[np.ndarray, float]] = []
+  for box, s in found:  # distinct places only
+    if all(_iou(box, b) < 0.5 for b, _ in kept):
+      kept.append((box, s))
+    if len(kept) == top:
+      break
+  return kept
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+  w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+  h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+  inter = w * h
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return inter / max(union, 1e-12)
+
+
+def _fit(a: Alignment) -> float:
+  """How well an alignment fits: its correlation, counted on the share inside the frame."""
+  return a.score * a.inside
+
+
+def _inside(box: np.ndarray, size: tuple[int, int]) -> bool:
+  w, h = size
+  return bool(box[2] > max(box[0], 0) and box[3] > max(box[1], 0) and box[0] < w and box[1] < h)
+
+
+def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
+                 starts: Sequence[Mapping[str, Sequence]] | None = None, *,
+                 search_top: int = 2) -> list[Evidence]:
+  """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
+  `starts[i]['b']` boxes of a in b."""
+  jobs = []  # (pair, direction, original, crop, box)
+  for i, (pa, pb) in enumerate(pairs):
+    for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa))):
+      boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
+      boxes = [b for b in boxes if _inside(b, orig.size)]
+      for box, _ in search(orig, crop, top=search_top):
+        if all(_iou(box, b) < 0.7 for b in boxes):
+          boxes.append(box)
+      if not boxes:  # nothing fits (the crop would be larger than the original): the full frame
+        boxes.append(np.array([0.0, 0.0, orig.width, orig.height]))
+      jobs += [(i, direction, orig, crop, b) for b in boxes]
+  # Every start through the coarse stages; the better direction's best through the finest
+  # (the other keeps its coarse alignment: enough to say it fits worse).
+  coarse, fine = alignment.STAGES[:-1], alignment.STAGES[-1:]
+  done = alignment.align_batch([j[2] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
+                               stages=coarse)
+  best: dict[tuple[int, str], tuple[int, Alignment]] = {}
+  for k, ((i, direction, *_), a) in enumerate(zip(jobs, done)):
+    key = (i, direction)
+    if key not in best or _fit(a) > _fit(best[key][1]):
+      best[key] = (k, a)
+  winners = [(i, 'a' if _fit(best[(i, 'a')][1]) >= _fit(best[(i, 'b')][1]) else 'b')
+             for i in range(len(pairs))]
+  fine_starts = []
+  for key in winners:
+    k, a = best[key]
+    box = np.asarray(a.box)
+    fine_starts.append(box if _inside(box, jobs[k][2].size) else jobs[k][4])
+  refined = alignment.align_batch([jobs[best[key][0]][2] for key in winners],
+                                  [jobs[best[key][0]][3] for key in winners], fine_starts,
+                                  stages=fine)
+  best = {key: a for key, (_, a) in best.items()}
+  best.update(zip(winners, refined))
+  out = []
+  for i, (pa, pb) in enumerate(pairs):
+    original = winners[i][1]
+    a, rev = best[(i, original)], best[(i, 'b' if original == 'a' else 'a')]
+    orig = pa if original == 'a' else pb
+    x0, y0, x1, y1 = a.box
+    area = (x1 - x0) * (y1 - y0) / (orig.width * orig.height)
+    out.append(Evidence(original=original, alignment=a, reverse=rev, area=float(area)))
+  return out
