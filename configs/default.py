@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.grad_clip = 1.0
   c.loss_weights = ml_collections.ConfigDict(
       {'is_pair': 1.0, 'is_swapped': 1.0, 'l1': 5.0, 'giou': 2.0})
+  # Crop pairs: at the end of training, the verdict (network + alignment evidence,
+  # cropjax/matching/verdict.py) is fitted on pairs made from up to this many
+  # validation photos and saved beside the checkpoints; 0 skips it.
+  c.verdict_photos = 48
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'resnet50'

@@ -2,7 +2,9 @@
 
     python scripts/train.py --config configs/demo.py --workdir workdirs/demo
 
-6 to 15 minutes on 2 CPU cores (6m14s on the latest 2-core host). No ImageNet
+6 to 15 minutes on 2 CPU cores (6m29s on a 2-core host without other load),
+then about two minutes to fit the verdict (network + alignment evidence) on
+validation photos. No ImageNet
 weights can be assumed here, so the backbone starts from scratch and there is
 no freeze phase (freezing a random backbone teaches nothing);
 configs/resnet18.py and resnet50.py start from converted ImageNet weights and

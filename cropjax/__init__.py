@@ -31,11 +31,14 @@ _set_xla_flags()
 # The prediction API, imported on first use (it pulls in JAX and the models).
 _INFERENCE = ('predict', 'predict_pairs', 'predict_crop', 'predict_crops', 'load_model',
               'Model', 'PairPrediction', 'CropPrediction', 'InputError', 'ModelError')
-__all__ = list(_INFERENCE)
+__all__ = [*_INFERENCE, 'align']
 
 
 def __getattr__(name):
   if name in _INFERENCE:
     from cropjax import inference
     return getattr(inference, name)
+  if name == 'align':  # exact alignment of a crop inside its original (cropjax.matching)
+    from cropjax.matching import align
+    return align
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -11,6 +11,13 @@ ROC-AUC, swap accuracy, top-left error (median and mean; fractions and pixels
 of the original) and box IoU (median, share above 0.5 and 0.9), overall and
 per kind of example; swap and box metrics on crop pairs only.
 
+Crop pairs on real photos (`evaluate_real`, `scripts/eval.py --data real`):
+the yardstick (`cropjax.datasets.yardstick`: photographs no part of cropjax
+trains on), pairs made as people make crops (`user_pairs`) and by the
+project's generator (`generated`, its evaluation options, at the model's size
+for the network and at `aligned_size` for alignment and SIFT); the network
+alone, the network with alignment and the verdict, and SIFT side by side.
+
 Auto-crop (`evaluate_crops`): the validation photos of the annotated dataset;
 IoU of the unturned crop rectangles, boundary displacement error (mean
 absolute edge error, fractions of the photo's width / height), angle error
@@ -81,10 +88,10 @@ def pair_metrics(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> d
   return out
 
 
-def _with_kinds(pred, truth) -> dict[str, Any]:
+def _with_kinds(pred, truth, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
   from cropjax.data import pairs
   result = {'all': pair_metrics(pred, truth)}
-  for k, name in enumerate(pairs.KINDS):
+  for k, name in enumerate(kinds or pairs.KINDS):
     sel = truth['kind'] == k
     if sel.any():
       result[name] = pair_metrics({key: v[sel] for key, v in pred.items()},
@@ -133,6 +140,84 @@ def evaluate_pairs(model: inference.Model, *, examples: int = 512, batch_size: i
     report['sift_size'] = size
   elif baseline is not None:
     raise ValueError(f"unknown baseline {baseline!r}; the one there is: 'sift'")
+  return report
+
+
+def _predictions(results) -> dict[str, np.ndarray]:
+  """PairPredictions -> the arrays `pair_metrics` reads."""
+  return {'is_pair': np.array([r.is_crop for r in results]),
+          'score': np.array([r.probability for r in results]),
+          'is_swapped': np.array([r.original == 'b' for r in results]),
+          'box': np.array([r.box_fraction for r in results], np.float64).reshape(-1, 4)}
+
+
+def _sift_predictions(pairs_ab) -> tuple[dict[str, np.ndarray], float]:
+  from cropjax import sift
+  start = time.perf_counter()
+  results = [sift.match_pair(np.asarray(a), np.asarray(b)) for a, b in pairs_ab]
+  seconds = time.perf_counter() - start
+  return ({'is_pair': np.array([r.is_pair for r in results]),
+           'score': np.array([r.score for r in results]),
+           'is_swapped': np.array([r.original == 'b' for r in results]),
+           'box': np.array([r.box for r in results], np.float64).reshape(-1, 4)},
+          len(results) / max(seconds, 1e-9))
+
+
+def _compare(model, pairs_ab, truth, kinds, baseline, batch_size) -> dict[str, Any]:
+  """The network, the network with alignment, and the baseline on the same pairs."""
+  out: dict[str, Any] = {}
+  for name, align in (('network', False), ('aligned', True)):
+    start = time.perf_counter()
+    results = inference.predict_pairs(pairs_ab, model=model, batch_size=batch_size, align=align)
+    out[f'{name}_pairs_per_second'] = len(results) / (time.perf_counter() - start)
+    out[name] = _with_kinds(_predictions(results), truth, kinds)
+  if baseline == 'sift':
+    pred, rate = _sift_predictions(pairs_ab)
+    out['sift'], out['sift_pairs_per_second'] = _with_kinds(pred, truth, kinds), rate
+  elif baseline is not None:
+    raise ValueError(f"unknown baseline {baseline!r}; the one there is: 'sift'")
+  return out
+
+
+def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: int = 0,
+                  generated: int = 128, aligned_size: int = 256, batch_size: int = 32,
+                  max_photos: int | None = None) -> dict[str, Any]:
+  """The yardstick's pairs, both ways of making them; see the module docstring."""
+  from cropjax.data import pairs as pair_data
+  from cropjax.datasets import yardstick
+  from PIL import Image
+  photos = yardstick.photos()[:max_photos]
+  user = yardstick.user_pairs(photos, seed=seed)
+  size = {p.name: p.original_size for p in user}
+  truth = {
+      'is_pair': np.array([p.is_pair for p in user], np.int32),
+      'is_swapped': np.array([p.original == 'b' for p in user], np.int32),
+      'box': np.array([[p.box[0] / size[p.name][0], p.box[1] / size[p.name][1],
+                        p.box[2] / size[p.name][0], p.box[3] / size[p.name][1]] for p in user]),
+      'kind': np.array([yardstick.KINDS.index(p.kind) for p in user], np.int32),
+      'original_size': np.array([size[p.name] for p in user], np.float64)}
+  report: dict[str, Any] = {
+      'task': 'pairs', 'data': 'real', 'model': repr(model), 'photos': len(photos),
+      'source': 'yardstick (cropjax/datasets/yardstick.py)', 'seed': seed,
+      'user_pairs': _compare(model, [(p.a, p.b) for p in user], truth, yardstick.KINDS,
+                             baseline, batch_size)}
+  if generated:
+    import io
+    encoded = []
+    for _, im in photos:
+      buf = io.BytesIO()
+      im.save(buf, 'JPEG', quality=95)
+      encoded.append(buf.getvalue())
+    c = model.config
+    options = {**c.data.pair_options.to_dict(), 'max_source_side': 0}
+    kw = dict(batch_size=min(generated, 64), seed=seed, split='evaluation',
+              num_batches=max(1, -(-generated // 64)), **options)
+    big = _collect(pair_data.dataset(encoded, image_size=max(aligned_size, model.image_size), **kw))
+    labels = {k: v for k, v in big.items() if k != 'image'}
+    pairs_ab = [(Image.fromarray(im[..., :3]), Image.fromarray(im[..., 3:])) for im in big['image']]
+    report['generated_pairs'] = _compare(model, pairs_ab, labels, pair_data.KINDS, baseline,
+                                         batch_size)
+    report['generated_size'] = max(aligned_size, model.image_size)
   return report
 
 
@@ -190,8 +275,33 @@ def evaluate_crops(model: inference.Model, *, source: str | None = None,
   }
 
 
+def _pair_table(title: str, part: dict[str, Any]) -> list[str]:
+  methods = [m for m in ('network', 'aligned', 'sift') if m in part]
+  lines = [title, f'{"kind":<16}{"metric":<26}' + ''.join(f'{m:>12}' for m in methods)]
+  for kind, metrics in part['network'].items():
+    lines.append(f'{kind:<16}{"examples":<26}' + f'{metrics["examples"]:>12d}')
+    for k in metrics:
+      if k == 'examples':
+        continue
+      lines.append(f'{kind:<16}{k:<26}' + ''.join(f'{part[m][kind].get(k, float("nan")):>12.4f}'
+                                                 for m in methods))
+    lines.append('')
+  lines.append('pairs/s: ' + ', '.join(f'{m} {part[m + "_pairs_per_second"]:.1f}'
+                                      for m in methods))
+  return lines
+
+
 def format_table(report: dict[str, Any]) -> str:
   """The report as a plain-text table, methods side by side."""
+  if report.get('data') == 'real':
+    lines = _pair_table(f'crop pairs made as people make them, from the {report["photos"]} '
+                        f'photos of the real-photo yardstick (seed {report["seed"]})',
+                        report['user_pairs'])
+    if 'generated_pairs' in report:
+      lines += [''] + _pair_table(
+          f'crop pairs from the generator on the same photos ({report["generated_size"]} px; '
+          'the network sees them at its own size)', report['generated_pairs'])
+    return '\n'.join(lines)
   if report['task'] == 'autocrop':
     methods = ['network', 'full_frame', 'centre_crop']
     keys = list(report['network'])

@@ -54,7 +54,11 @@ class PairPrediction:
   """Is one image a crop of the other, which is the original, and where the crop lies in it.
 
   `box` is (x0, y0, x1, y1) in pixels of the original (upright), `box_fraction`
-  the same as fractions of its width and height; `top_left` = box[:2].
+  the same as fractions of its width and height; `top_left` = box[:2]. With
+  alignment (the default) the box is the refined one, `probability` the
+  verdict's (network and alignment evidence together), `alignment_score` the
+  correlation of crop and original inside the box and `converged` whether the
+  refinement settled; without it they are the network's alone (and None).
   """
   is_crop: bool
   probability: float            # P(one image is a crop of the other)
@@ -65,6 +69,9 @@ class PairPrediction:
   top_left: tuple[float, float]
   top_left_fraction: tuple[float, float]
   original_size: tuple[int, int]  # width, height of the original
+  alignment_score: float | None = None   # ZNCC in the refined box (with alignment)
+  converged: bool | None = None          # the refinement settled (with alignment)
+  network_probability: float | None = None  # the network's P(crop pair), before the verdict
 
   def to_json(self) -> dict[str, Any]:
     return _jsonable(dataclasses.asdict(self))
@@ -216,6 +223,15 @@ class Model:
 
     self._forward = forward
 
+  @functools.cached_property
+  def verdict(self):
+    """The fitted verdict saved beside the checkpoints (`cropjax.matching.verdict`)."""
+    from cropjax.matching import verdict
+    try:
+      return verdict.load(Path(self.source) / verdict.FILE)
+    except verdict.VerdictError as e:
+      raise ModelError(str(e)) from None
+
   def __repr__(self) -> str:
     return (f'Model(task={self.task!r}, arch={self.config.model.arch!r}, '
             f'image_size={self.image_size}, step={self.step}, source={self.source!r})')
@@ -341,26 +357,106 @@ def _checked(model: Model | str | os.PathLike | None, task: str) -> Model:
 # ------------------------------------------------------------------ predict
 
 
-def predict(image_a: ImageLike, image_b: ImageLike, *, model: Model | str | None = None) -> PairPrediction:
-  """Is one image a crop of the other? Which is the original, and where is the crop in it?"""
-  return predict_pairs([(image_a, image_b)], model=model)[0]
+def predict(image_a: ImageLike, image_b: ImageLike, *, model: Model | str | None = None,
+            align: bool = True) -> PairPrediction:
+  """Is one image a crop of the other? Which is the original, and where is the crop in it?
+
+  With `align` (the default) the network's answer is checked and made exact by
+  aligning the two images both ways (`cropjax.matching`); `align=False` gives
+  the network's answer alone (faster, far less exact).
+  """
+  return predict_pairs([(image_a, image_b)], model=model, align=align)[0]
+
+
+# Images are aligned with their long side at most this many pixels (boxes are
+# scaled back to the full image): more costs memory and time, not accuracy.
+ALIGN_MAX_SIDE = 2048
+
+
+def _network_pairs(m: Model, loaded, batch_size: int):
+  stacked = [np.concatenate([resize_square(ia, m.image_size), resize_square(ib, m.image_size)],
+                            axis=-1) for ia, ib in loaded]
+  out = m.forward(np.stack(stacked), batch_size)
+  results = [pair_result(out, i, ia.size, ib.size) for i, (ia, ib) in enumerate(loaded)]
+  logits = out['is_pair'][:, 1] - out['is_pair'][:, 0]
+  return results, logits
+
+
+def _pyramid(image: Image.Image):
+  from cropjax.matching import Pyramid
+  scale = min(1.0, ALIGN_MAX_SIDE / max(image.size))
+  if scale < 1:
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.Resampling.BOX)
+  return Pyramid(np.asarray(image)), scale
+
+
+def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
+  return [(load_image(a, f'pair {first + i} image a'), load_image(b, f'pair {first + i} image b'))
+          for i, (a, b) in enumerate(pairs)]
+
+
+def _aligned_evidence(loaded, network: list[PairPrediction]):
+  from cropjax.matching import verify
+  pyramids, scales = [], []
+  for ia, ib in loaded:
+    (pa, sa), (pb, sb) = _pyramid(ia), _pyramid(ib)
+    pyramids.append((pa, pb))
+    scales.append({'a': sa, 'b': sb})
+  starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
+            for i, r in enumerate(network)]
+  return verify.verify_batch(pyramids, starts), scales
+
+
+def evidence(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str | None = None,
+             batch_size: int = 32):
+  """(alignment evidence, network pair logits) for pairs: what the verdict is fitted on."""
+  m = _checked(model, 'pairs')
+  pairs = list(pairs)
+  ev, logits = [], []
+  for i in range(0, len(pairs), batch_size):  # a chunk's images at a time
+    loaded = _load_pairs(pairs[i:i + batch_size], i)
+    network, chunk_logits = _network_pairs(m, loaded, batch_size)
+    ev += _aligned_evidence(loaded, network)[0]
+    logits.append(chunk_logits)
+  return ev, np.concatenate(logits) if logits else np.zeros(0)
 
 
 def predict_pairs(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str | None = None,
-                  batch_size: int = 32) -> list[PairPrediction]:
+                  batch_size: int = 32, align: bool = True) -> list[PairPrediction]:
   """The batched form of `predict`: one result per (a, b) pair, in order."""
   m = _checked(model, 'pairs')
   pairs = list(pairs)
-  stacked, sizes = [], []
-  for i, (a, b) in enumerate(pairs):
-    ia, ib = load_image(a, f'pair {i} image a'), load_image(b, f'pair {i} image b')
-    sizes.append((ia.size, ib.size))
-    stacked.append(np.concatenate([resize_square(ia, m.image_size),
-                                   resize_square(ib, m.image_size)], axis=-1))
-  if not stacked:
-    return []
-  out = m.forward(np.stack(stacked), batch_size)
-  return [pair_result(out, i, *sizes[i]) for i in range(len(pairs))]
+  out: list[PairPrediction] = []
+  for i in range(0, len(pairs), batch_size):  # a chunk's images in memory at a time
+    out += _predict_chunk(m, _load_pairs(pairs[i:i + batch_size], i), batch_size, align)
+  return out
+
+
+def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairPrediction]:
+  network, logits = _network_pairs(m, loaded, batch_size)
+  if not align:
+    return network
+  from cropjax.matching import verdict as verdict_lib
+  judge = m.verdict
+  ev, scales = _aligned_evidence(loaded, network)
+  prob = judge.probability(verdict_lib.features(logits, ev))
+  out = []
+  for i, (e, (ia, ib)) in enumerate(zip(ev, loaded)):
+    w, h = (ia if e.original == 'a' else ib).size
+    s = scales[i][e.original]
+    box = tuple(float(v) / s for v in e.alignment.box)
+    box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+    f = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+    net = network[i]
+    out.append(PairPrediction(
+        is_crop=bool(prob[i] > 0.5), probability=float(prob[i]), original=e.original,
+        original_probability=(net.original_probability if net.original == e.original
+                              else 1 - net.original_probability),
+        box=box, box_fraction=f, top_left=box[:2], top_left_fraction=f[:2],
+        original_size=(int(w), int(h)), alignment_score=e.alignment.score,
+        converged=e.alignment.converged, network_probability=net.probability))
+  return out
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -338,7 +338,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpoint.save(manager, step + 1, state, last_metrics)
   manager.wait_until_finished()
   writer.flush()
+  if config.task == 'pairs' and config.get('verdict_photos', 0) and end == config.num_steps:
+    _fit_verdict(config, state, workdir)
   return state
+
+
+def _fit_verdict(config: ml_collections.ConfigDict, state: TrainState, workdir: str) -> None:
+  """Fits the crop-pair verdict on validation photos and saves it beside the checkpoints."""
+  from cropjax import inference
+  from cropjax.matching import verdict
+  if jax.process_index() != 0:
+    return
+  start = time.perf_counter()
+  model = inference.Model(config, jax.device_get(_variables(state)), workdir, int(state.step))
+  fitted = verdict.fit_for_model(model, max_photos=config.verdict_photos, seed=config.seed)
+  fitted.save(os.path.join(workdir, verdict.FILE))
+  logging.info('verdict fitted on %s in %.0f s: %s', fitted.fitted_on,
+               time.perf_counter() - start, os.path.join(workdir, verdict.FILE))
 
 
 def _variables(state: TrainState) -> dict[str, Any]:

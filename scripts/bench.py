@@ -444,13 +444,14 @@ def tf_make_ndarray(proto):
 
 
 def section_predict(args) -> list[Result]:
-  """cropjax.predict_pairs batched and one pair at a time, next to SIFT on the same pairs.
+  """cropjax.predict_pairs with alignment, batched and one pair at a time, next to SIFT.
 
   Pairs: scikit-image photos at full size and JPEG-re-encoded crops of them
   (20-80 % per side), given as arrays, so both sides pay for their own
   resizing. The network is configs/demo.py's (ResNet-18 at 64 px) with random
-  weights (speed does not depend on them); SIFT runs at most 512 px per side.
-  Columns: cropjax batched, SIFT; the one-at-a-time rate is printed.
+  weights and a neutral verdict (speed depends on neither); SIFT runs at most
+  512 px per side. Rows: aligned batched, aligned one at a time, the network
+  alone (batched), each against SIFT.
   """
   import io
 
@@ -475,21 +476,30 @@ def section_predict(args) -> list[Result]:
   pairs = (pairs * 4)[:args.predict_pairs]
   c = demo.get_config()
   module = train.build_model(c)
+  from cropjax.matching import verdict
   model = inference.Model(c, train.initial_variables(c, module, jax.random.key(0)), 'random', 0)
+  n = len(verdict.FEATURES)
+  model.__dict__['verdict'] = verdict.Verdict(verdict.FEATURES, (0.0,) * n, (1.0,) * n,
+                                              (0.0,) * n, 0.0, 0, 'neutral, for timing')
+  network = len(pairs) / _timed(
+      lambda: inference.predict_pairs(pairs, model=model, align=False), args.seconds)
   inference.predict_pairs(pairs, model=model)  # compile
   inference.predict(*pairs[0], model=model)
-  batched = len(pairs) / _timed(lambda: inference.predict_pairs(pairs, model=model), args.seconds)
+  batched = len(pairs) / _timed(lambda: inference.predict_pairs(pairs, model=model), args.seconds,
+                                min_calls=1)
   single = len(pairs) / _timed(lambda: [inference.predict(a, b, model=model) for a, b in pairs],
                                args.seconds, min_calls=1)
   found = []
   sift_rate = len(pairs) / _timed(lambda: found.append([sift.match_pair(a, b) for a, b in pairs]),
                                   args.seconds, min_calls=1)
   hits = np.mean([r.is_pair for r in found[-1]])
-  print(f'predict  {len(pairs)} pairs  cropjax batched {batched:8.1f} pairs/s  one at a time '
-        f'{single:7.1f} pairs/s  SIFT {sift_rate:6.1f} pairs/s (found {hits:.0%})  '
-        f'batched/SIFT {batched / sift_rate:5.1f}x', flush=True)
-  return [Result('predict', 'batched', batched, sift_rate),
-          Result('predict', 'one-at-a-time', single, sift_rate)]
+  print(f'predict  {len(pairs)} pairs  cropjax with alignment: batched {batched:7.1f} pairs/s, '
+        f'one at a time {single:7.1f} pairs/s; network alone {network:7.1f} pairs/s; '
+        f'SIFT {sift_rate:6.1f} pairs/s (found {hits:.0%}); aligned batched/SIFT '
+        f'{batched / sift_rate:5.2f}x, one at a time/SIFT {single / sift_rate:5.2f}x', flush=True)
+  return [Result('predict', 'aligned batched', batched, sift_rate),
+          Result('predict', 'aligned one-at-a-time', single, sift_rate),
+          Result('predict', 'network alone', network, sift_rate)]
 
 
 SECTIONS: dict[str, Callable[[Any], list[Result]]] = {

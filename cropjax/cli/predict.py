@@ -3,9 +3,13 @@
     python scripts/predict.py A.jpg B.jpg --model workdirs/demo
     python scripts/predict.py A.jpg B.jpg --json
     python scripts/predict.py A.jpg B.jpg --show side_by_side.png
+    python scripts/predict.py A.jpg B.jpg --no-align     # the network alone: fast, rough
     python scripts/predict.py --crop PHOTO [PHOTO ...] --model workdirs/autocrop [--write-xmp [--force]]
 
-Without --model, the workdir named by $CROPJAX_MODEL is used. --write-xmp
+Pairs are checked and made exact by aligning the two images both ways
+(cropjax.matching): the result carries the refined box, the alignment score
+and whether the refinement converged. Without --model, the workdir named by
+$CROPJAX_MODEL is used. --write-xmp
 writes the suggested crop into a Lightroom-readable sidecar next to each photo
 (`photo.xmp`; `--xmp-style ext` for `photo.ext.xmp`): photo files are never
 touched, and an existing sidecar is left alone unless --force, which replaces
@@ -31,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--json', action='store_true', help='print the result as JSON')
   p.add_argument('--show', metavar='OUT.png', help='save A and B side by side, the crop drawn '
                  'on the original')
+  p.add_argument('--no-align', action='store_true',
+                 help="pairs: the network's answer alone, without alignment")
   p.add_argument('--crop', action='store_true', help='suggest crops for the given photos')
   p.add_argument('--write-xmp', action='store_true', help='with --crop: write sidecars')
   p.add_argument('--force', action='store_true', help='with --write-xmp: update existing sidecars')
@@ -73,7 +79,7 @@ def _usage(message: str) -> int:
 def _pair(args, model) -> int:
   from cropjax import inference
   a, b = args.images
-  r = inference.predict(a, b, model=model)
+  r = inference.predict(a, b, model=model, align=not args.no_align)
   if args.json:
     print(json.dumps({'a': a, 'b': b, **r.to_json()}, indent=1))
   else:
@@ -93,15 +99,18 @@ def format_pair(r, a: str, b: str) -> str:
             f'  if it were: {crop} would be cut from {original} at box '
             f'{_px(r.box)} px')
   x0, y0, x1, y1 = r.box
-  return (f'{crop} is a crop of {original} (probability {r.probability:.1%}; '
-          f'{original} is the original with probability {r.original_probability:.1%})\n'
-          f'  box in {original} ({r.original_size[0]}x{r.original_size[1]}): {_px(r.box)} px, '
-          f'{x1 - x0:.0f}x{y1 - y0:.0f}; top-left ({x0:.0f}, {y0:.0f}); as fractions '
-          + ', '.join(f'{v:.3f}' for v in r.box_fraction))
+  why = (f'aligned: correlation {r.alignment_score:.3f}, '
+         f'{"converged" if r.converged else "did not converge"}'
+         if r.alignment_score is not None else
+         f'{original} is the original with probability {r.original_probability:.1%}')
+  return (f'{crop} is a crop of {original} (probability {r.probability:.1%}; {why})\n'
+          f'  box in {original} ({r.original_size[0]}x{r.original_size[1]}): {_px(r.box, 1)} px, '
+          f'{x1 - x0:.1f}x{y1 - y0:.1f}; top-left ({x0:.1f}, {y0:.1f}); as fractions '
+          + ', '.join(f'{v:.4f}' for v in r.box_fraction))
 
 
-def _px(box) -> str:
-  return '(' + ', '.join(f'{v:.0f}' for v in box) + ')'
+def _px(box, digits: int = 0) -> str:
+  return '(' + ', '.join(f'{v:.{digits}f}' for v in box) + ')'
 
 
 def side_by_side(a, b, r):
