@@ -20,6 +20,7 @@ from cropjax import sift
 from cropjax import train
 from cropjax.cli import evaluate as eval_cli
 from cropjax.cli import predict as predict_cli
+from cropjax.matching import verdict
 
 ASTRONAUT = procedural.skimage_photos
 CRS = '{http://ns.adobe.com/camera-raw-settings/1.0/}'
@@ -44,7 +45,9 @@ def pair_workdir(photo_folder, tmp_path_factory):
   c.data.source = str(photo_folder)
   c.data.data_dir = str(root / 'tfds')
   c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
+  c.verdict_photos = 4  # the verdict that predict needs, fitted as training does it
   train.train_and_evaluate(c, str(root / 'wd'))
+  assert (root / 'wd' / verdict.FILE).is_file()
   return root / 'wd'
 
 
@@ -126,25 +129,55 @@ def test_predict_returns_pixels_consistent_with_fractions(pair_workdir):
   model = cropjax.load_model(pair_workdir)
   a = _photo(120, 160, 1)
   b = a[30:90, 40:120]
-  r = cropjax.predict(a, b, model=model)
-  assert isinstance(r, cropjax.PairPrediction) and isinstance(r.is_crop, bool)
-  assert 0 <= r.probability <= 1 and r.original in ('a', 'b')
-  w, h = (160, 120) if r.original == 'a' else (80, 60)
-  assert r.original_size == (w, h)
-  np.testing.assert_allclose(r.box, np.array(r.box_fraction) * [w, h, w, h], rtol=1e-6)
-  assert r.top_left == r.box[:2]
-  assert 0 <= r.box_fraction[0] < r.box_fraction[2] <= 1
-  json.dumps(r.to_json())
+  for align in (False, True):
+    r = cropjax.predict(a, b, model=model, align=align)
+    assert isinstance(r, cropjax.PairPrediction) and isinstance(r.is_crop, bool)
+    assert 0 <= r.probability <= 1 and r.original in ('a', 'b')
+    w, h = (160, 120) if r.original == 'a' else (80, 60)
+    assert r.original_size == (w, h)
+    np.testing.assert_allclose(r.box, np.array(r.box_fraction) * [w, h, w, h], rtol=1e-6)
+    assert r.top_left == r.box[:2]
+    assert 0 <= r.box_fraction[0] < r.box_fraction[2] <= 1
+    assert (r.alignment_score is not None) == align and (r.converged is not None) == align
+    json.dumps(r.to_json())
   # Batched equals one at a time; padded batches of 3 and 4 share one compilation.
   pairs = [(a, b), (b, a), (a, _photo(64, 64, 2))]
-  many = cropjax.predict_pairs(pairs, model=model)
+  many = cropjax.predict_pairs(pairs, model=model, align=False)
   for (x, y), got in zip(pairs, many):
-    one = cropjax.predict(x, y, model=model)
+    one = cropjax.predict(x, y, model=model, align=False)
     np.testing.assert_allclose(got.probability, one.probability, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got.box_fraction, one.box_fraction, rtol=1e-4, atol=1e-6)
   before = model._forward._cache_size()
-  cropjax.predict_pairs(pairs + [(b, a)], model=model)
+  cropjax.predict_pairs(pairs + [(b, a)], model=model, align=False)
   assert model._forward._cache_size() == before
+
+
+def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdir):
+  model = cropjax.load_model(pair_workdir)
+  photo = dict(ASTRONAUT(['astronaut']))['astronaut']
+  box = (100, 140, 380, 350)
+  crop = np.asarray(Image.fromarray(photo[140:350, 100:380]).resize((196, 147)))
+  both = cropjax.predict_pairs([(photo, crop), (crop, photo)], model=model)
+  for r, original in zip(both, 'ab'):
+    assert r.original == original and r.original_size == (512, 512)
+    np.testing.assert_allclose(r.box, box, atol=0.5)
+    assert r.converged and r.alignment_score > 0.95
+    assert r.network_probability is not None
+  one = cropjax.predict(crop, photo, model=model)
+  np.testing.assert_allclose(one.box, both[1].box, atol=1e-2)
+  np.testing.assert_allclose(one.probability, both[1].probability, atol=1e-3)
+
+
+def test_a_model_without_a_verdict_says_how_to_fit_one(pair_workdir, tmp_path):
+  import shutil
+  copy = tmp_path / 'wd'
+  shutil.copytree(pair_workdir, copy)
+  (copy / verdict.FILE).unlink()
+  model = cropjax.load_model(copy)
+  a = _photo(120, 160, 1)
+  assert cropjax.predict(a, a[30:90, 40:120], model=model, align=False).alignment_score is None
+  with pytest.raises(cropjax.ModelError, match='--fit-verdict'):
+    cropjax.predict(a, a[30:90, 40:120], model=model)
 
 
 def test_default_model_comes_from_the_environment(pair_workdir, monkeypatch):
@@ -316,3 +349,30 @@ def test_eval_cli_prints_both_columns_and_writes_json(pair_workdir, crop_workdir
   assert 0 < full['iou_mean'] < 1 and full['angle_error_mean'] >= 0
   code, _, err = _run(eval_cli.main, ['--workdir', crop_workdir, '--baseline', 'sift'], capsys)
   assert code == 2 and 'auto-crop model' in err
+
+
+def test_eval_on_real_photos_puts_network_alignment_and_sift_side_by_side(
+    pair_workdir, tmp_path, capsys, monkeypatch):
+  from cropjax.datasets import yardstick
+  missing = yardstick.Photo('q', 'some-package', str(tmp_path / 'q.jpg'), '0' * 64, 0)
+  monkeypatch.setattr(yardstick, 'PHOTOS', (missing,))
+  code, _, err = _run(eval_cli.main, ['--workdir', pair_workdir, '--data', 'real'], capsys)
+  assert code == 2 and 'apt-get install' in err and len(err.splitlines()) == 1
+  # Two scikit-image photos stand in for the yardstick's here.
+  photos = [(n, Image.fromarray(a)) for n, a in ASTRONAUT(['astronaut', 'coffee'])]
+  monkeypatch.setattr(yardstick, 'photos', lambda max_side=0: photos)
+  code, out, _ = _run(eval_cli.main, ['--workdir', pair_workdir, '--data', 'real', '--baseline',
+                                      'sift', '--generated', '8', '--out', tmp_path / 'r.json'],
+                      capsys)
+  assert code == 0
+  report = json.loads((tmp_path / 'r.json').read_text())
+  for part, kinds in (('user_pairs', yardstick.KINDS), ('generated_pairs', ())):
+    for method in ('network', 'aligned', 'sift'):
+      assert set(kinds) <= set(report[part][method])
+      assert {'accuracy', 'swap_accuracy', 'top_left_error_median', 'box_iou_median'} <= set(
+          report[part][method]['all'])
+  user = report['user_pairs']
+  assert user['aligned']['all']['examples'] == 12
+  # alignment places the crops it is given at least as exactly as the network does
+  assert user['aligned']['positive']['box_iou_median'] >= user['network']['positive']['box_iou_median']
+  assert 'aligned' in out and 'near_duplicate' in out

@@ -1,0 +1,257 @@
+"""Alignment, verification and the verdict (cropjax/matching), and the real-photo yardstick."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cropjax import procedural
+from cropjax.datasets import splits
+from cropjax.datasets import yardstick
+from cropjax.matching import AlignError, Pyramid, align, align_batch
+from cropjax.matching import verdict
+from cropjax.matching import verify
+
+PHOTOS = dict(procedural.skimage_photos(['astronaut', 'coffee', 'chelsea']))
+
+
+def _jpeg(image: Image.Image, quality: int) -> np.ndarray:
+  buf = io.BytesIO()
+  image.save(buf, 'JPEG', quality=quality)
+  return np.asarray(Image.open(buf).convert('RGB'))
+
+
+def _crop(name: str, box, scale: float, quality: int = 60) -> np.ndarray:
+  """The window `box` (float pixels) of a real photo, resized by `scale`, JPEG-encoded."""
+  photo = Image.fromarray(PHOTOS[name])
+  size = (round((box[2] - box[0]) * scale), round((box[3] - box[1]) * scale))
+  return _jpeg(photo.resize(size, Image.Resampling.LANCZOS, box=box), quality)
+
+
+def _off(box, fraction):
+  """The box moved by `fraction` of its size right and up, and grown by it at the right."""
+  w, h = box[2] - box[0], box[3] - box[1]
+  return (box[0] + fraction * w, box[1] - fraction * h, box[2] + 2 * fraction * w, box[3] - fraction * h)
+
+
+@pytest.mark.parametrize('name, box, scale', [
+    ('astronaut', (100.3, 140.7, 380.2, 350.9), 0.7),
+    ('coffee', (201.6, 90.2, 530.5, 370.8), 0.55),
+    ('chelsea', (40.0, 20.5, 250.25, 290.0), 1.0),
+])
+def test_a_resized_jpeg_crop_is_found_to_half_a_pixel_from_a_start_ten_percent_off(name, box, scale):
+  original = _jpeg(Image.fromarray(PHOTOS[name]), 85)
+  crop = _crop(name, box, scale, quality=40)
+  a = align(original, crop, _off(box, 0.1))
+  assert np.abs(np.array(a.box) - box).max() < 0.5, (a.box, box)
+  assert a.converged and a.inside == 1.0
+  assert a.score > 0.95 and a.score >= a.start_score
+  assert min(a.blocks) > 0.5  # it matches everywhere, not on average
+  assert a.peak > 0.05  # and only there
+
+
+def test_flat_content_matches_without_a_peak():
+  y, x = np.mgrid[0:300, 0:400].astype(np.float64)
+  sky = np.clip(np.stack([90 + 0.2 * y, 140 + 0.15 * y + 0.02 * x, 220 - 0.05 * y], -1), 0, 255)
+  original = _jpeg(Image.fromarray(sky.astype(np.uint8)), 80)
+  box = (100.0, 60.0, 260.0, 180.0)
+  crop = _jpeg(Image.fromarray(original).crop(tuple(int(v) for v in box)), 60)
+  textured = align(PHOTOS['astronaut'], PHOTOS['astronaut'][140:260, 100:260],
+                   (100, 140, 260, 260))
+  flat = align(original, crop, box)
+  assert flat.score > 0.95 and textured.score > 0.95
+  assert flat.peak < 0.1 * textured.peak  # a high score here says little: the verdict sees that
+
+
+def test_batched_equals_one_at_a_time():
+  box = (100.3, 140.7, 380.2, 350.9)
+  crop = _crop('astronaut', box, 0.7)
+  other = _crop('coffee', (201.6, 90.2, 530.5, 370.8), 0.55)
+  jobs = [(PHOTOS['astronaut'], crop, _off(box, 0.08)),
+          (PHOTOS['coffee'], other, (190.0, 100.0, 520.0, 380.0)),
+          (PHOTOS['astronaut'], crop, _off(box, -0.05))]
+  many = align_batch(*zip(*jobs))
+  for job, got in zip(jobs, many):
+    one = align(*job)
+    np.testing.assert_allclose(got.box, one.box, atol=1e-3)
+    np.testing.assert_allclose([got.score, got.inside], [one.score, one.inside], atol=1e-5)
+    assert got.converged == one.converged
+
+
+def test_a_result_never_scores_worse_than_its_start():
+  box = (100.3, 140.7, 380.2, 350.9)
+  crop = _crop('astronaut', box, 0.7)
+  a = align(PHOTOS['astronaut'], crop, box)  # the exact box: nothing to gain
+  assert a.score >= a.start_score
+  assert np.abs(np.array(a.box) - box).max() < 0.5
+
+
+def test_the_angle_of_a_straightened_crop_is_found():
+  photo = Image.fromarray(PHOTOS['astronaut'])
+  centre, size, angle = np.array([250.0, 240.0]), np.array([220.0, 170.0]), 4.0
+  # The crop's pixel (u, v) is the photo at centre + R(angle) (u - size / 2, v - size / 2).
+  t = np.deg2rad(angle)
+  lin = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+  off = centre - lin @ (size / 2)
+  # PIL's affine maps output -> input pixel corners; the half-pixel terms cancel out here.
+  coeffs = (*lin[0], off[0], *lin[1], off[1])
+  crop = _jpeg(photo.transform(tuple(int(s) for s in size), Image.Transform.AFFINE, coeffs,
+                               Image.Resampling.BICUBIC), 70)
+  start = (*(centre - size / 2 + [8, -6]), *(centre + size / 2 + [8, -6]))
+  a = align(PHOTOS['astronaut'], crop, start, with_angle=True)
+  assert abs(a.angle - angle) < 0.2, a.angle
+  np.testing.assert_allclose(a.box, [*(centre - size / 2), *(centre + size / 2)], atol=1.0)
+  flat = align(PHOTOS['astronaut'], crop, start)  # without the angle it fits worse
+  assert flat.score < a.score
+
+
+def test_the_direction_is_found_both_ways_round():
+  box = (201.6, 90.2, 530.5, 370.8)
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['coffee']), 80))
+  crop = Pyramid(_crop('coffee', box, 0.6))
+  first, second = verify.verify_batch([(original, crop), (crop, original)])
+  assert (first.original, second.original) == ('a', 'b')
+  for ev in (first, second):
+    np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
+    assert ev.alignment.score > ev.reverse.score
+
+
+def test_a_mirrored_crop_and_a_second_shot_score_below_the_crop():
+  box = (100.3, 140.7, 380.2, 350.9)
+  photo = Image.fromarray(PHOTOS['astronaut'])
+  original = Pyramid(_jpeg(photo, 85))
+  crop = _crop('astronaut', box, 0.7)
+  mirrored = np.ascontiguousarray(crop[:, ::-1])
+  rng = np.random.default_rng(3)
+  shot = np.asarray(yardstick._second_shot(rng, photo, np.array(box), 0.7))
+  found, flipped, second = verify.verify_batch(
+      [(original, Pyramid(crop)), (original, Pyramid(mirrored)), (original, Pyramid(shot))])
+  assert found.alignment.score > 0.95
+  for ev in (flipped, second):
+    assert ev.alignment.score < found.alignment.score - 0.05
+    assert min(ev.alignment.blocks) < min(found.alignment.blocks) - 0.2
+
+
+def test_bad_input_to_align_is_named():
+  photo = PHOTOS['astronaut']
+  crop = photo[100:200, 100:220]
+  with pytest.raises(AlignError, match='original 0: empty image'):
+    align(np.zeros((0, 10, 3), np.uint8), crop, (0, 0, 5, 5))
+  with pytest.raises(AlignError, match='crop 0: an image must be'):
+    align(photo, np.zeros((4, 4, 4, 4)), (0, 0, 5, 5))
+  with pytest.raises(AlignError, match='mismatched batch: 2 originals, 1 crops'):
+    align_batch([photo, photo], [crop], [(0, 0, 5, 5)])
+  with pytest.raises(AlignError, match='lies outside the original'):
+    align(photo, crop, (600, 10, 700, 90))
+  with pytest.raises(AlignError, match='empty or inverted'):
+    align(photo, crop, (100, 10, 90, 90))
+  with pytest.raises(AlignError, match='4 finite numbers'):
+    align(photo, crop, (0, 0, np.nan, 9))
+
+
+# ------------------------------------------------------------------ the verdict
+
+
+def _separable(n=400, seed=0):
+  rng = np.random.default_rng(seed)
+  y = rng.uniform(size=n) < 0.5
+  x = rng.normal(size=(n, len(verdict.FEATURES)))
+  x[:, 1] += np.where(y, 0.4, -0.4)  # the alignment score tells them apart
+  return x, y
+
+
+def test_the_verdict_learns_which_evidence_matters_and_round_trips(tmp_path):
+  x, y = _separable()
+  v = verdict.fit(x, y, fitted_on='test')
+  p = v.probability(x)
+  assert np.mean((p > 0.5) == y) > 0.6
+  assert np.argmax(np.abs(v.weights)) == 1
+  v.save(tmp_path / verdict.FILE)
+  back = verdict.load(tmp_path / verdict.FILE)
+  np.testing.assert_allclose(back.probability(x), p)
+  assert [f.name for f in tmp_path.iterdir()] == [verdict.FILE]  # no temporary file left
+
+
+def test_a_corrupt_or_foreign_verdict_is_refused(tmp_path):
+  x, y = _separable()
+  verdict.fit(x, y).save(tmp_path / verdict.FILE)
+  d = json.loads((tmp_path / verdict.FILE).read_text())
+  with pytest.raises(verdict.VerdictError, match='no verdict fitted'):
+    verdict.load(tmp_path / 'missing.json')
+  (tmp_path / 'cut.json').write_text((tmp_path / verdict.FILE).read_text()[:50])
+  with pytest.raises(verdict.VerdictError, match='cut.json: unreadable'):
+    verdict.load(tmp_path / 'cut.json')
+  for change, message in ((lambda d: d.update(features=['a', 'b']), 'fitted for features'),
+                          (lambda d: d.update(weights=d['weights'][:3]), 'do not match'),
+                          (lambda d: d.update(bias=float('nan')), 'non-finite'),
+                          (lambda d: d.pop('mean'), 'not a usable verdict')):
+    bad = dict(d)
+    change(bad)
+    (tmp_path / 'bad.json').write_text(json.dumps(bad))
+    with pytest.raises(verdict.VerdictError, match=message):
+      verdict.load(tmp_path / 'bad.json')
+  with pytest.raises(ValueError, match='both crop pairs and negatives'):
+    verdict.fit(x, np.ones(len(x)))
+
+
+# ------------------------------------------------------------------ the yardstick
+
+
+def test_the_yardstick_photos_are_in_no_training_source():
+  from cropjax.datasets import photos
+  demo = photos.Photos.BUILDER_CONFIGS[0]
+  assert demo.name == 'demo' and not demo.path  # procedural images and scikit-image's photos
+  training = [splits.dhash(e.load()) for e in photos.sources(demo)]
+  assert len(training) == demo.procedural + len(list(procedural.skimage_photos()))
+  packages = {p.package for p in yardstick.PHOTOS}
+  assert len(yardstick.PHOTOS) >= 30 and len({p.name for p in yardstick.PHOTOS}) == len(yardstick.PHOTOS)
+  assert all(p.path.startswith('/usr/share/') for p in yardstick.PHOTOS)
+  assert packages == {'mate-backgrounds', 'lomiri-wallpapers-16.04', 'lomiri-wallpapers-20.04',
+                      'plasma-workspace-wallpapers'}
+  near = [(p.name, splits.hamming(p.dhash, t)) for p in yardstick.PHOTOS for t in training
+          if splits.hamming(p.dhash, t) <= demo.max_distance]
+  assert not near
+  # and no two yardstick photos are near-duplicates of each other
+  hashes = [p.dhash for p in yardstick.PHOTOS]
+  assert min(splits.hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]) > 6
+
+
+def test_missing_or_changed_yardstick_photos_are_a_clear_error(tmp_path, monkeypatch):
+  real = tmp_path / 'p.jpg'
+  Image.fromarray(PHOTOS['coffee']).save(real)
+  entry = yardstick.Photo('p', 'some-package', str(real), '0' * 64, 0)
+  monkeypatch.setattr(yardstick, 'PHOTOS', (entry,))
+  with pytest.raises(yardstick.YardstickError, match='p.jpg: differs from the yardstick manifest'):
+    yardstick.photos()
+  missing = yardstick.Photo('q', 'some-package', str(tmp_path / 'q.jpg'), '0' * 64, 0)
+  monkeypatch.setattr(yardstick, 'PHOTOS', (missing,))
+  with pytest.raises(yardstick.YardstickError, match='apt-get install mate-backgrounds'):
+    yardstick.photos()
+
+
+def test_user_pairs_have_the_geometry_they_claim():
+  photos = [(n, Image.fromarray(a)) for n, a in PHOTOS.items()]
+  pairs = yardstick.user_pairs(photos, seed=1)
+  assert {p.kind for p in pairs} == set(yardstick.KINDS)
+  assert len(pairs) == 6 * len(photos) and sum(p.is_pair for p in pairs) == 2 * len(photos)
+  assert yardstick.user_pairs(photos, seed=1)[5].box == pairs[5].box  # deterministic
+  for p in pairs:
+    original, crop = (p.a, p.b) if p.original == 'a' else (p.b, p.a)
+    assert original.size == p.original_size
+    x0, y0, x1, y1 = p.box
+    w, h = original.size
+    if p.kind in ('positive', 'mirrored'):
+      assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+      assert abs((x1 - x0) / (y1 - y0) - crop.width / crop.height) < 0.05 * crop.width / crop.height
+      area = (x1 - x0) * (y1 - y0) / (w * h)
+      assert 0.14 < area < 0.86
+      # the crop is the original's window (through two JPEG encodings)
+      window = np.asarray(original.resize(crop.size, Image.Resampling.LANCZOS, box=p.box), float)
+      mine = np.asarray(crop, float)
+      if p.kind == 'mirrored':
+        mine = mine[:, ::-1]
+      assert np.corrcoef(window.ravel(), mine.ravel())[0, 1] > 0.95
+    if p.kind == 'outside':  # runs over the original's edge
+      assert x0 < 0 or y0 < 0 or x1 > w or y1 > h
