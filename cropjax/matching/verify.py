@@ -7,10 +7,12 @@ For each pair and each direction (B inside A, A inside B) the start boxes are
 the ones given (a model's proposals) and the best few of a coarse search
 (`search`: normalised cross-correlation of the would-be crop over the would-be
 original at low resolution, over a range of sizes, at the crop's own aspect
-ratio); every start is refined by `cropjax.matching.align_batch`, and the best
-alignment of each direction kept. The direction that aligns better names the
-original: a crop fits inside its original under one box, while the original
-cannot fit inside its crop. `features` summarises the evidence for the
+ratio); every start goes through the coarse stages of
+`cropjax.matching.align_batch` and the best of each direction is kept. The
+direction that aligns better names the original (a crop fits inside its
+original under one box, while the original cannot fit inside its crop) and its
+best alignment goes through the finest stage; the other direction keeps its
+coarse one, enough to say it fits worse. `features` summarises the evidence for the
 verdict model (`cropjax.matching.verdict`).
 """
 
@@ -40,9 +42,10 @@ class Evidence:
   @property
   def features(self) -> np.ndarray:
     """The evidence as numbers, in the order of `FEATURES`."""
-    a, blocks = self.alignment, np.asarray(self.alignment.blocks).reshape(4, 4)
-    corners = np.mean([blocks[0, 0], blocks[0, 3], blocks[3, 0], blocks[3, 3]])
-    centre = blocks[1:3, 1:3].mean()
+    k = alignment.BLOCKS
+    a, blocks = self.alignment, np.asarray(self.alignment.blocks).reshape(k, k)
+    corners = np.mean([blocks[0, 0], blocks[0, -1], blocks[-1, 0], blocks[-1, -1]])
+    centre = blocks[1:-1, 1:-1].mean()
     return np.array([a.score, a.inside, a.score * a.inside, blocks.min(), corners - centre,
                      self.reverse.score * self.reverse.inside, float(a.converged),
                      np.log(max(self.area, 1e-4)), a.peak], np.float64)
