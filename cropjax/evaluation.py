@@ -122,21 +122,14 @@ def evaluate_pairs(model: inference.Model, *, examples: int = 512, batch_size: i
             'image_size': model.image_size, 'network': _with_kinds(net, labels),
             'network_pairs_per_second': len(prob) / seconds}
   if baseline == 'sift':
-    from cropjax import sift
     size = max(sift_size, model.image_size)
     big = _collect(pairs.dataset(source, image_size=size, **kw)) if size != model.image_size else truth
     if not (np.array_equal(big['kind'], truth['kind'])
             and np.allclose(big['box'], truth['box'], atol=1e-5)):
       raise RuntimeError('the pair generator gave different labels at another size')
-    start = time.perf_counter()
-    results = [sift.match_pair(im[..., :3], im[..., 3:]) for im in big['image']]
-    seconds = time.perf_counter() - start
-    sift_pred = {'is_pair': np.array([r.is_pair for r in results]),
-                 'score': np.array([r.score for r in results]),
-                 'is_swapped': np.array([r.original == 'b' for r in results]),
-                 'box': np.array([r.box for r in results])}
+    sift_pred, rate = _sift_predictions([(im[..., :3], im[..., 3:]) for im in big['image']])
     report['sift'] = _with_kinds(sift_pred, labels)
-    report['sift_pairs_per_second'] = len(results) / seconds
+    report['sift_pairs_per_second'] = rate
     report['sift_size'] = size
   elif baseline is not None:
     raise ValueError(f"unknown baseline {baseline!r}; the one there is: 'sift'")
