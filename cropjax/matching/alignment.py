@@ -15,7 +15,8 @@ read around the current box at the template's scale (from a pyramid, so it is
 antialiased) and the box is fitted by Levenberg-Marquardt (optimistix) on the
 zero-mean, unit-variance difference of the two, so a change of exposure or
 contrast and JPEG noise do not move it (the squared residual is 2 (1 - ZNCC)).
-The first stage also tries a grid of shifts and scales around the start.
+The first stage starts from the best place near the given box by normalised
+cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
 `score` is the zero-mean normalised cross-correlation of the crop and the
 original inside the final box at the finest stage; where the box runs beyond
@@ -45,8 +46,7 @@ import numpy as np
 STAGES = ((32, 0.35, 20), (64, 0.2, 10), (128, 0.08, 8))
 BLOCKS = 4  # the score grid is BLOCKS x BLOCKS
 PEAK_SHIFT = 0.04  # of the box's size, for `Alignment.peak`
-# The first stage's grid search around the start: shifts (fractions of the box) and scales.
-_SHIFTS = np.linspace(-0.3, 0.3, 7)
+# The first stage's seeding search around the start: sizes relative to the start's.
 _SCALES = (0.85, 1.0, 1.0 / 0.85)
 
 
@@ -64,6 +64,7 @@ class Alignment:
   converged: bool    # the finest stage moved the box by less than half a sample (it settled)
   inside: float      # share of the box inside the original's frame
   blocks: tuple[float, ...]  # ZNCC per cell of a 4 x 4 grid over the crop (row-major)
+  #                            (empty, and `peak` NaN, from align_batch(detail=False))
   peak: float = 0.0  # how far the ZNCC falls when the box moves by 4 % of its size:
   #                    far for a distinctive match, hardly at all on flat content (sky, blur)
 
@@ -73,20 +74,28 @@ class Alignment:
 
 def _gray(image) -> np.ndarray:
   """Any image (PIL, uint8/float array, HxW or HxWxC) -> float32 luma HxW in [0, 1]."""
+  import cv2
   from PIL import Image
   if isinstance(image, Image.Image):
     image = np.asarray(image.convert('RGB'))
   a = np.asarray(image)
+  scale = 1 / 255 if a.dtype == np.uint8 else None
+  if a.size == 0:
+    return np.zeros(a.shape[:2], np.float32)
   if a.ndim == 3 and a.shape[-1] in (3, 4):
-    a = a[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    if a.dtype not in (np.uint8, np.float32):
+      a = a.astype(np.float32)
+    # Luma in float (0.299 R + 0.587 G + 0.114 B): no rounding to 8 bits on the way.
+    a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]).astype(np.float32, copy=False),
+                     cv2.COLOR_RGB2GRAY)
   elif a.ndim == 3 and a.shape[-1] == 1:
     a = a[..., 0]
   if a.ndim != 2:
     raise AlignError(f'an image must be HxW or HxWxC (C = 1, 3 or 4), got shape {a.shape}')
   a = a.astype(np.float32)
-  if np.asarray(image).dtype == np.uint8 or a.max(initial=0) > 1.5:
-    a = a / 255.0
-  return a
+  if scale is None and a.max(initial=0) > 1.5:
+    scale = 1 / 255
+  return a * np.float32(scale) if scale else a
 
 
 class Pyramid:
@@ -112,10 +121,12 @@ class Pyramid:
       self.levels.append(cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2),
                                     interpolation=cv2.INTER_AREA))
 
-  def resized(self, size: tuple[int, int]) -> np.ndarray:
-    """The image area-resized to (w, h), from the smallest level that holds the detail."""
+  def resized(self, size: tuple[int, int], oversample: int = 1) -> np.ndarray:
+    """The image area-resized to (w, h), from the smallest level with `oversample` times the
+    detail."""
     import cv2
-    k = int(np.clip(np.floor(np.log2(self.width / max(size[0], 1))), 0, len(self.levels) - 1))
+    k = int(np.clip(np.floor(np.log2(self.width / max(size[0] * oversample, 1))), 0,
+                    len(self.levels) - 1))
     if k == 0:
       return cv2.resize(self.levels[0], size, interpolation=cv2.INTER_AREA)
     level = self.levels[k][:-(-self.height // 2**k), :-(-self.width // 2**k)]
@@ -125,7 +136,16 @@ class Pyramid:
   def size(self) -> tuple[int, int]:
     return self.width, self.height
 
-  def read(self, affine: np.ndarray, out: tuple[int, int], step: float) -> tuple[np.ndarray, np.ndarray]:
+  def template(self, size: tuple[int, int]) -> np.ndarray:
+    """The image area-resized to (w, h) from a level with at least twice the detail (close to
+    the exact average of each pixel's area). Kept: every start of a pair reads the same ones."""
+    cache = self.__dict__.setdefault('_templates', {})
+    if size not in cache:
+      cache[size] = self.levels[0] if size == self.size else self.resized(size, oversample=2)
+    return cache[size]
+
+  def read(self, affine: np.ndarray, out: tuple[int, int],
+           step: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and inside-mask of an (out_w, out_h) raster whose pixel (j, i) centre maps to
     affine @ (j + 0.5, i + 0.5, 1) in this image's continuous pixel coordinates; `step` is
     the raster's spacing in image pixels (it picks the pyramid level)."""
@@ -139,8 +159,12 @@ class Pyramid:
     m[:, 2] += m[:, 0] * 0.5 + m[:, 1] * 0.5 - 0.5
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     pixels = cv2.warpAffine(level, m, out, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    ones = np.ones_like(level)
-    inside = cv2.warpAffine(ones, m, out, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    ones = self.__dict__.setdefault('_ones', {})
+    if k not in ones:  # made once per level: a warp's cost is its output's size
+      ones[k] = np.ones_like(level)
+    ones = ones[k]
+    inside = cv2.warpAffine(ones, m, out, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
     return pixels, inside
 
 
@@ -172,11 +196,8 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
   The canvas is the original read around the box (the box grown by `margin`
   on each side) at the template's sampling step, on the box's turned axes; in
   canvas pixels the box then starts at (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
-  import cv2
   tw, th = _template_size(crop, samples)
-  # From the full-resolution crop: every template pixel the exact average of its area.
-  template = crop.levels[0] if (tw, th) == crop.size else cv2.resize(
-      crop.levels[0], (tw, th), interpolation=cv2.INTER_AREA)
+  template = crop.template((tw, th))
   mw, mh = round(margin * tw), round(margin * th)
   cw, ch = tw + 2 * mw, th + 2 * mh
   grown = np.array([box[0] - (box[2] - box[0]) * mw / tw, box[1] - (box[3] - box[1]) * mh / th,
@@ -238,10 +259,19 @@ def _reader(clip: bool):
   return read
 
 
+def _profiles(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """A canvas's inside-mask read on the box's own axes is the product of a row and a column
+  profile (the frame is a rectangle there): those two, exact for such a mask."""
+  i, j = np.unravel_index(np.argmax(inside), inside.shape)
+  peak = max(float(inside[i, j]), 1e-6)
+  return inside[:, j].copy(), inside[i, :] / peak
+
+
 def _warp(params, tsize, tshape, canvas, cmask, with_angle):
   """The canvas and its inside-mask read at the template's sample centres under params
-  (x0, y0, x1, y1[, angle]), bilinearly. Without an angle the map is separable and the
-  reads are two matrix products; with one they are gathers."""
+  (x0, y0, x1, y1[, angle]), bilinearly. Without an angle the map is separable: the canvas
+  read is two matrix products, and the mask (given as its row and column profiles, see
+  `_profiles`) an outer product of two vectors; with an angle both are gathers."""
   import jax
   import jax.numpy as jnp
   th, tw = tshape
@@ -251,8 +281,11 @@ def _warp(params, tsize, tshape, canvas, cmask, with_angle):
   if not with_angle:
     x, y = x0 + u * (x1 - x0), y0 + v * (y1 - y0)
     sampled = _read_separable(x, y, canvas, True)
-    inside = _read_separable(*jax.lax.stop_gradient((x, y)), cmask, False)
-    return sampled, jax.lax.stop_gradient(inside)
+    rows, cols = cmask
+    xs, ys = jax.lax.stop_gradient((x, y))
+    inside = (_tent(ys, rows.shape[0], False)[0] @ rows)[:, None] * (
+        _tent(xs, cols.shape[0], False)[0] @ cols)[None, :]
+    return sampled, inside
   from jax.scipy import ndimage
   u, v = jnp.meshgrid(u, v)
   dx, dy = (u - 0.5) * (x1 - x0), (v - 0.5) * (y1 - y0)
@@ -290,9 +323,34 @@ def _residual(params, args):
   return diff
 
 
-def _zncc(params, template, tmask, tsize, canvas, cmask, with_angle):
+def _fit_terms(params, template, tmask, tsize, canvas, cmask, with_angle):
+  """(ZNCC, share of the template inside the frame) at params."""
+  import jax.numpy as jnp
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
-  return _zncc_terms(template, tmask, sampled, inside)[1]
+  share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
+  return _zncc_terms(template, tmask, sampled, inside)[1], share
+
+
+def _block_zncc(template, tmask, tsize, sampled, inside):
+  """ZNCC on each cell of a BLOCKS x BLOCKS grid over the template, from per-cell sums."""
+  import jax
+  import jax.numpy as jnp
+  th, tw = template.shape
+  rows = jnp.minimum((jnp.arange(th) / tsize[1] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
+  cols = jnp.minimum((jnp.arange(tw) / tsize[0] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
+  onehot_r = jax.nn.one_hot(rows, BLOCKS, dtype=template.dtype)  # (th, B)
+  onehot_c = jax.nn.one_hot(cols, BLOCKS, dtype=template.dtype)  # (tw, B)
+  w = tmask * inside
+
+  def cells(a):  # (th, tw) -> (B, B) sums per cell
+    return onehot_r.T @ a @ onehot_c
+
+  n = jnp.maximum(cells(w), 1e-6)
+  mt, ms = cells(w * template) / n, cells(w * sampled) / n
+  vt = cells(w * template * template) / n - mt * mt
+  vs = cells(w * sampled * sampled) / n - ms * ms
+  cov = cells(w * template * sampled) / n - mt * ms
+  return (cov / jnp.sqrt(jnp.maximum(vt, 0.0) * jnp.maximum(vs, 0.0) + 1e-12)).reshape(-1)
 
 
 def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
@@ -304,37 +362,17 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
   for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
     move = jnp.zeros_like(params).at[:4].set(
         PEAK_SHIFT * jnp.stack([dx * w, dy * h, dx * w, dy * h]))
-    shifted.append(_zncc(params + move, template, tmask, tsize, canvas, cmask, with_angle))
+    shifted.append(_fit_terms(params + move, template, tmask, tsize, canvas, cmask,
+                              with_angle)[0])
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
   _, zncc = _zncc_terms(template, tmask, sampled, inside)
   share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
-  th, tw = template.shape
-  rows = jnp.minimum((jnp.arange(th)[:, None] / tsize[1] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
-  cols = jnp.minimum((jnp.arange(tw)[None, :] / tsize[0] * BLOCKS).astype(jnp.int32), BLOCKS - 1)
-  cell = rows * BLOCKS + cols
-  blocks = []
-  for b in range(BLOCKS * BLOCKS):
-    _, z = _zncc_terms(template, tmask * (cell == b), sampled, inside)
-    blocks.append(z)
-  return zncc, share, jnp.stack(blocks), zncc - jnp.mean(jnp.stack(shifted))
-
-
-def _grid_candidates(p0, with_angle):
-  import jax.numpy as jnp
-  x0, y0, x1, y1 = p0[0], p0[1], p0[2], p0[3]
-  w, h = x1 - x0, y1 - y0
-  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-  sx, sy, sc = jnp.meshgrid(jnp.asarray(_SHIFTS), jnp.asarray(_SHIFTS), jnp.asarray(_SCALES))
-  sx, sy, sc = sx.ravel(), sy.ravel(), sc.ravel()
-  ncx, ncy = cx + sx * w, cy + sy * h
-  cand = jnp.stack([ncx - sc * w / 2, ncy - sc * h / 2, ncx + sc * w / 2, ncy + sc * h / 2], -1)
-  if with_angle:
-    cand = jnp.concatenate([cand, jnp.broadcast_to(p0[4:5], (len(sx), 1))], -1)
-  return cand
+  blocks = _block_zncc(template, tmask, tsize, sampled, inside)
+  return zncc, share, blocks, zncc - jnp.mean(jnp.stack(shifted))
 
 
 @functools.lru_cache(maxsize=None)
-def _stage_fn(with_angle: bool, grid: bool, max_steps: int):
+def _stage_fn(with_angle: bool, max_steps: int):
   """The jitted, batched refinement of one stage."""
   import jax
   import jax.numpy as jnp
@@ -343,10 +381,6 @@ def _stage_fn(with_angle: bool, grid: bool, max_steps: int):
   solver = optx.LevenbergMarquardt(rtol=1e-4, atol=1e-4)
 
   def one(template, tmask, tsize, canvas, cmask, p0):
-    if grid:  # the best of a grid of shifts and scales around the start
-      cand = _grid_candidates(p0, with_angle)
-      scores = jax.vmap(lambda p: _zncc(p, template, tmask, tsize, canvas, cmask, with_angle))(cand)
-      p0 = cand[jnp.argmax(scores)]
     args = (template, tmask, tsize, canvas, cmask, with_angle)
     sol = optx.least_squares(_residual, solver, p0, args=args, max_steps=max_steps, throw=False)
     finite = jnp.all(jnp.isfinite(sol.value))
@@ -360,26 +394,55 @@ def _stage_fn(with_angle: bool, grid: bool, max_steps: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _score_fn(with_angle: bool):
+def _score_fn(with_angle: bool, full: bool):
+  """Jitted, batched: `_score` (full) or just (ZNCC, share inside) at given params."""
   import jax
-  return jax.jit(jax.vmap(lambda p, t, tm, ts, c, cm: _score(p, t, tm, ts, c, cm, with_angle)))
+  f = _score if full else _fit_terms
+  return jax.jit(jax.vmap(lambda p, t, tm, ts, c, cm: f(p, t, tm, ts, c, cm, with_angle)))
+
+
+def _seed(template: np.ndarray, canvas: np.ndarray, start: np.ndarray) -> np.ndarray:
+  """The best box for the template in the canvas by normalised cross-correlation at whole
+  samples and a few scales (`_SCALES`) about the start's size (OpenCV's matchTemplate): a
+  start near enough for the solver even when the given box is a quarter of its size off."""
+  import cv2
+  th, tw = template.shape
+  best, box = -np.inf, start
+  for s in _SCALES:
+    w, h = max(2, round(tw * s)), max(2, round(th * s))
+    if w > canvas.shape[1] or h > canvas.shape[0]:
+      continue
+    t = template if s == 1.0 else cv2.resize(template, (w, h), interpolation=cv2.INTER_AREA)
+    if t.std() < 1e-6:
+      continue
+    r = np.nan_to_num(cv2.matchTemplate(canvas, t, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+    _, v, _, (x, y) = cv2.minMaxLoc(r)
+    if v > best:
+      best, box = v, np.array([x, y, x + w, y + h], np.float64)
+  return box
 
 
 def _bucket(n: int) -> int:
   return 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))
 
 
-def _stack(arrays: Sequence[np.ndarray], shape: tuple[int, int], n: int) -> np.ndarray:
+def _stack(arrays: Sequence[np.ndarray], shape: tuple[int, ...], n: int) -> np.ndarray:
   out = np.zeros((n, *shape), np.float32)
   for i, a in enumerate(arrays):
-    out[i, :a.shape[0], :a.shape[1]] = a
+    out[(i, *(slice(0, k) for k in a.shape))] = a
   return out
 
 
-def _run_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, grid,
-               max_steps=10, score_only=False):
-  """One stage for a batch -> (boxes, angles, converged, scores, inside, blocks, peaks); boxes in
-  originals' pixels."""
+@dataclasses.dataclass
+class _Batch:
+  """One stage's inputs for a batch, padded to a power of two and the stage's shape."""
+  arrays: tuple    # template, tmask, tsize, canvas, cmask: what the JAX functions take
+  p0: np.ndarray   # start parameters in canvas pixels
+  affines: list    # per pair: canvas raster -> original pixels
+  n: int
+
+
+def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
   items = [_stage_inputs(o, c, b, a, samples, margin)
            for o, c, b, a in zip(originals, crops, boxes, angles)]
@@ -389,23 +452,25 @@ def _run_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
   template = _stack([t for t, *_ in items], tshape, m)
   tmask = _stack([np.ones_like(t) for t, *_ in items], tshape, m)
   canvas = _stack([c for _, c, *_ in items], cshape, m)
-  cmask = _stack([i for _, _, i, *_ in items], cshape, m)
+  if with_angle:
+    cmask = _stack([i for _, _, i, *_ in items], cshape, m)
+  else:
+    profiles = [_profiles(i) for _, _, i, *_ in items]
+    cmask = (_stack([r for r, _ in profiles], cshape[:1], m),
+             _stack([c for _, c in profiles], cshape[1:], m))
   tsize = np.ones((m, 2), np.float32)
   tsize[:n] = [(t.shape[1], t.shape[0]) for t, *_ in items]
   p0 = np.zeros((m, 5 if with_angle else 4), np.float32)
   p0[:, 2:4] = 1.0
-  p0[:n, :4] = [start for *_, start, _ in items]
-  if with_angle:
-    p0[:, 4] = 0.0  # the canvas is read on the box's turned axes: relative angle 0
-  if score_only:
-    p, ok = p0, np.ones(m, bool)
-  else:
-    p, ok = _stage_fn(with_angle, grid, max_steps)(template, tmask, tsize, canvas, cmask, p0)
-    p, ok = np.asarray(p, np.float64), np.asarray(ok)
-  zncc, share, blocks, peak = (np.asarray(v) for v in
-                         _score_fn(with_angle)(np.float32(p), template, tmask, tsize, canvas, cmask))
+  # with an angle the canvas is read on the box's turned axes: relative angle 0
+  p0[:n, :4] = [_seed(t, c, start) if seed else start for t, c, _, start, _ in items]
+  return _Batch((template, tmask, tsize, canvas, cmask), p0, [a for *_, a in items], n)
+
+
+def _to_original(batch: _Batch, p: np.ndarray, angles) -> tuple[list, list]:
+  """Canvas parameters -> boxes in original pixels and angles."""
   out_boxes, out_angles = [], []
-  for i, (*_, affine) in enumerate(items):
+  for i, affine in enumerate(batch.affines):
     # canvas box -> original pixels: its centre through the canvas map, its size by the step
     x0, y0, x1, y1 = p[i, :4]
     lin = affine[:, :2]
@@ -414,8 +479,21 @@ def _run_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
     w, h = (x1 - x0) * sx, (y1 - y0) * sy
     out_boxes.append(np.array([centre[0] - w / 2, centre[1] - h / 2, centre[0] + w / 2,
                                centre[1] + h / 2]))
-    out_angles.append(float(angles[i] + (p[i, 4] if with_angle else 0.0)))
-  return (out_boxes, out_angles, ok[:n], zncc[:n], share[:n], blocks[:n], peak[:n])
+    out_angles.append(float(angles[i] + (p[i, 4] if p.shape[1] == 5 else 0.0)))
+  return out_boxes, out_angles
+
+
+def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, seed, max_steps):
+  """One stage for a batch -> (boxes, angles, converged, its batch, its parameters)."""
+  batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
+  p, ok = _stage_fn(with_angle, max_steps)(*batch.arrays, batch.p0)
+  p, ok = np.array(p, np.float64), np.array(ok)
+  return (*_to_original(batch, p, angles), ok[:batch.n], batch, p)
+
+
+def _scores(batch: _Batch, p: np.ndarray, with_angle: bool, full: bool):
+  out = _score_fn(with_angle, full)(np.float32(p), *batch.arrays)
+  return [np.array(v[:batch.n]) for v in out]
 
 
 # ------------------------------------------------------------------ public
@@ -434,14 +512,19 @@ def _check_box(box, original: Pyramid, name: str) -> np.ndarray:
 
 
 # Pairs refined together at most: bounds memory (a stage holds a few arrays of the
-# template's and canvas's size per pair, and the first stage's grid 147 of them).
+# template's and canvas's size per pair).
 CHUNK = 64
 
 
 def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
                 angles: Sequence[float] | None = None, with_angle: bool = False,
-                stages: Sequence[tuple[int, float, int]] = STAGES) -> list[Alignment]:
-  """`align` for many pairs at once; images may be arrays, PIL images or `Pyramid`s."""
+                stages: Sequence[tuple[int, float, int]] = STAGES,
+                seed: bool = True, detail: bool = True) -> list[Alignment]:
+  """`align` for many pairs at once; images may be arrays, PIL images or `Pyramid`s.
+
+  `seed`: the first stage starts from the best place by correlation near the given box
+  (`_seed`); without it, from the box itself (for a box an earlier stage refined).
+  `detail=False` leaves out `blocks` (empty) and `peak` (NaN), which cost five more reads."""
   if not (len(originals) == len(crops) == len(boxes)):
     raise AlignError(f'mismatched batch: {len(originals)} originals, {len(crops)} crops, '
                      f'{len(boxes)} boxes')
@@ -451,11 +534,13 @@ def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
   for i in range(0, len(originals), CHUNK):
     part = slice(i, i + CHUNK)
     out += _align_chunk(originals[part], crops[part], boxes[part],
-                        None if angles is None else angles[part], with_angle, stages, i)
+                        None if angles is None else angles[part], with_angle, stages, i, seed,
+                        detail)
   return out
 
 
-def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first) -> list[Alignment]:
+def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
+                 seed: bool = True, detail: bool = True) -> list[Alignment]:
   if not len(originals):
     return []
   po = [o if isinstance(o, Pyramid) else Pyramid(o, f'original {first + i}')
@@ -464,26 +549,34 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first) -> 
         for i, c in enumerate(crops)]
   start = [_check_box(b, o, f'pair {first + i}') for i, (b, o) in enumerate(zip(boxes, po))]
   ang0 = [float(a) for a in angles] if angles is not None else [0.0] * len(po)
-  last_samples, last_margin, _ = stages[-1]
-  # the start's score, read as the last stage reads
-  *_, s_zncc, s_share, s_blocks, s_peak = _run_stage(
-      po, pc, start, ang0, last_samples, last_margin, with_angle=with_angle, grid=False,
-      score_only=True)
   cur, ang = start, ang0
   for k, (samples, margin, steps) in enumerate(stages):
-    cur, ang, ok, zncc, share, blocks, peak = _run_stage(
-        po, pc, cur, ang, samples, margin, with_angle=with_angle, grid=(k == 0), max_steps=steps)
-  results = []
-  for i in range(len(po)):
-    better = zncc[i] * share[i] >= s_zncc[i] * s_share[i]
-    box, a, sc, sh, bl, pk = (
-        (cur[i], ang[i], zncc[i], share[i], blocks[i], peak[i]) if better else
-        (start[i], ang0[i], s_zncc[i], s_share[i], s_blocks[i], s_peak[i]))
-    results.append(Alignment(box=tuple(float(v) for v in box), angle=float(a), score=float(sc),
-                             start_score=float(s_zncc[i]), converged=bool(ok[i] and better),
-                             inside=float(sh), blocks=tuple(float(v) for v in bl),
-                             peak=float(pk)))
-  return results
+    cur, ang, ok, batch, p = _fit_stage(po, pc, cur, ang, samples, margin, with_angle=with_angle,
+                                        seed=seed and k == 0, max_steps=steps)
+  if detail:
+    zncc, share, blocks, peak = _scores(batch, p, with_angle, full=True)
+  else:
+    zncc, share = _scores(batch, p, with_angle, full=False)
+    blocks, peak = np.zeros((len(po), 0)), np.full(len(po), np.nan)
+  # The start, read as the last stage reads: a result never scores worse than its start.
+  samples, margin, _ = stages[-1]
+  at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
+  s_zncc, s_share = _scores(at_start, at_start.p0, with_angle, full=False)
+  worse = [i for i in range(len(po)) if zncc[i] * share[i] < s_zncc[i] * s_share[i]]
+  if worse:  # rare: the start's full score, for those alone
+    again = _prepare([po[i] for i in worse], [pc[i] for i in worse], [start[i] for i in worse],
+                     [ang0[i] for i in worse], samples, margin, with_angle)
+    for j, row in enumerate(zip(*_scores(again, again.p0, with_angle, full=detail))):
+      i = worse[j]
+      zncc[i], share[i] = row[:2]
+      if detail:
+        blocks[i], peak[i] = row[2:]
+      cur[i], ang[i], ok[i] = start[i], ang0[i], False
+  return [Alignment(box=tuple(float(v) for v in cur[i]), angle=float(ang[i]),
+                    score=float(zncc[i]), start_score=float(s_zncc[i]),
+                    converged=bool(ok[i]), inside=float(share[i]),
+                    blocks=tuple(float(v) for v in blocks[i]), peak=float(peak[i]))
+          for i in range(len(po))]
 
 
 def align(original, crop, box, *, angle: float = 0.0, with_angle: bool = False,

@@ -149,7 +149,9 @@ def fit_for_model(model: Any, *, max_photos: int = 64, seed: int = 0) -> Verdict
             for i, b in enumerate(encoded)]
   if not photos:
     raise ValueError(f'{c.data.source!r} has no {c.data.eval_split} photos to fit the verdict on')
-  per_kind = {'positive': 3, 'other_image': 1, 'outside': 1, 'mirrored': 1, 'near_duplicate': 1}
+  # Two of each negative that alignment finds hard (a window partly outside, a mirror, a second
+  # shot: all score well in part), so ten weights are fitted on enough of each.
+  per_kind = {'positive': 4, 'other_image': 1, 'outside': 2, 'mirrored': 2, 'near_duplicate': 2}
   if len(photos) == 1:  # no other photo to pair with
     per_kind.pop('other_image')
   pairs = yardstick.user_pairs(photos, seed=seed, per_kind=per_kind)

@@ -7,12 +7,12 @@ For each pair and each direction (B inside A, A inside B) the start boxes are
 the ones given (a model's proposals) and the best few of a coarse search
 (`search`: normalised cross-correlation of the would-be crop over the would-be
 original at low resolution, over a range of sizes, at the crop's own aspect
-ratio); every start goes through the coarse stages of
-`cropjax.matching.align_batch` and the best of each direction is kept. The
-direction that aligns better names the original (a crop fits inside its
-original under one box, while the original cannot fit inside its crop) and its
-best alignment goes through the finest stage; the other direction keeps its
-coarse one, enough to say it fits worse. `features` summarises the evidence for the
+ratio); every start goes through the first (coarsest) stage of
+`cropjax.matching.align_batch` and the best of each direction through the
+second. The direction that aligns better names the original (a crop fits
+inside its original under one box, while the original cannot fit inside its
+crop) and its alignment goes through the finest stage; the other direction
+keeps its second-stage one, enough to say it fits worse. `features` summarises the evidence for the
 verdict model (`cropjax.matching.verdict`).
 """
 
@@ -36,7 +36,7 @@ FEATURES = ('score', 'inside', 'fit', 'worst_block', 'corners_minus_centre', 're
 class Evidence:
   original: str                # 'a' or 'b': the image the other aligns into best
   alignment: Alignment         # the crop inside that original (its pixels)
-  reverse: Alignment           # the best alignment the other way round
+  reverse: Alignment           # the best alignment the other way round (without detail)
   area: float                  # the box's share of the original's area
 
   @property
@@ -123,28 +123,34 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
       if not boxes:  # nothing fits (the crop would be larger than the original): the full frame
         boxes.append(np.array([0.0, 0.0, orig.width, orig.height]))
       jobs += [(i, direction, orig, crop, b) for b in boxes]
-  # Every start through the coarse stages; the better direction's best through the finest
-  # (the other keeps its coarse alignment: enough to say it fits worse).
-  coarse, fine = alignment.STAGES[:-1], alignment.STAGES[-1:]
+  # Every start through the first stage; each direction's best through the second; the better
+  # direction's through the last (the other keeps its second-stage alignment: enough to say it
+  # fits worse).
+  first, second, last = alignment.STAGES[:1], alignment.STAGES[1:2], alignment.STAGES[2:]
   done = alignment.align_batch([j[2] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
-                               stages=coarse)
+                               stages=first, detail=False)
   best: dict[tuple[int, str], tuple[int, Alignment]] = {}
   for k, ((i, direction, *_), a) in enumerate(zip(jobs, done)):
     key = (i, direction)
     if key not in best or _fit(a) > _fit(best[key][1]):
       best[key] = (k, a)
+
+  def refine(keys, stages, detail):
+    starts = []
+    for key in keys:
+      k, a = best[key]
+      box = np.asarray(a.box)
+      starts.append(box if _inside(box, jobs[k][2].size) else jobs[k][4])
+    done = alignment.align_batch([jobs[best[key][0]][2] for key in keys],
+                                 [jobs[best[key][0]][3] for key in keys], starts,
+                                 stages=stages, seed=False, detail=detail)
+    best.update((key, (best[key][0], a)) for key, a in zip(keys, done))
+
+  refine(list(best), second, detail=False)
   winners = [(i, 'a' if _fit(best[(i, 'a')][1]) >= _fit(best[(i, 'b')][1]) else 'b')
              for i in range(len(pairs))]
-  fine_starts = []
-  for key in winners:
-    k, a = best[key]
-    box = np.asarray(a.box)
-    fine_starts.append(box if _inside(box, jobs[k][2].size) else jobs[k][4])
-  refined = alignment.align_batch([jobs[best[key][0]][2] for key in winners],
-                                  [jobs[best[key][0]][3] for key in winners], fine_starts,
-                                  stages=fine)
+  refine(winners, last, detail=True)
   best = {key: a for key, (_, a) in best.items()}
-  best.update(zip(winners, refined))
   out = []
   for i, (pa, pb) in enumerate(pairs):
     original = winners[i][1]
