@@ -38,9 +38,12 @@ every run and a resumed run starts at k without replaying anything):
 Kinds: `positive` (a crop pair), and negatives: `other_image` (a crop of
 another photo), `outside` (a window running partly outside the original, into
 the photo beyond the view), `mirrored` (a crop, flipped), `squashed` (a crop
-whose two parts are squashed unequally). A uniform squash is not a negative:
+whose two parts are squashed unequally; a uniform squash is not a negative:
 with both images resized to NxN it is indistinguishable from the crop of
-another window, so the squash is piecewise.
+another window, so the squash is piecewise) and `near_duplicate` (the same
+view taken again: each corner moved 8-12 % of its size in a random direction,
+turned up to 2 degrees; a perspective no crop produces, with the content beyond
+the view where a corner moves out; its box is the whole view).
 For negatives `box` is the window the second image was sampled from (for
 inspection; training masks it out).
 """
@@ -56,8 +59,9 @@ from PIL import Image
 
 from cropjax.data import sources
 
-KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'squashed')
-N_DRAWS = 28      # uniform draws per example
+KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'squashed', 'near_duplicate')
+N_DRAWS = 37      # uniform draws per example
+_NEAR_MARGIN = 0.15  # a near-duplicate's second shot may see this far beyond the view
 _PLAN_GROUP = 64  # examples planned at once (any number gives the same examples)
 
 
@@ -65,7 +69,8 @@ _PLAN_GROUP = 64  # examples planned at once (any number gives the same examples
 class PairOptions:
   """What the generator draws from. Ranges are (low, high)."""
   kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {
-      'positive': 0.5, 'other_image': 0.2, 'outside': 0.1, 'mirrored': 0.1, 'squashed': 0.1})
+      'positive': 0.5, 'other_image': 0.15, 'outside': 0.1, 'mirrored': 0.1, 'squashed': 0.05,
+      'near_duplicate': 0.1})
   crop_area: tuple[float, float] = (0.05, 0.9)     # of the original's area
   crop_aspect: tuple[float, float] = (0.5, 2.0)    # width / height in pixels, log-uniform
   view_scale: tuple[float, float] = (0.6, 1.0)     # original = this fraction of each side
@@ -75,6 +80,8 @@ class PairOptions:
   color_jitter: float = 0.1                       # brightness, contrast, saturation
   outside_overhang: tuple[float, float] = (0.25, 0.45)  # of the window's size
   squash_split: tuple[float, float] = (0.15, 0.3)  # where the squashed crop is split
+  near_duplicate_shift: tuple[float, float] = (0.08, 0.12)  # corner moves, of the view's size
+  near_duplicate_turn: float = 2.0                # degrees, at most either way
   max_source_side: float = 8.0                    # sources shrunk to this many N (0: never)
   decoded_cache_mb: float = 512.0                 # keep sources decoded (+ pyramids) if they fit
 
@@ -85,7 +92,7 @@ class PairOptions:
     if not self.kinds or min(self.kinds.values()) < 0 or sum(self.kinds.values()) <= 0:
       raise ValueError(f'kinds needs non-negative weights with a positive sum, got {self.kinds}')
     for name in ('crop_area', 'crop_aspect', 'view_scale', 'jpeg_quality', 'downscale',
-                 'outside_overhang', 'squash_split'):
+                 'outside_overhang', 'squash_split', 'near_duplicate_shift'):
       lo, hi = getattr(self, name)
       if not lo <= hi:
         raise ValueError(f'{name}: low {lo} > high {hi}')
@@ -199,6 +206,7 @@ class _Generator:
     is_outside = tf.equal(kind, KINDS.index('outside'))
     is_other = tf.equal(kind, KINDS.index('other_image'))
     is_squashed = tf.equal(kind, KINDS.index('squashed'))
+    is_near = tf.equal(kind, KINDS.index('near_duplicate'))
     hw = tf.cast(tf.gather(self.dims[:, 0], src), tf.float32)
     ph, pw = hw[:, 0], hw[:, 1]
     # 1. The original: a random view; 'outside' keeps room beyond it.
@@ -225,6 +233,9 @@ class _Generator:
     start = tf.where(room_before >= room_after, -shift, span - extent + shift) / span
     fx0 = tf.where(is_outside & along_x, start, fx0)
     fy0 = tf.where(is_outside & ~along_x, start, fy0)
+    # 'near_duplicate': the whole view, taken again (the warp below).
+    fx0, fy0 = tf.where(is_near, 0.0, fx0), tf.where(is_near, 0.0, fy0)
+    fw, fh = tf.where(is_near, 1.0, fw), tf.where(is_near, 1.0, fh)
     box = tf.stack([fx0, fy0, fx0 + fw, fy0 + fh], -1)
 
     # 3. Each side from its own region at its own resolution: a crop is as sharp as
@@ -235,6 +246,13 @@ class _Generator:
     second_src = tf.where(is_other, other, src)
     ohw = tf.cast(tf.gather(self.dims[:, 0], second_src), tf.float32)
     window = tf.where(is_other[:, None], box * tf.tile(ohw[:, ::-1], [1, 2]), crop)
+    # A near-duplicate reads the view grown by a margin (where a corner moves out, the second
+    # shot sees beyond the view), warped in `render`.
+    m = _NEAR_MARGIN
+    grown = tf.stack([tf.maximum(vx - m * vw, 0.0), tf.maximum(vy - m * vh, 0.0),
+                      tf.minimum(vx + (1 + m) * vw, pw), tf.minimum(vy + (1 + m) * vh, ph)], -1)
+    window = tf.where(is_near[:, None], grown, window)
+    warp = self._second_shot(u, is_near, tf.stack([vx, vy, vx + vw, vy + vh], -1), grown)
     p = o.squash_split[0] + (o.squash_split[1] - o.squash_split[0]) * u[13]
     p = tf.where(u[14] < 0.5, p, 1.0 - p)
     half = (size // 2) / size
@@ -274,13 +292,48 @@ class _Generator:
                              tf.cast(quality[1], tf.int32)], -1), tf.int64)
     return {
         'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
-                 'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix},
+                 'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix,
+                 'warp': warp},
         'is_pair': tf.cast(tf.equal(kind, 0), tf.int32),
         'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
         'box': box,
         'kind': kind,
         'original_size': tf.stack([vw, vh], -1),
     }
+
+  def _second_shot(self, u, is_near, view, grown):
+    """The projective map [G, 8] (TF's `ImageProjectiveTransformV3` form) from the NxN second
+    side, rendered from `grown`, to the view taken again: turned about its centre, each
+    corner moved in a random direction (the identity where not `is_near`)."""
+    tf, o, size = self.tf, self.o, float(self.size)
+    x0, y0, x1, y1 = tf.unstack(view, 4, axis=1)
+    w, h = x1 - x0, y1 - y0
+    corners = tf.stack([tf.stack([x0, y0], -1), tf.stack([x1, y0], -1),
+                        tf.stack([x1, y1], -1), tf.stack([x0, y1], -1)], 1)  # [G, 4, 2]
+    centre = tf.reduce_mean(corners, 1, keepdims=True)
+    t = np.deg2rad(o.near_duplicate_turn) * (2 * u[28] - 1)
+    c, s = tf.cos(t)[:, None], tf.sin(t)[:, None]
+    d = corners - centre
+    corners = centre + tf.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
+    lo, hi = o.near_duplicate_shift
+    angle = 2 * np.pi * tf.stack(u[29:33], 1)
+    length = lo + (hi - lo) * tf.stack(u[33:37], 1)
+    corners += (tf.stack([tf.cos(angle) * w[:, None], tf.sin(angle) * h[:, None]], -1)
+                * length[..., None])
+    g0, g1 = grown[:, None, :2], grown[:, None, 2:]
+    corners = tf.clip_by_value(corners, g0, g1)
+    target = (corners - g0) / (g1 - g0) * size - 0.5  # in the second side's pixel indices
+    out = tf.constant([[0.0, 0.0], [size - 1, 0.0], [size - 1, size - 1], [0.0, size - 1]])
+    out = tf.broadcast_to(out, tf.shape(target))
+    target = tf.where(is_near[:, None, None], target, out)
+    # u = (a0 x + a1 y + a2) / (c0 x + c1 y + 1), v likewise with b: eight equations.
+    x, y, tu, tv = out[..., 0], out[..., 1], target[..., 0], target[..., 1]
+    one, zero = tf.ones_like(x), tf.zeros_like(x)
+    rows_u = tf.stack([x, y, one, zero, zero, zero, -x * tu, -y * tu], -1)
+    rows_v = tf.stack([zero, zero, zero, x, y, one, -x * tv, -y * tv], -1)
+    a = tf.concat([rows_u, rows_v], 1)
+    b = tf.concat([tu, tv], 1)[..., None]
+    return tf.linalg.solve(a, b)[..., 0]
 
   # ------------------------------------------------------------------ 3. render
 
@@ -341,6 +394,12 @@ class _Generator:
     parts = [tf.image.crop_and_resize(work, plan['second_boxes'][k:k + 1], [0], [size, width])
              for k, width in enumerate((size // 2, size - size // 2))]
     second = tf.concat(parts, axis=2)
+    second = tf.cond(
+        tf.equal(example['kind'], KINDS.index('near_duplicate')),
+        lambda: tf.raw_ops.ImageProjectiveTransformV3(
+            images=second, transforms=plan['warp'][None], output_shape=[size, size],
+            fill_value=0.0, interpolation='BILINEAR', fill_mode='REFLECT'),
+        lambda: second)
     mix, colour = tf.unstack(plan['mix'], 2), tf.unstack(plan['colour'], 2)
     example['first'] = self._degrade(first[0], mix[0], colour[0], side1, q1)
     example['second'] = self._degrade(second[0], mix[1], colour[1], side2, q2)
