@@ -51,13 +51,21 @@ class Evidence:
                      np.log(max(self.area, 1e-4)), a.peak], np.float64)
 
 
+# How far `search` lets a box run over the original's edge, as a share of the box's size.
+OVERHANG = 0.45
+
+
 def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = 2,
            areas: Sequence[float] = SEARCH_AREAS) -> list[tuple[np.ndarray, float]]:
   """The `top` best boxes (pixels of the original) for the crop by correlation at low resolution.
 
   At each size the crop (its aspect ratio kept) is correlated with the
   original shrunk to `side` pixels across its long side (OpenCV's
-  `matchTemplate`, zero-mean normalised); one best place per size.
+  `matchTemplate`, zero-mean normalised); one best place per size. The
+  original is padded by its edge pixels, so a box may run up to `OVERHANG` of
+  its size over the frame: a window cut partly beyond the original matches
+  best there, where alignment can then show that part of it is not in the
+  original.
   """
   import cv2
   scale = min(1.0, side / max(original.size))
@@ -74,8 +82,11 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = 2,
     template = crop.resized((tw, th))
     if template.std() < 1e-4:
       continue
-    r = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
+    px, py = int(OVERHANG * tw), int(OVERHANG * th)
+    padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
+    r = np.nan_to_num(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED), nan=-1.0)
     _, best, _, (x, y) = cv2.minMaxLoc(r)
+    x, y = x - px, y - py
     box = np.array([x, y, x + tw, y + th], np.float64) / np.array(
         [aw / original.width, ah / original.height] * 2)
     found.append((box, float(best)))
