@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'resnet50'
   c.model.dtype = 'float32'           # compute dtype: 'float32' or 'bfloat16'
+  # Crop pairs: 'fusion' (both images stacked into one 6-channel backbone, the seed's
+  # design) or 'match' (one 3-channel trunk over each image, the crop found by search).
+  c.model.pair_head = 'fusion'
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ''              # converted ImageNet weights (scripts/convert_weights.py)
@@ -36,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Parameter groups by path pattern; every parameter must be in exactly one.
   c.param_groups = ml_collections.ConfigDict({
       'backbone': r'backbone/.*',
-      'head': r'(is_pair|is_swapped|box)/.*',
+      'head': r'(is_pair|is_swapped|box)/.*|match_.*',
   })
 
   c.data = ml_collections.ConfigDict()

@@ -29,7 +29,7 @@ def _set_xla_flags() -> None:
 _set_xla_flags()
 
 # The prediction API, imported on first use (it pulls in JAX and the models).
-_INFERENCE = ('predict', 'predict_pairs', 'predict_crop', 'predict_crops', 'load_model',
+_INFERENCE = ('predict', 'predict_pairs', 'encode', 'predict_crop', 'predict_crops', 'load_model',
               'Model', 'PairPrediction', 'CropPrediction', 'InputError', 'ModelError')
 __all__ = [*_INFERENCE, 'align']
 

@@ -8,6 +8,14 @@ heads, replacing torchvision's avgpool + fc:
 * `is_swapped`: 2 logits (first image is the original / the crop comes first);
 * `box`:        (x0, y0, x1, y1) of the crop inside the original, fractions.
 
+`MatchingPairModel` (config.model.pair_head = 'match') is the siamese
+alternative: one 3-channel trunk encodes each image on its own (features at
+stride 8, with stride 16 brought up to it), and the crop is found by search:
+the crop's features pooled to a small template are compared with the
+original's pooled over every candidate box (`match_volume`), in both
+directions; the box is the score-weighted mean of the candidates, the
+direction the one that matches better, the pair logit from both volumes.
+
 The auto-crop model is a backbone over one photo (3 channels) with a crop
 head: `crop` (left, top, right, bottom) in fractions of the input, and `angle`
 in degrees, `max_angle * tanh(.)`, so never beyond +-max_angle.
@@ -19,11 +27,12 @@ logits whose softmax is (margin before, size, margin after), so
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from cropjax import models
@@ -56,6 +65,126 @@ class PairModel(nn.Module):
         'is_swapped': dense(2, 'is_swapped')(pooled),
         'box': bounded_box(dense(6, 'box')(pooled)),
     }
+
+
+def interval_pooling(n: int, widths: Sequence[float], cells: int) -> tuple[np.ndarray, np.ndarray]:
+  """Candidate intervals of [0, 1] over `n` feature cells, and the weights that pool them.
+
+  Each width in `widths` (fractions of the side) starts at every multiple of 1/n
+  that keeps it inside [0, 1], and flush with the end. Returns intervals [m, 2]
+  and weights [m, cells, n]: row (i, k) averages the feature cells over the k-th
+  of `cells` equal parts of interval i, each cell by its overlap.
+  """
+  found = set()
+  for w in widths:
+    if not 0 < w <= 1:
+      raise ValueError(f'candidate widths are fractions in (0, 1], got {w}')
+    for a in [*np.arange(0.0, 1.0 - w + 1e-9, 1.0 / n), 1.0 - w]:
+      found.add((round(float(a), 6), round(float(a) + w, 6)))
+  intervals = np.array(sorted(found), np.float32)
+  edges = np.arange(n + 1) / n
+  weights = np.zeros((len(intervals), cells, n), np.float32)
+  for i, (a, b) in enumerate(intervals):
+    for k in range(cells):
+      lo, hi = a + (b - a) * k / cells, a + (b - a) * (k + 1) / cells
+      overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
+      weights[i, k] = overlap / overlap.sum()
+  return intervals, weights
+
+
+def match_volume(original: jax.Array, crop: jax.Array, widths: Sequence[float],
+                 cells: int = 3) -> tuple[jax.Array, np.ndarray]:
+  """How well the crop matches each candidate box of the original.
+
+  original [B, h, w, D], crop [B, h', w', D]: unit-length feature vectors. The
+  crop is pooled to a `cells` x `cells` template; a box is pooled the same way
+  over its own cells, and its score is the mean over the cells of the cosine
+  between the two pooled vectors. (The pooled box's lengths come from the
+  original's Gram matrix, so the [B, boxes, cells, D] volume is never formed.)
+  A box smaller or larger than the crop's window pools other content and
+  scores lower. Boxes are every pair of a y and an x interval of
+  `interval_pooling`. Returns scores [B, my, mx] and the boxes [my, mx, 4]
+  (x0, y0, x1, y1, fractions).
+  """
+  _, h, w, _ = original.shape
+  _, ch, cw, _ = crop.shape
+  iv_y, wy = interval_pooling(h, widths, cells)
+  iv_x, wx = interval_pooling(w, widths, cells)
+  whole = lambda n: interval_pooling(n, (1.0,), cells)[1][0]
+  template = jnp.einsum('kh,bhwd,lw->bkld', whole(ch), crop, whole(cw))
+  template = template / jnp.sqrt(jnp.sum(template * template, -1, keepdims=True) + 1e-6)
+  dots = jnp.einsum('bkld,bhwd->bklhw', template, original)
+  dots = jnp.einsum('ikh,bklhw,jlw->bikjl', wy, dots, wx)  # template cell . pooled box cell
+  gram = jnp.einsum('bhwd,bHWd->bhwHW', original, original)
+  rows = jnp.einsum('ikh,bhwHW,ikH->bikwW', wy, gram, wy)
+  length2 = jnp.einsum('jlw,bikwW,jlW->bikjl', wx, rows, wx)  # |pooled box cell|^2
+  cosine = dots / jnp.sqrt(jnp.maximum(length2, 0.0) + 1e-6)
+  scores = cosine.mean(axis=(2, 4))
+  boxes = np.stack(np.broadcast_arrays(iv_x[None, :, 0], iv_y[:, None, 0],
+                                       iv_x[None, :, 1], iv_y[:, None, 1]), -1)
+  return scores, boxes
+
+
+class MatchingPairModel(nn.Module):
+  """A 3-channel trunk over each image on its own + search by correlation (module docstring).
+
+  Input and outputs as `PairModel`'s: the stacked pair [B, N, N, 6] in, and
+  `is_pair`, `is_swapped` (2 logits each) and `box` out; `encode` and
+  `compare` are the two halves, so an image's features are computed once and
+  compared with many.
+  """
+  backbone: models.ResNet   # in_channels=3, outputs=(2, 3): stride 8 and 16
+  dim: int = 64
+  cells: int = 3
+  widths: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+  def setup(self):
+    self.match_proj = nn.Dense(self.dim, dtype=jnp.float32)
+    # The scores' sharpness for the weighted box (softplus of this; about 10 at the start).
+    self.match_temperature = self.param('match_temperature', lambda _: jnp.float32(10.0))
+    self.is_swapped = nn.Dense(1, dtype=jnp.float32)
+    self.is_pair = nn.Dense(2, dtype=jnp.float32)
+
+  def encode(self, images: jax.Array, train: bool = False,
+             backbone_train: bool | None = None) -> jax.Array:
+    """[B, N, N, 3] -> unit-length features [B, N/8, N/8, dim]."""
+    backbone_train = train if backbone_train is None else backbone_train
+    f8, f16 = self.backbone(images, train=backbone_train)
+    if not backbone_train:
+      f8, f16 = jax.lax.stop_gradient((f8, f16))
+    _, h, w, _ = f8.shape
+    f16 = jnp.repeat(jnp.repeat(f16, 2, axis=1), 2, axis=2)[:, :h, :w]
+    x = self.match_proj(jnp.concatenate([f8, f16], -1).astype(jnp.float32))
+    return x / jnp.sqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-6)
+
+  def _one_way(self, original, crop):
+    scores, boxes = match_volume(original, crop, self.widths, self.cells)
+    flat = scores.reshape(scores.shape[0], -1)
+    weights = jax.nn.softmax(flat * jax.nn.softplus(self.match_temperature), -1)
+    box = weights @ jnp.asarray(boxes.reshape(-1, 4))
+    stats = jnp.stack([flat.max(-1), (weights * flat).sum(-1), flat.mean(-1), flat.std(-1)], -1)
+    return box, stats
+
+  def compare(self, a: jax.Array, b: jax.Array) -> dict[str, jax.Array]:
+    """Encoded images a and b -> the pair's outputs (as `__call__`'s)."""
+    box_ab, stats_ab = self._one_way(a, b)   # b inside a: a the original
+    box_ba, stats_ba = self._one_way(b, a)   # a inside b: the crop first
+    # Antisymmetric by construction: swapping the inputs swaps the direction's odds.
+    d = (self.is_swapped(stats_ba) - self.is_swapped(stats_ab))[:, 0]
+    p = jax.nn.sigmoid(d)[:, None]
+    both = jnp.concatenate([jnp.maximum(stats_ab, stats_ba), jnp.minimum(stats_ab, stats_ba)], -1)
+    return {
+        'is_pair': self.is_pair(both),
+        'is_swapped': jnp.stack([-d / 2, d / 2], -1),
+        'box': (1 - p) * box_ab + p * box_ba,   # a mean of boxes in the frame: in the frame
+    }
+
+  def __call__(self, images: jax.Array, train: bool = False,
+               backbone_train: bool | None = None) -> dict[str, jax.Array]:
+    n = images.shape[0]
+    features = self.encode(jnp.concatenate([images[..., :3], images[..., 3:]], 0), train,
+                           backbone_train)
+    return self.compare(features[:n], features[n:])
 
 
 class CropModel(nn.Module):

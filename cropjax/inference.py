@@ -222,6 +222,12 @@ class Model:
       return module.apply(variables, x, train=False)
 
     self._forward = forward
+    self.matching = hasattr(module, 'encode')  # a siamese pair model (heads.MatchingPairModel)
+    if self.matching:
+      self._encode = jax.jit(lambda variables, images: module.apply(
+          variables, models.normalize(images.astype(jax.numpy.float32)), method=module.encode))
+      self._compare = jax.jit(lambda variables, a, b: module.apply(
+          variables, a, b, method=module.compare))
 
   @functools.cached_property
   def verdict(self):
@@ -238,18 +244,36 @@ class Model:
 
   def forward(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """uint8 [n, N, N, C] -> numpy outputs, in padded batches of a power of two."""
-    import jax
-    n = len(images)
-    outs = []
-    for i in range(0, n, batch_size):
-      chunk = images[i:i + batch_size]
-      padded = 1 << max(0, int(np.ceil(np.log2(len(chunk)))))
-      padded = min(max(padded, 1), max(batch_size, len(chunk)))
-      if padded > len(chunk):
-        chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-      out = jax.device_get(self._forward(self.variables, chunk))
-      outs.append({k: np.asarray(v)[:min(batch_size, n - i)] for k, v in out.items()})
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return _padded(lambda x: self._forward(self.variables, x), images, batch_size)
+
+
+  def encode(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """A matching pair model's features of uint8 [n, N, N, 3] images (each on its own)."""
+    if not self.matching:
+      raise ModelError(f'{self.source}: an early-fusion model encodes pairs, not images '
+                       "(config.model.pair_head = 'match' trains one that does)")
+    return _padded(lambda x: {'f': self._encode(self.variables, x)}, images, batch_size)['f']
+
+  def compare(self, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """A matching pair model's outputs for encoded images a[i] and b[i]."""
+    both = np.concatenate([a, b], -1)
+    d = a.shape[-1]
+    return _padded(lambda x: self._compare(self.variables, x[..., :d], x[..., d:]), both,
+                   batch_size)
+
+
+def _padded(fn, items: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+  """fn over items in batches padded to a power of two (one compilation per size)."""
+  import jax
+  n, outs = len(items), []
+  for i in range(0, n, batch_size):
+    chunk = items[i:i + batch_size]
+    padded = min(1 << max(0, int(np.ceil(np.log2(len(chunk))))), max(batch_size, len(chunk)))
+    if padded > len(chunk):
+      chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+    out = jax.device_get(fn(chunk))
+    outs.append({k: np.asarray(v)[:min(batch_size, n - i)] for k, v in out.items()})
+  return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
 def _find_checkpoint(path: Path) -> tuple[Path, Path, int]:
@@ -374,9 +398,20 @@ ALIGN_MAX_SIDE = 2048
 
 
 def _network_pairs(m: Model, loaded, batch_size: int):
-  stacked = [np.concatenate([resize_square(ia, m.image_size), resize_square(ib, m.image_size)],
-                            axis=-1) for ia, ib in loaded]
-  out = m.forward(np.stack(stacked), batch_size)
+  if m.matching:  # each distinct image encoded once, then the pairs compared
+    index: dict[int, int] = {}
+    for pair in loaded:
+      for image in pair:
+        index.setdefault(id(image), len(index))
+    squares = {id(im): resize_square(im, m.image_size) for pair in loaded for im in pair}
+    features = m.encode(np.stack(list(squares.values())), batch_size)
+    a = features[[index[id(ia)] for ia, _ in loaded]]
+    b = features[[index[id(ib)] for _, ib in loaded]]
+    out = m.compare(a, b, batch_size)
+  else:
+    stacked = [np.concatenate([resize_square(ia, m.image_size), resize_square(ib, m.image_size)],
+                              axis=-1) for ia, ib in loaded]
+    out = m.forward(np.stack(stacked), batch_size)
   results = [pair_result(out, i, ia.size, ib.size) for i, (ia, ib) in enumerate(loaded)]
   logits = out['is_pair'][:, 1] - out['is_pair'][:, 0]
   return results, logits
@@ -392,15 +427,28 @@ def _pyramid(image: Image.Image):
 
 
 def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
-  return [(load_image(a, f'pair {first + i} image a'), load_image(b, f'pair {first + i} image b'))
+  """Each pair's images loaded; an input given more than once (the same path, or the same
+  object) is loaded once and shared, so a matching model encodes it once."""
+  seen: dict[Any, Image.Image] = {}
+
+  def get(image, name):
+    key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)
+    if key not in seen:
+      seen[key] = load_image(image, name)
+    return seen[key]
+
+  return [(get(a, f'pair {first + i} image a'), get(b, f'pair {first + i} image b'))
           for i, (a, b) in enumerate(pairs)]
 
 
 def _aligned_evidence(loaded, network: list[PairPrediction]):
   from cropjax.matching import verify
-  pyramids, scales = [], []
+  pyramids, scales, made = [], [], {}
   for ia, ib in loaded:
-    (pa, sa), (pb, sb) = _pyramid(ia), _pyramid(ib)
+    for image in (ia, ib):  # an image in several pairs: one pyramid
+      if id(image) not in made:
+        made[id(image)] = _pyramid(image)
+    (pa, sa), (pb, sb) = made[id(ia)], made[id(ib)]
     pyramids.append((pa, pb))
     scales.append({'a': sa, 'b': sb})
   starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
@@ -478,6 +526,16 @@ def pair_result(out: dict[str, np.ndarray], i: int, size_a: tuple[int, int],
       original_probability=p_swap if original == 'b' else 1 - p_swap,
       box=box, box_fraction=f, top_left=box[:2], top_left_fraction=f[:2],
       original_size=(int(w), int(h)))
+
+
+def encode(images: Sequence[ImageLike], *, model: Model | str | None = None,
+           batch_size: int = 32) -> np.ndarray:
+  """A matching pair model's features of each image ([n, N/8, N/8, D], unit length), to
+  compare with many others (`Model.compare`) without encoding them again."""
+  m = _checked(model, 'pairs')
+  squares = [resize_square(load_image(im, f'image {i}'), m.image_size)
+             for i, im in enumerate(images)]
+  return m.encode(np.stack(squares), batch_size)
 
 
 def predict_crop(image: ImageLike, *, model: Model | str | None = None) -> CropPrediction:

@@ -121,6 +121,9 @@ class ResNet(nn.Module):
     in_channels: channels the input must have (3 for RGB, 6 for a stacked pair).
     dtype: compute dtype; parameters stay float32.
     conv: convolution module (`cropjax.conv.Conv`, or `nn.Conv`).
+    outputs: stages (1-4) whose feature maps are returned, as a tuple, instead of
+      the classifier or the last map; stages after the last of them are not built
+      (an encoder that needs stride 8 and 16 stops after layer3).
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -129,6 +132,7 @@ class ResNet(nn.Module):
   in_channels: int = 3
   dtype: Any = jnp.float32
   conv: ModuleDef = Conv
+  outputs: tuple[int, ...] | None = None
 
   @property
   def num_features(self) -> int:
@@ -150,12 +154,17 @@ class ResNet(nn.Module):
     x = conv(self.width, (7, 7), (2, 2), padding=_pad(3), name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x))
     x = max_pool_3x3_s2(x)  # = nn.max_pool(x, (3, 3), (2, 2), _pad(1)), faster on CPU
-    for i, num_blocks in enumerate(self.stage_sizes):
+    maps = []
+    last = max(self.outputs) if self.outputs else len(self.stage_sizes)
+    for i, num_blocks in enumerate(self.stage_sizes[:last]):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm,
                            name=f'layer{i + 1}_{j}')(x)
       self.sow('intermediates', f'layer{i + 1}', x)
+      maps.append(x)
+    if self.outputs:
+      return tuple(maps[k - 1] for k in self.outputs)
     if self.num_classes is None:
       return x
     x = jnp.mean(x, axis=(1, 2))

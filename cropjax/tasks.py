@@ -1,7 +1,9 @@
 """The two problems cropjax trains, behind one interface the training loop uses.
 
 * `pairs`: is B a crop of A (or A of B), which is the original, where is the
-  crop (`cropjax.heads.PairModel` on the 6-channel stacked pair);
+  crop (`cropjax.heads.PairModel` on the 6-channel stacked pair, or, with
+  config.model.pair_head = 'match', `MatchingPairModel`: a 3-channel trunk over
+  each image and search by correlation);
 * `autocrop`: the crop a photographer would choose for a photo
   (`cropjax.heads.CropModel` on 3 channels).
 
@@ -34,6 +36,19 @@ class Task:
   datasets: Callable[[Any, int], tuple[Any, Any]]                 # (config, start_step)
   draw: Callable[[dict, dict], np.ndarray]                        # (batch, outputs) -> images
   image_summary: str
+  # config -> the backbone's options (`cropjax.models.ResNet` fields: in_channels, outputs)
+  backbone: Callable[[Any], dict[str, Any]] = lambda config: {'in_channels': 3}
+
+
+PAIR_HEADS = ('fusion', 'match')
+
+
+def pair_head(config) -> str:
+  """'fusion' (the seed's early fusion, the default) or 'match' (siamese, by search)."""
+  head = config.model.get('pair_head', 'fusion')
+  if head not in PAIR_HEADS:
+    raise ValueError(f'config.model.pair_head: {head!r}, use one of {PAIR_HEADS}')
+  return head
 
 
 def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -106,9 +121,13 @@ def draw_pairs(batch, outputs, count: int = 8) -> np.ndarray:
 
 PAIRS = Task(
     name='pairs', in_channels=6, best_metric='val_pair_accuracy',
-    make_model=lambda backbone, config: heads.PairModel(backbone),
+    make_model=lambda backbone, config: (heads.MatchingPairModel(backbone)
+                                         if pair_head(config) == 'match' else
+                                         heads.PairModel(backbone)),
     loss=lambda out, batch, weights, config: heads.pair_loss(out, batch, weights),
-    metrics=pair_metrics, datasets=pair_datasets, draw=draw_pairs, image_summary='val_pairs')
+    metrics=pair_metrics, datasets=pair_datasets, draw=draw_pairs, image_summary='val_pairs',
+    backbone=lambda config: ({'in_channels': 3, 'outputs': (2, 3)}
+                             if pair_head(config) == 'match' else {'in_channels': 6}))
 
 
 # ------------------------------------------------------------------ auto-crop

@@ -72,8 +72,12 @@ def build_model(config: ml_collections.ConfigDict):
   if config.model.dtype not in dtypes:
     raise ConfigError(f'config.model.dtype: {config.model.dtype!r}, use one of {sorted(dtypes)}')
   try:
-    backbone = models.get(config.model.arch, num_classes=None, in_channels=task.in_channels,
-                          dtype=dtypes[config.model.dtype])
+    options = task.backbone(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  try:
+    backbone = models.get(config.model.arch, num_classes=None, dtype=dtypes[config.model.dtype],
+                          **options)
   except ValueError as e:
     raise ConfigError(f'config.model.arch: {e}') from None
   return task.make_model(backbone, config)
@@ -143,23 +147,31 @@ def initial_variables(config, model, rng) -> dict[str, Any]:
   if meta.get('arch') != config.model.arch:
     raise ConfigError(f'config.init.checkpoint: {path} holds {meta.get("arch")}, '
                       f'the config trains {config.model.arch}')
-  if meta.get('in_channels') == 3 and channels == 6:
+  backbone = model.backbone
+  if meta.get('in_channels') == 3 and backbone.in_channels == 6:
     loaded = weights.expand_stem(loaded, 6)
-  return merge_backbone(variables, loaded, source=path)
+  # An encoder that stops early (ResNet.outputs) has no use for the later stages.
+  last = max(backbone.outputs) if backbone.outputs else len(backbone.stage_sizes)
+  unused = tuple(f'layer{k}_' for k in range(last + 1, len(backbone.stage_sizes) + 1))
+  return merge_backbone(variables, loaded, source=path, unused=unused)
 
 
-def merge_backbone(variables, backbone_vars, *, source: str) -> dict[str, Any]:
+def merge_backbone(variables, backbone_vars, *, source: str,
+                   unused: tuple[str, ...] = ()) -> dict[str, Any]:
   """Puts converted ResNet weights into the pair model's backbone, strictly.
 
   Missing or unexpected backbone tensors, or shape mismatches, are listed in
-  the error; a torchvision classifier ('fc') is dropped (the heads replace it).
+  the error; a torchvision classifier ('fc') is dropped (the heads replace it),
+  and so are tensors under the `unused` prefixes (stages a truncated encoder
+  does not build).
   """
   out = flax.core.unfreeze(jax.tree_util.tree_map(np.asarray, variables))
   problems = []
   for col in ('params', 'batch_stats'):
     target = flax.traverse_util.flatten_dict(out[col]['backbone'], sep='/')
     given = {k: v for k, v in flax.traverse_util.flatten_dict(
-        flax.core.unfreeze(backbone_vars[col]), sep='/').items() if not k.startswith('fc/')}
+        flax.core.unfreeze(backbone_vars[col]), sep='/').items()
+             if not k.startswith(('fc/', *unused))}
     missing = sorted(set(target) - set(given))
     unexpected = sorted(set(given) - set(target))
     shapes = [f'{k} {np.shape(given[k])} vs {target[k].shape}' for k in sorted(set(target) & set(given))

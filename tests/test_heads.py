@@ -1,4 +1,5 @@
-"""Pair heads: boxes valid by construction, GIoU, and which examples each loss sees."""
+"""Pair heads: boxes valid by construction, GIoU, which examples each loss sees, and the matching
+model's search, symmetry and reusable features."""
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,60 @@ def test_pair_model_outputs():
   out = model.apply(v, x)
   assert out['is_pair'].shape == (3, 2) and out['is_swapped'].shape == (3, 2)
   assert out['box'].shape == (3, 4)
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_a_planted_template_peaks_at_its_place_and_scale():
+  rng = np.random.default_rng(0)
+  original = _unit(rng.normal(size=(1, 8, 8, 16)))
+  # The crop: rows 2-5 and columns 1-6 of the original (a window 0.5 high, 0.75 wide),
+  # enlarged to 8 x 8 as the network sees a crop.
+  rows = 2 + np.floor((np.arange(8) + 0.5) * 4 / 8).astype(int)
+  cols = 1 + np.floor((np.arange(8) + 0.5) * 6 / 8).astype(int)
+  crop = original[:, rows][:, :, cols]
+  scores, boxes = heads.match_volume(jnp.asarray(original, jnp.float32),
+                                     jnp.asarray(crop, jnp.float32), (0.25, 0.5, 0.75, 1.0))
+  scores = np.asarray(scores[0])
+  i, j = np.unravel_index(np.argmax(scores), scores.shape)
+  np.testing.assert_allclose(boxes[i, j], [1 / 8, 2 / 8, 7 / 8, 6 / 8], atol=1e-6)
+  assert scores[i, j] > 0.9
+  second = np.sort(scores.ravel())[-2]
+  assert scores[i, j] - second > 0.05
+  # Every candidate lies in the frame, none inverted.
+  assert (boxes >= 0).all() and (boxes <= 1 + 1e-6).all()
+  assert (boxes[..., 2] > boxes[..., 0]).all() and (boxes[..., 3] > boxes[..., 1]).all()
+
+
+def _matching(seed=0):
+  model = heads.MatchingPairModel(models.TinyResNet(num_classes=None, outputs=(2, 3)))
+  x = jax.random.uniform(jax.random.key(seed), (3, 64, 64, 6)) * 255
+  return model, model.init(jax.random.key(1), x), x
+
+
+def test_swapping_the_inputs_swaps_the_direction():
+  model, v, x = _matching()
+  out = model.apply(v, x)
+  swapped = model.apply(v, jnp.concatenate([x[..., 3:], x[..., :3]], -1))
+  np.testing.assert_allclose(swapped['is_swapped'], out['is_swapped'][:, ::-1], atol=1e-5)
+  np.testing.assert_allclose(swapped['is_pair'], out['is_pair'], atol=1e-5)
+  np.testing.assert_allclose(swapped['box'], out['box'], atol=1e-5)
+  box = np.asarray(out['box'])
+  assert (box[:, :2] >= 0).all() and (box[:, 2:] <= 1).all() and (box[:, :2] < box[:, 2:]).all()
+
+
+def test_cached_features_equal_recomputed_ones():
+  model, v, x = _matching()
+  a = model.apply(v, x[..., :3], method=model.encode)
+  b = model.apply(v, x[..., 3:], method=model.encode)
+  assert a.shape == (3, 8, 8, model.dim)
+  np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, atol=1e-3)
+  reused = model.apply(v, a, b, method=model.compare)
+  whole = model.apply(v, x)
+  for k in whole:
+    np.testing.assert_allclose(reused[k], whole[k], rtol=1e-4, atol=1e-5)
 
 
 def test_crop_model_outputs_stay_in_range_even_with_huge_weights():

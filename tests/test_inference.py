@@ -168,6 +168,34 @@ def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdi
   np.testing.assert_allclose(one.probability, both[1].probability, atol=1e-3)
 
 
+def test_a_matching_model_encodes_each_distinct_image_once(photo_folder, pair_workdir, tmp_path,
+                                                            monkeypatch):
+  c = tiny.get_config()
+  c.data.source = str(photo_folder)
+  c.data.data_dir = str(tmp_path / 'tfds')
+  c.num_steps, c.freeze_steps, c.eval_every, c.verdict_photos = 1, 0, 1, 0
+  c.model.pair_head = 'match'
+  train.train_and_evaluate(c, str(tmp_path / 'wd'))
+  model = inference.load_model(tmp_path / 'wd')
+  files = sorted(str(p) for p in photo_folder.iterdir())[:5]
+  encoded = []
+  original_encode = inference.Model.encode
+  monkeypatch.setattr(inference.Model, 'encode',
+                      lambda self, images, batch_size=32: encoded.append(len(images)) or
+                      original_encode(self, images, batch_size))
+  grid = [(a, b) for a in files[:2] for b in files[2:]]   # 2 x 3 images, 6 pairs
+  results = inference.predict_pairs(grid, model=model, align=False)
+  assert encoded == [5] and len(results) == 6
+  # The same answers as pair by pair, and as comparing cached features.
+  single = inference.predict(*grid[4], model=model, align=False)
+  assert single.probability == pytest.approx(results[4].probability, abs=1e-5)
+  features = inference.encode(files, model=model)
+  out = model.compare(features[[1]], features[[3]])
+  assert float(out['box'][0, 0]) == pytest.approx(results[4].box_fraction[0], abs=1e-5)
+  with pytest.raises(inference.ModelError, match='encodes pairs, not images'):
+    inference.load_model(pair_workdir).encode(np.zeros((1, 8, 8, 3), np.uint8))
+
+
 def test_a_model_without_a_verdict_says_how_to_fit_one(pair_workdir, tmp_path):
   import shutil
   copy = tmp_path / 'wd'

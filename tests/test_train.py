@@ -147,6 +147,24 @@ def test_imagenet_init_merges_strictly_and_freezes(photo_folder, tmp_path):
                              str(tmp_path / 'run2'))
 
 
+def test_a_converted_checkpoint_loads_into_the_matching_encoder_unchanged(photo_folder, tmp_path):
+  rgb = models.init(models.TinyResNet(num_classes=10), jax.random.key(3), 32)
+  path = weights.save(rgb, tmp_path / 'w', arch='tiny')
+  c = _config(photo_folder, tmp_path, num_steps=2, freeze_steps=2,
+              **{'init.checkpoint': path, 'model.pair_head': 'match'})
+  state = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  # The 3-channel stem as converted; the encoder stops after layer3, so fc and layer4 stay out.
+  kept = lambda tree: {k: v for k, v in tree.items() if k != 'fc' and not k.startswith('layer4')}
+  assert state.params['backbone']['stem_conv']['kernel'].shape[2] == 3
+  assert _same(state.params['backbone'], kept(rgb['params']))
+  assert _same(state.batch_stats['backbone'], kept(rgb['batch_stats']))
+  assert set(state.params) == {'backbone', 'match_proj', 'match_temperature', 'is_pair',
+                               'is_swapped'}
+  with pytest.raises(train.ConfigError, match="pair_head: 'both'"):
+    train.train_and_evaluate(_config(photo_folder, tmp_path, **{'model.pair_head': 'both'}),
+                             str(tmp_path / 'run2'))
+
+
 def test_data_parallel_matches_one_device(photo_folder, tmp_path):
   """The same global batch on 1 device, on 4 forced CPU devices, and in 2 processes on localhost."""
   script = textwrap.dedent(f'''
