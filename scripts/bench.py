@@ -473,7 +473,8 @@ def section_predict(args) -> list[Result]:
     buf = io.BytesIO()
     Image.fromarray(photo[y:y + ch, x:x + cw]).save(buf, 'JPEG', quality=int(rng.integers(40, 95)))
     pairs.append((photo, np.asarray(Image.open(buf))))
-  pairs = (pairs * 4)[:args.predict_pairs]
+  # Copies: every pair its own arrays, so nothing is shared between repeats of a photo.
+  pairs = [(a.copy(), b.copy()) for a, b in (pairs * 4)[:args.predict_pairs]]
   c = demo.get_config()
   module = train.build_model(c)
   from cropjax.matching import verdict
