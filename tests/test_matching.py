@@ -120,6 +120,20 @@ def test_the_direction_is_found_both_ways_round():
     assert ev.alignment.score > ev.reverse.score
 
 
+def test_a_window_cut_partly_beyond_the_original_aligns_partly_outside_it():
+  # The original is the photo without its left 150 px; the crop runs 100 px (a third of
+  # its width) beyond that edge, into content the original does not have.
+  photo = PHOTOS['astronaut']
+  original = Pyramid(_jpeg(Image.fromarray(photo[:, 150:]), 85))
+  window = (50.0, 120.0, 350.0, 360.0)   # photo pixels
+  ev, = verify.verify_batch([(original, Pyramid(_crop('astronaut', window, 0.8)))])
+  assert ev.original == 'a'
+  x0, y0, x1, y1 = ev.alignment.box
+  np.testing.assert_allclose((x0, y0, x1, y1), (-100.0, 120.0, 200.0, 360.0), atol=2.0)
+  assert ev.alignment.inside == pytest.approx(2 / 3, abs=0.02)
+  assert ev.alignment.score > 0.9   # on the part inside the frame
+
+
 def test_a_mirrored_crop_and_a_second_shot_score_below_the_crop():
   box = (100.3, 140.7, 380.2, 350.9)
   photo = Image.fromarray(PHOTOS['astronaut'])
