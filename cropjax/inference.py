@@ -244,35 +244,33 @@ class Model:
 
   def forward(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """uint8 [n, N, N, C] -> numpy outputs, in padded batches of a power of two."""
-    return _padded(lambda x: self._forward(self.variables, x), images, batch_size)
-
+    return _padded(lambda x: self._forward(self.variables, x), [images], batch_size)
 
   def encode(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """A matching pair model's features of uint8 [n, N, N, 3] images (each on its own)."""
     if not self.matching:
       raise ModelError(f'{self.source}: an early-fusion model encodes pairs, not images '
                        "(config.model.pair_head = 'match' trains one that does)")
-    return _padded(lambda x: {'f': self._encode(self.variables, x)}, images, batch_size)['f']
+    return _padded(lambda x: {'f': self._encode(self.variables, x)}, [images], batch_size)['f']
 
   def compare(self, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """A matching pair model's outputs for encoded images a[i] and b[i]."""
-    both = np.concatenate([a, b], -1)
-    d = a.shape[-1]
-    return _padded(lambda x: self._compare(self.variables, x[..., :d], x[..., d:]), both,
-                   batch_size)
+    return _padded(lambda x, y: self._compare(self.variables, x, y), [a, b], batch_size)
 
 
-def _padded(fn, items: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-  """fn over items in batches padded to a power of two (one compilation per size)."""
+def _padded(fn, arrays: list[np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """fn over rows of `arrays` (one argument each, the same length) in batches padded to a power
+  of two (one compilation per size) -> its outputs, concatenated."""
   import jax
-  n, outs = len(items), []
+  n, outs = len(arrays[0]), []
   for i in range(0, n, batch_size):
-    chunk = items[i:i + batch_size]
-    padded = min(1 << max(0, int(np.ceil(np.log2(len(chunk))))), max(batch_size, len(chunk)))
-    if padded > len(chunk):
-      chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-    out = jax.device_get(fn(chunk))
-    outs.append({k: np.asarray(v)[:min(batch_size, n - i)] for k, v in out.items()})
+    chunks = [a[i:i + batch_size] for a in arrays]
+    size = len(chunks[0])
+    padded = min(1 << max(0, int(np.ceil(np.log2(size)))), max(batch_size, size))
+    chunks = [np.concatenate([c, np.zeros((padded - size, *c.shape[1:]), c.dtype)])
+              if padded > size else c for c in chunks]
+    out = jax.device_get(fn(*chunks))
+    outs.append({k: np.asarray(v)[:size] for k, v in out.items()})
   return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
@@ -398,12 +396,13 @@ ALIGN_MAX_SIDE = 2048
 
 
 def _network_pairs(m: Model, loaded, batch_size: int):
-  if m.matching:  # each distinct image encoded once, then the pairs compared
-    index: dict[int, int] = {}
+  if m.matching:  # each distinct image resized and encoded once, then the pairs compared
+    squares: dict[int, np.ndarray] = {}
     for pair in loaded:
       for image in pair:
-        index.setdefault(id(image), len(index))
-    squares = {id(im): resize_square(im, m.image_size) for pair in loaded for im in pair}
+        if id(image) not in squares:
+          squares[id(image)] = resize_square(image, m.image_size)
+    index = {key: k for k, key in enumerate(squares)}
     features = m.encode(np.stack(list(squares.values())), batch_size)
     a = features[[index[id(ia)] for ia, _ in loaded]]
     b = features[[index[id(ib)] for _, ib in loaded]]

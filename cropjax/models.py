@@ -135,6 +135,11 @@ class ResNet(nn.Module):
   outputs: tuple[int, ...] | None = None
 
   @property
+  def stages_built(self) -> int:
+    """How many stages the network builds: all, or up to the last of `outputs`."""
+    return max(self.outputs) if self.outputs else len(self.stage_sizes)
+
+  @property
   def num_features(self) -> int:
     """Channels of the last feature map."""
     return self.width * 8 * self.block_cls.expansion
@@ -155,8 +160,7 @@ class ResNet(nn.Module):
     x = nn.relu(norm(name='stem_bn')(x))
     x = max_pool_3x3_s2(x)  # = nn.max_pool(x, (3, 3), (2, 2), _pad(1)), faster on CPU
     maps = []
-    last = max(self.outputs) if self.outputs else len(self.stage_sizes)
-    for i, num_blocks in enumerate(self.stage_sizes[:last]):
+    for i, num_blocks in enumerate(self.stage_sizes[:self.stages_built]):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm,

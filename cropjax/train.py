@@ -151,8 +151,8 @@ def initial_variables(config, model, rng) -> dict[str, Any]:
   if meta.get('in_channels') == 3 and backbone.in_channels == 6:
     loaded = weights.expand_stem(loaded, 6)
   # An encoder that stops early (ResNet.outputs) has no use for the later stages.
-  last = max(backbone.outputs) if backbone.outputs else len(backbone.stage_sizes)
-  unused = tuple(f'layer{k}_' for k in range(last + 1, len(backbone.stage_sizes) + 1))
+  unused = tuple(f'layer{k}_' for k in range(backbone.stages_built + 1,
+                                             len(backbone.stage_sizes) + 1))
   return merge_backbone(variables, loaded, source=path, unused=unused)
 
 

@@ -12,8 +12,8 @@ ratio); every start goes through the first (coarsest) stage of
 second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop) and its alignment goes through the finest stage; the other direction
-keeps its second-stage one, enough to say it fits worse. `features` summarises the evidence for the
-verdict model (`cropjax.matching.verdict`).
+keeps its second-stage one, enough to say it fits worse. `features`
+summarises the evidence for the verdict model (`cropjax.matching.verdict`).
 """
 
 from __future__ import annotations
