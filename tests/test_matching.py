@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from cropjax import procedural
 from cropjax.datasets import splits
@@ -63,6 +63,37 @@ def test_flat_content_matches_without_a_peak():
   flat = align(original, crop, box)
   assert flat.score > 0.95 and textured.score > 0.95
   assert flat.peak < 0.1 * textured.peak  # a high score here says little: the verdict sees that
+
+
+def test_content_that_slides_along_one_axis_has_no_peak():
+  # Motion blur along x (rows of a real photo averaged over 80 px): the crop fits anywhere
+  # along the row, so the match says nothing about x, however well it scores.
+  rows = np.asarray(Image.fromarray(PHOTOS['coffee']).resize((1, 400)), np.float64)
+  streaks = np.broadcast_to(rows, (400, 600, 3)).astype(np.uint8)
+  original = _jpeg(Image.fromarray(streaks), 85)
+  box = (150.0, 100.0, 350.0, 260.0)
+  crop = _jpeg(Image.fromarray(original).crop(tuple(int(v) for v in box)), 70)
+  slides = align(original, crop, box)
+  textured = align(PHOTOS['coffee'], PHOTOS['coffee'][100:260, 150:350], box)
+  assert slides.score > 0.95 and textured.score > 0.95
+  assert slides.peak < 0.1 * textured.peak
+
+
+def test_detail_tells_matching_texture_from_matching_shading():
+  # The same crop at its place, and a window that matches only in its shading: a copy of the
+  # crop's blurred light, with another photo's fine texture on it.
+  photo = PHOTOS['astronaut'].astype(np.float64)
+  box = (100, 140, 300, 300)
+  crop = _jpeg(Image.fromarray(photo[140:300, 100:300].astype(np.uint8)), 50)
+  light = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(8)), np.float64)
+  other = PHOTOS['coffee'][:160, :200].astype(np.float64)
+  texture = other - np.asarray(Image.fromarray(other.astype(np.uint8)).filter(
+      ImageFilter.GaussianBlur(8)), np.float64)
+  fake = np.clip(light + texture, 0, 255).astype(np.uint8)
+  at_place = align(_jpeg(Image.fromarray(photo.astype(np.uint8)), 85), crop, box)
+  shading = align(fake, crop, (0, 0, 200, 160))
+  assert at_place.detail > 0.8
+  assert shading.score > 0.5 and shading.detail < 0.3, (shading.score, shading.detail)
 
 
 def test_batched_equals_one_at_a_time():

@@ -64,9 +64,12 @@ class Alignment:
   converged: bool    # the finest stage moved the box by less than half a sample (it settled)
   inside: float      # share of the box inside the original's frame
   blocks: tuple[float, ...]  # ZNCC per cell of a 4 x 4 grid over the crop (row-major)
-  #                            (empty, and `peak` NaN, from align_batch(detail=False))
-  peak: float = 0.0  # how far the ZNCC falls when the box moves by 4 % of its size:
-  #                    far for a distinctive match, hardly at all on flat content (sky, blur)
+  #                  (empty, and `peak`, `detail` NaN, from align_batch(detail=False))
+  peak: float = 0.0  # how far the ZNCC falls when the box moves by 4 % of its size along
+  #                    the axis where it falls least: far for a distinctive match, hardly at
+  #                    all on flat content (sky, blur) or content that slides along one axis
+  detail: float = 0.0  # ZNCC of the two band-passed (fine detail only, `_band`): high where
+  #                      the texture itself matches, near 0 where only smooth shading does
 
 
 # ------------------------------------------------------------------ host side
@@ -354,8 +357,9 @@ def _block_zncc(template, tmask, tsize, sampled, inside):
 
 
 def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
-  """(ZNCC, share inside the frame, ZNCC per block, peak) at params; peak: how far the ZNCC
-  falls, on average, when the box moves by `PEAK_SHIFT` of its size along either axis."""
+  """(ZNCC, share inside the frame, ZNCC per block, peak, detail) at params; peak: how far the
+  ZNCC falls when the box moves by `PEAK_SHIFT` of its size, both ways along the axis where it
+  falls least (content that slides along one axis, such as motion blur or planks, has no peak)."""
   import jax.numpy as jnp
   w, h = params[2] - params[0], params[3] - params[1]
   shifted = []
@@ -368,7 +372,31 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
   _, zncc = _zncc_terms(template, tmask, sampled, inside)
   share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
   blocks = _block_zncc(template, tmask, tsize, sampled, inside)
-  return zncc, share, blocks, zncc - jnp.mean(jnp.stack(shifted))
+  w = tmask * inside
+  core = (_blur(w, 2) > 0.999).astype(w.dtype)  # where the band-pass sees no edge of the mask
+  _, detail = _zncc_terms(_band(template), tmask, _band(sampled), inside * core)
+  drop = zncc - jnp.stack(shifted)
+  peak = jnp.minimum(drop[:2].mean(), drop[2:].mean())  # along the axis it falls least
+  return zncc, share, blocks, peak, detail
+
+
+def _blur(a, times: int = 1):
+  """`times` passes of the separable binomial filter [1, 4, 6, 4, 1] / 16 (edges repeated)."""
+  import jax.numpy as jnp
+  k = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+  for _ in range(times):
+    for axis in (0, 1):
+      p = jnp.pad(a, [(2, 2) if ax == axis else (0, 0) for ax in (0, 1)], mode='edge')
+      n = a.shape[axis]
+      a = sum(w * jnp.take(p, jnp.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+  return a
+
+
+def _band(a):
+  """Fine detail: the image blurred once less its blur four times (a difference of Gaussians,
+  sigma 1 and 2 samples): shading and exposure gone, and most of JPEG's block noise."""
+  b = _blur(a)
+  return b - _blur(b, 3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -524,7 +552,8 @@ def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
 
   `seed`: the first stage starts from the best place by correlation near the given box
   (`_seed`); without it, from the box itself (for a box an earlier stage refined).
-  `detail=False` leaves out `blocks` (empty) and `peak` (NaN), which cost five more reads."""
+  `detail=False` leaves out `blocks` (empty), `peak` and `detail` (NaN), which cost five more
+  reads."""
   if not (len(originals) == len(crops) == len(boxes)):
     raise AlignError(f'mismatched batch: {len(originals)} originals, {len(crops)} crops, '
                      f'{len(boxes)} boxes')
@@ -554,10 +583,10 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
     cur, ang, ok, batch, p = _fit_stage(po, pc, cur, ang, samples, margin, with_angle=with_angle,
                                         seed=seed and k == 0, max_steps=steps)
   if detail:
-    zncc, share, blocks, peak = _scores(batch, p, with_angle, full=True)
+    zncc, share, blocks, peak, fine = _scores(batch, p, with_angle, full=True)
   else:
     zncc, share = _scores(batch, p, with_angle, full=False)
-    blocks, peak = np.zeros((len(po), 0)), np.full(len(po), np.nan)
+    blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
   # The start, read as the last stage reads: a result never scores worse than its start.
   samples, margin, _ = stages[-1]
   at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
@@ -570,12 +599,13 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
       i = worse[j]
       zncc[i], share[i] = row[:2]
       if detail:
-        blocks[i], peak[i] = row[2:]
+        blocks[i], peak[i], fine[i] = row[2:]
       cur[i], ang[i], ok[i] = start[i], ang0[i], False
   return [Alignment(box=tuple(float(v) for v in cur[i]), angle=float(ang[i]),
                     score=float(zncc[i]), start_score=float(s_zncc[i]),
                     converged=bool(ok[i]), inside=float(share[i]),
-                    blocks=tuple(float(v) for v in blocks[i]), peak=float(peak[i]))
+                    blocks=tuple(float(v) for v in blocks[i]), peak=float(peak[i]),
+                    detail=float(fine[i]))
           for i in range(len(po))]
 
 

@@ -30,7 +30,7 @@ from cropjax.matching import verify
 
 FILE = 'verdict.json'
 FEATURES = ('network_logit', *verify.FEATURES)
-VERSION = 2
+VERSION = 3
 
 
 class VerdictError(ValueError):

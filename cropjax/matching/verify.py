@@ -28,8 +28,8 @@ from cropjax.matching.alignment import Alignment, Pyramid
 
 # Sizes tried by `search`: the crop's area as a share of the original's.
 SEARCH_AREAS = tuple(np.geomspace(0.03, 1.0, 16))
-FEATURES = ('score', 'inside', 'fit', 'worst_block', 'corners_minus_centre', 'reverse_score',
-            'converged', 'log_area', 'peak')
+FEATURES = ('score', 'outside', 'fit', 'worst_block', 'corners_minus_centre', 'reverse_score',
+            'converged', 'log_area', 'peak', 'detail')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +46,11 @@ class Evidence:
     a, blocks = self.alignment, np.asarray(self.alignment.blocks).reshape(k, k)
     corners = np.mean([blocks[0, 0], blocks[0, -1], blocks[-1, 0], blocks[-1, -1]])
     centre = blocks[1:-1, 1:-1].mean()
-    return np.array([a.score, a.inside, a.score * a.inside, blocks.min(), corners - centre,
+    # outside: log of the share beyond the frame (plus about what alignment's precision leaves
+    # a crop that touches the edge), so 0 and 1 % differ as much as 10 and 100 %.
+    return np.array([a.score, np.log(1.01 - min(a.inside, 1.0)), a.score * a.inside, blocks.min(), corners - centre,
                      self.reverse.score * self.reverse.inside, float(a.converged),
-                     np.log(max(self.area, 1e-4)), a.peak], np.float64)
+                     np.log(max(self.area, 1e-4)), a.peak, a.detail], np.float64)
 
 
 # How far `search` lets a box run over the original's edge, as a share of the box's size.
