@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_images = 0               # 0 = all
   c.data.threads = 0                  # tf.data threads; 0 = one per 4 cores on CPU, all elsewhere
   c.data.pair_options = ml_collections.ConfigDict()  # cropjax.data.pairs.PairOptions fields
+  # Each side at its own aspect ratio (long side image_size, padded), not stretched to a
+  # square: a crop's shape then has to match its box's (what the 'match' head is built for).
+  c.data.pair_options.keep_aspect = False
   c.data.autocrop_options = ml_collections.ConfigDict()  # cropjax.data.autocrop.AutocropOptions
 
   c.log_every = 50

@@ -2,13 +2,16 @@
 
     python scripts/train.py --config configs/demo.py --workdir workdirs/demo
 
-6 to 15 minutes on 2 CPU cores (6m29s on a 2-core host without other load),
-then about two minutes to fit the verdict (network + alignment evidence) on
-validation photos. No ImageNet
-weights can be assumed here, so the backbone starts from scratch and there is
-no freeze phase (freezing a random backbone teaches nothing);
-configs/resnet18.py and resnet50.py start from converted ImageNet weights and
-freeze first. Watch it with
+The siamese matching model (`pair_head='match'`: one 3-channel trunk encodes
+each image, kept at its own aspect ratio, and the crop is found by search),
+2,500 steps at 64 px, then the verdict (network + alignment evidence) fitted
+on validation photos: 12m04s in all on a 2-core host without other load (11
+minutes of training, one of the verdict). No ImageNet weights can be assumed
+here, so the trunk starts from scratch and there is no freeze phase (freezing
+a random trunk teaches nothing); configs/resnet18.py and resnet50.py start
+from converted ImageNet weights and freeze first. The seed's early fusion:
+`--config.model.pair_head=fusion --config.data.pair_options.keep_aspect=False`
+(compared in docs/real_photos.md). Watch it with
 `tensorboard --logdir workdirs`.
 """
 
@@ -18,6 +21,8 @@ from configs import default
 def get_config():
   c = default.get_config()
   c.model.arch = 'resnet18'
+  c.model.pair_head = 'match'
+  c.data.pair_options.keep_aspect = True
   c.image_size = 64
   c.batch_size = 32
   c.num_steps = 2_500

@@ -4,9 +4,11 @@
     python scripts/train.py --config configs/resnet50.py --workdir workdirs/resnet50 \
         --config.data.source=imagenet2012
 
-Phase 1 trains the heads for 2,000 steps with the backbone frozen (parameters
-and BatchNorm statistics bit-identical), then everything at a tenth of the
-heads' rate for the backbone.
+The siamese matching model on images kept at their aspect ratio (the
+converted 3-channel trunk loads unchanged; layer4 and fc are not used).
+Phase 1 trains the matching head for 2,000 steps with the trunk frozen
+(parameters and BatchNorm statistics bit-identical), then everything at a
+tenth of the head's rate for the trunk.
 """
 
 from configs import default
@@ -15,6 +17,8 @@ from configs import default
 def get_config():
   c = default.get_config()
   c.model.arch = 'resnet50'
+  c.model.pair_head = 'match'
+  c.data.pair_options.keep_aspect = True
   c.model.dtype = 'bfloat16'
   c.init.checkpoint = 'weights/resnet50'
   c.image_size = 224

@@ -112,7 +112,7 @@ def evaluate_pairs(model: inference.Model, *, examples: int = 512, batch_size: i
   source = source or c.data.source
   truth = _collect(pairs.dataset(source, image_size=model.image_size, **kw))
   start = time.perf_counter()
-  out = model.forward(truth['image'], batch_size)
+  out = model.forward(truth['image'], batch_size, extents=truth.get('extent'))
   seconds = time.perf_counter() - start
   prob = _softmax(out['is_pair'])[:, 1]
   net = {'is_pair': prob > 0.5, 'score': prob,
@@ -127,7 +127,7 @@ def evaluate_pairs(model: inference.Model, *, examples: int = 512, batch_size: i
     if not (np.array_equal(big['kind'], truth['kind'])
             and np.allclose(big['box'], truth['box'], atol=1e-5)):
       raise RuntimeError('the pair generator gave different labels at another size')
-    sift_pred, rate = _sift_predictions([(im[..., :3], im[..., 3:]) for im in big['image']])
+    sift_pred, rate = _sift_predictions([pairs.to_pil(big, i)[:2] for i in range(len(big['image']))])
     report['sift'] = _with_kinds(sift_pred, labels)
     report['sift_pairs_per_second'] = rate
     report['sift_size'] = size
@@ -207,7 +207,7 @@ def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: 
               num_batches=max(1, -(-generated // 64)), **options)
     big = _collect(pair_data.dataset(encoded, image_size=max(aligned_size, model.image_size), **kw))
     labels = {k: v for k, v in big.items() if k != 'image'}
-    pairs_ab = [(Image.fromarray(im[..., :3]), Image.fromarray(im[..., 3:])) for im in big['image']]
+    pairs_ab = [pair_data.to_pil(big, i)[:2] for i in range(len(big['image']))]
     report['generated_pairs'] = _compare(model, pairs_ab, labels, pair_data.KINDS, baseline,
                                          batch_size)
     report['generated_size'] = max(aligned_size, model.image_size)

@@ -15,6 +15,9 @@ the crop's features pooled to a small template are compared with the
 original's pooled over every candidate box (`match_volume`), in both
 directions; the box is the score-weighted mean of the candidates, the
 direction the one that matches better, the pair logit from both volumes.
+Trained on sides kept at their aspect ratio (`PairOptions.keep_aspect`), it
+is given each image's extent in its square: the template pools the crop's
+pixels alone and the candidate boxes tile the original's (`pool_weights`).
 
 The auto-crop model is a backbone over one photo (3 channels) with a crop
 head: `crop` (left, top, right, bottom) in fractions of the input, and `angle`
@@ -52,8 +55,11 @@ class PairModel(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False,
-               backbone_train: bool | None = None) -> dict[str, jax.Array]:
-    """`backbone_train=False` freezes the backbone: inference-mode BatchNorm, no gradient."""
+               backbone_train: bool | None = None,
+               extents: jax.Array | None = None) -> dict[str, jax.Array]:
+    """`backbone_train=False` freezes the backbone: inference-mode BatchNorm, no gradient.
+    `extents` (images kept at their aspect ratio) is accepted and not used: the stacked pair
+    shows the padding itself."""
     backbone_train = train if backbone_train is None else backbone_train
     features = self.backbone(images, train=backbone_train)  # (B, h, w, C), no pooling
     if not backbone_train:
@@ -73,7 +79,8 @@ def interval_pooling(n: int, widths: Sequence[float], cells: int) -> tuple[np.nd
   Each width in `widths` (fractions of the side) starts at every multiple of 1/n
   that keeps it inside [0, 1], and flush with the end. Returns intervals [m, 2]
   and weights [m, cells, n]: row (i, k) averages the feature cells over the k-th
-  of `cells` equal parts of interval i, each cell by its overlap.
+  of `cells` equal parts of interval i, each cell by its overlap (`pool_weights`
+  for an image that fills the side).
   """
   found = set()
   for w in widths:
@@ -82,18 +89,30 @@ def interval_pooling(n: int, widths: Sequence[float], cells: int) -> tuple[np.nd
     for a in [*np.arange(0.0, 1.0 - w + 1e-9, 1.0 / n), 1.0 - w]:
       found.add((round(float(a), 6), round(float(a) + w, 6)))
   intervals = np.array(sorted(found), np.float32)
-  edges = np.arange(n + 1) / n
-  weights = np.zeros((len(intervals), cells, n), np.float32)
-  for i, (a, b) in enumerate(intervals):
-    for k in range(cells):
-      lo, hi = a + (b - a) * k / cells, a + (b - a) * (k + 1) / cells
-      overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
-      weights[i, k] = overlap / overlap.sum()
-  return intervals, weights
+  return intervals, pool_weights(intervals, np.ones(1, np.float32), n, cells)[0]
+
+
+def pool_weights(intervals: np.ndarray, extent: jax.Array, n: int, cells: int) -> jax.Array:
+  """Weights [B, m, cells, n] pooling `n` feature cells over each interval's `cells` parts.
+
+  intervals [m, 2] are fractions of the image, which covers [0, extent[b]] of
+  the side (an image kept at its aspect ratio, letterboxed at the top left);
+  each feature cell counts by its overlap with the part. NumPy in, NumPy out.
+  """
+  xp = np if isinstance(extent, np.ndarray) else jnp
+  a, b = intervals[None, :, None, 0], intervals[None, :, None, 1]
+  k = np.arange(cells)[None, None, :]
+  e = xp.asarray(extent, np.float32)[:, None, None]
+  lo, hi = (a + (b - a) * k / cells) * e, (a + (b - a) * (k + 1) / cells) * e  # [B, m, cells]
+  edges = np.arange(n + 1, dtype=np.float32) / n
+  overlap = xp.clip(xp.minimum(edges[1:], hi[..., None]) - xp.maximum(edges[:-1], lo[..., None]),
+                    0.0, None)
+  return (overlap / xp.maximum(overlap.sum(-1, keepdims=True), 1e-9)).astype(np.float32)
 
 
 def match_volume(original: jax.Array, crop: jax.Array, widths: Sequence[float],
-                 cells: int = 3) -> tuple[jax.Array, np.ndarray]:
+                 cells: int = 3, extent_original: jax.Array | None = None,
+                 extent_crop: jax.Array | None = None) -> tuple[jax.Array, np.ndarray]:
   """How well the crop matches each candidate box of the original.
 
   original [B, h, w, D], crop [B, h', w', D]: unit-length feature vectors. The
@@ -103,21 +122,29 @@ def match_volume(original: jax.Array, crop: jax.Array, widths: Sequence[float],
   original's Gram matrix, so the [B, boxes, cells, D] volume is never formed.)
   A box smaller or larger than the crop's window pools other content and
   scores lower. Boxes are every pair of a y and an x interval of
-  `interval_pooling`. Returns scores [B, my, mx] and the boxes [my, mx, 4]
-  (x0, y0, x1, y1, fractions).
+  `interval_pooling`. `extent_*` [B, 2]: the share (x, y) of its square each
+  image fills when kept at its aspect ratio (letterboxed at the top left;
+  default: all of it); boxes and the template then cover the image alone.
+  Returns scores [B, my, mx] and the boxes [my, mx, 4] (x0, y0, x1, y1,
+  fractions of the original).
   """
-  _, h, w, _ = original.shape
+  n, h, w, _ = original.shape
   _, ch, cw, _ = crop.shape
-  iv_y, wy = interval_pooling(h, widths, cells)
-  iv_x, wx = interval_pooling(w, widths, cells)
-  whole = lambda n: interval_pooling(n, (1.0,), cells)[1][0]
-  template = jnp.einsum('kh,bhwd,lw->bkld', whole(ch), crop, whole(cw))
+  full = jnp.ones((n, 2), jnp.float32)
+  eo = full if extent_original is None else extent_original
+  ec = full if extent_crop is None else extent_crop
+  iv_y, _ = interval_pooling(h, widths, cells)
+  iv_x, _ = interval_pooling(w, widths, cells)
+  wy, wx = pool_weights(iv_y, eo[:, 1], h, cells), pool_weights(iv_x, eo[:, 0], w, cells)
+  whole = np.array([[0.0, 1.0]], np.float32)
+  ty, tx = pool_weights(whole, ec[:, 1], ch, cells)[:, 0], pool_weights(whole, ec[:, 0], cw, cells)[:, 0]
+  template = jnp.einsum('bkh,bhwd,blw->bkld', ty, crop, tx)
   template = template / jnp.sqrt(jnp.sum(template * template, -1, keepdims=True) + 1e-6)
   dots = jnp.einsum('bkld,bhwd->bklhw', template, original)
-  dots = jnp.einsum('ikh,bklhw,jlw->bikjl', wy, dots, wx)  # template cell . pooled box cell
+  dots = jnp.einsum('bikh,bklhw,bjlw->bikjl', wy, dots, wx)  # template cell . pooled box cell
   gram = jnp.einsum('bhwd,bHWd->bhwHW', original, original)
-  rows = jnp.einsum('ikh,bhwHW,ikH->bikwW', wy, gram, wy)
-  length2 = jnp.einsum('jlw,bikwW,jlW->bikjl', wx, rows, wx)  # |pooled box cell|^2
+  rows = jnp.einsum('bikh,bhwHW,bikH->bikwW', wy, gram, wy)
+  length2 = jnp.einsum('bjlw,bikwW,bjlW->bikjl', wx, rows, wx)  # |pooled box cell|^2
   cosine = dots / jnp.sqrt(jnp.maximum(length2, 0.0) + 1e-6)
   scores = cosine.mean(axis=(2, 4))
   boxes = np.stack(np.broadcast_arrays(iv_x[None, :, 0], iv_y[:, None, 0],
@@ -157,18 +184,21 @@ class MatchingPairModel(nn.Module):
     x = self.match_proj(jnp.concatenate([f8, f16], -1).astype(jnp.float32))
     return x / jnp.sqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-6)
 
-  def _one_way(self, original, crop):
-    scores, boxes = match_volume(original, crop, self.widths, self.cells)
+  def _one_way(self, original, crop, extent_original, extent_crop):
+    scores, boxes = match_volume(original, crop, self.widths, self.cells, extent_original,
+                                 extent_crop)
     flat = scores.reshape(scores.shape[0], -1)
     weights = jax.nn.softmax(flat * jax.nn.softplus(self.match_temperature), -1)
     box = weights @ jnp.asarray(boxes.reshape(-1, 4))
     stats = jnp.stack([flat.max(-1), (weights * flat).sum(-1), flat.mean(-1), flat.std(-1)], -1)
     return box, stats
 
-  def compare(self, a: jax.Array, b: jax.Array) -> dict[str, jax.Array]:
-    """Encoded images a and b -> the pair's outputs (as `__call__`'s)."""
-    box_ab, stats_ab = self._one_way(a, b)   # b inside a: a the original
-    box_ba, stats_ba = self._one_way(b, a)   # a inside b: the crop first
+  def compare(self, a: jax.Array, b: jax.Array, extent_a: jax.Array | None = None,
+              extent_b: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Encoded images a and b -> the pair's outputs (as `__call__`'s); `extent_*` [B, 2]: the
+    share (x, y) of its square each image fills (kept at its aspect ratio; default: all)."""
+    box_ab, stats_ab = self._one_way(a, b, extent_a, extent_b)   # b inside a: a the original
+    box_ba, stats_ba = self._one_way(b, a, extent_b, extent_a)   # a inside b: the crop first
     # Antisymmetric by construction: swapping the inputs swaps the direction's odds.
     d = (self.is_swapped(stats_ba) - self.is_swapped(stats_ab))[:, 0]
     p = jax.nn.sigmoid(d)[:, None]
@@ -180,11 +210,15 @@ class MatchingPairModel(nn.Module):
     }
 
   def __call__(self, images: jax.Array, train: bool = False,
-               backbone_train: bool | None = None) -> dict[str, jax.Array]:
+               backbone_train: bool | None = None,
+               extents: jax.Array | None = None) -> dict[str, jax.Array]:
+    """extents [B, 4]: the first and the second image's (x, y) shares of their squares."""
     n = images.shape[0]
     features = self.encode(jnp.concatenate([images[..., :3], images[..., 3:]], 0), train,
                            backbone_train)
-    return self.compare(features[:n], features[n:])
+    if extents is None:
+      return self.compare(features[:n], features[n:])
+    return self.compare(features[:n], features[n:], extents[:, :2], extents[:, 2:])
 
 
 class CropModel(nn.Module):

@@ -181,6 +181,19 @@ def resize_square(image: Image.Image, size: int) -> np.ndarray:
   return np.asarray(image.resize((size, size), method), dtype=np.uint8)
 
 
+def at_aspect(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[float, float]]:
+  """The image at its own aspect ratio, long side `size`, at the top left of a black size x
+  size square (what the pair pipeline's `keep_aspect` makes) -> (pixels, (x, y) shares of the
+  square it fills)."""
+  w, h = image.size
+  scale = size / max(w, h)
+  new = (min(size, max(4, round(w * scale))), min(size, max(4, round(h * scale))))
+  method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+  canvas = np.zeros((size, size, 3), np.uint8)
+  canvas[:new[1], :new[0]] = np.asarray(image.resize(new, method), dtype=np.uint8)
+  return canvas, (new[0] / size, new[1] / size)
+
+
 def letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[float, float, float]]:
   """The photo centred in a grey size x size square, aspect kept -> (pixels, (side, pad_x, pad_y))."""
   w, h = image.size
@@ -217,17 +230,20 @@ class Model:
     module = train.build_model(config)
 
     @jax.jit
-    def forward(variables, images):
+    def forward(variables, images, *extents):
       x = models.normalize(images.astype(jax.numpy.float32))
-      return module.apply(variables, x, train=False)
+      return module.apply(variables, x, train=False, **({'extents': extents[0]} if extents else {}))
 
     self._forward = forward
     self.matching = hasattr(module, 'encode')  # a siamese pair model (heads.MatchingPairModel)
+    # Pair models trained on sides kept at their aspect ratio see images that way (`at_aspect`).
+    self.keep_aspect = self.task == 'pairs' and bool(
+        config.data.get('pair_options', {}).get('keep_aspect', False))
     if self.matching:
       self._encode = jax.jit(lambda variables, images: module.apply(
           variables, models.normalize(images.astype(jax.numpy.float32)), method=module.encode))
-      self._compare = jax.jit(lambda variables, a, b: module.apply(
-          variables, a, b, method=module.compare))
+      self._compare = jax.jit(lambda variables, a, b, *extents: module.apply(
+          variables, a, b, *extents, method=module.compare))
 
   @functools.cached_property
   def verdict(self):
@@ -242,9 +258,14 @@ class Model:
     return (f'Model(task={self.task!r}, arch={self.config.model.arch!r}, '
             f'image_size={self.image_size}, step={self.step}, source={self.source!r})')
 
-  def forward(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """uint8 [n, N, N, C] -> numpy outputs, in padded batches of a power of two."""
-    return _padded(lambda x: self._forward(self.variables, x), [images], batch_size)
+  def forward(self, images: np.ndarray, batch_size: int = 32, *,
+              extents: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """uint8 [n, N, N, C] -> numpy outputs, in padded batches of a power of two; `extents`
+    [n, 4]: each image's (x, y) share of its square where kept at its aspect ratio."""
+    if extents is None:
+      return _padded(lambda x: self._forward(self.variables, x), [images], batch_size)
+    return _padded(lambda x, e: self._forward(self.variables, x, e),
+                   [images, np.asarray(extents, np.float32)], batch_size)
 
   def encode(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """A matching pair model's features of uint8 [n, N, N, 3] images (each on its own)."""
@@ -253,8 +274,14 @@ class Model:
                        "(config.model.pair_head = 'match' trains one that does)")
     return _padded(lambda x: {'f': self._encode(self.variables, x)}, [images], batch_size)['f']
 
-  def compare(self, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """A matching pair model's outputs for encoded images a[i] and b[i]."""
+  def compare(self, a, b, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """A matching pair model's outputs for encoded images a[i] and b[i] (feature arrays, or
+    `Encoded` from `cropjax.encode`, which carry each image's extent)."""
+    if isinstance(a, Encoded) != isinstance(b, Encoded):
+      raise ValueError('compare: give both sides as Encoded (cropjax.encode) or both as arrays')
+    if isinstance(a, Encoded):
+      return _padded(lambda x, y, ex, ey: self._compare(self.variables, x, y, ex, ey),
+                     [a.features, b.features, a.extents, b.extents], batch_size)
     return _padded(lambda x, y: self._compare(self.variables, x, y), [a, b], batch_size)
 
 
@@ -395,22 +422,31 @@ def predict(image_a: ImageLike, image_b: ImageLike, *, model: Model | str | None
 ALIGN_MAX_SIDE = 2048
 
 
+def _square(m: Model, image: Image.Image) -> tuple[np.ndarray, tuple[float, float]]:
+  """An image as the model sees it: stretched to N x N, or (a model trained on sides kept at
+  their aspect ratio) `at_aspect`; with its (x, y) share of the square."""
+  if m.keep_aspect:
+    return at_aspect(image, m.image_size)
+  return resize_square(image, m.image_size), (1.0, 1.0)
+
+
 def _network_pairs(m: Model, loaded, batch_size: int):
   if m.matching:  # each distinct image resized and encoded once, then the pairs compared
-    squares: dict[int, np.ndarray] = {}
+    squares: dict[int, tuple[np.ndarray, tuple[float, float]]] = {}
     for pair in loaded:
       for image in pair:
         if id(image) not in squares:
-          squares[id(image)] = resize_square(image, m.image_size)
+          squares[id(image)] = _square(m, image)
     index = {key: k for k, key in enumerate(squares)}
-    features = m.encode(np.stack(list(squares.values())), batch_size)
-    a = features[[index[id(ia)] for ia, _ in loaded]]
-    b = features[[index[id(ib)] for _, ib in loaded]]
-    out = m.compare(a, b, batch_size)
+    encoded = Encoded(m.encode(np.stack([p for p, _ in squares.values()]), batch_size),
+                      np.array([e for _, e in squares.values()], np.float32))
+    out = m.compare(encoded[[index[id(ia)] for ia, _ in loaded]],
+                    encoded[[index[id(ib)] for _, ib in loaded]], batch_size)
   else:
-    stacked = [np.concatenate([resize_square(ia, m.image_size), resize_square(ib, m.image_size)],
-                              axis=-1) for ia, ib in loaded]
-    out = m.forward(np.stack(stacked), batch_size)
+    sides = [(_square(m, ia), _square(m, ib)) for ia, ib in loaded]
+    stacked = np.stack([np.concatenate([pa, pb], axis=-1) for (pa, _), (pb, _) in sides])
+    extents = np.array([[*ea, *eb] for (_, ea), (_, eb) in sides], np.float32)
+    out = m.forward(stacked, batch_size, extents=extents if m.keep_aspect else None)
   results = [pair_result(out, i, ia.size, ib.size) for i, (ia, ib) in enumerate(loaded)]
   logits = out['is_pair'][:, 1] - out['is_pair'][:, 0]
   return results, logits
@@ -527,14 +563,28 @@ def pair_result(out: dict[str, np.ndarray], i: int, size_a: tuple[int, int],
       original_size=(int(w), int(h)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+  """Images encoded by a matching pair model: `features` [n, N/8, N/8, D] (unit length) and
+  `extents` [n, 2] (the (x, y) share of its square each image fills). `encoded[rows]` selects."""
+  features: np.ndarray
+  extents: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.features)
+
+  def __getitem__(self, rows) -> 'Encoded':
+    return Encoded(self.features[rows], self.extents[rows])
+
+
 def encode(images: Sequence[ImageLike], *, model: Model | str | None = None,
-           batch_size: int = 32) -> np.ndarray:
-  """A matching pair model's features of each image ([n, N/8, N/8, D], unit length), to
-  compare with many others (`Model.compare`) without encoding them again."""
+           batch_size: int = 32) -> Encoded:
+  """A matching pair model's features of each image, to compare with many others
+  (`Model.compare(a[i], b[j])`) without encoding them again."""
   m = _checked(model, 'pairs')
-  squares = [resize_square(load_image(im, f'image {i}'), m.image_size)
-             for i, im in enumerate(images)]
-  return m.encode(np.stack(squares), batch_size)
+  sides = [_square(m, load_image(im, f'image {i}')) for i, im in enumerate(images)]
+  return Encoded(m.encode(np.stack([p for p, _ in sides]), batch_size),
+                 np.array([e for _, e in sides], np.float32).reshape(-1, 2))
 
 
 def predict_crop(image: ImageLike, *, model: Model | str | None = None) -> CropPrediction:

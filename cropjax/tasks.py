@@ -112,9 +112,13 @@ def draw_pairs(batch, outputs, count: int = 8) -> np.ndarray:
     img = np.asarray(batch['image'][i])
     a, b = img[..., :3].copy(), img[..., 3:].copy()
     original = b if batch['is_swapped'][i] else a
+    # Boxes are fractions of the original, which may fill only part of its square.
+    extent = np.ones(4)
+    if 'extent' in batch:
+      extent = np.tile(np.asarray(batch['extent'][i]).reshape(2, 2)[batch['is_swapped'][i]], 2)
     if batch['is_pair'][i]:
-      rectangle(original, batch['box'][i], (0, 255, 0))
-    rectangle(original, predicted[i], (255, 0, 0))
+      rectangle(original, batch['box'][i] * extent, (0, 255, 0))
+    rectangle(original, predicted[i] * extent, (255, 0, 0))
     rows.append(np.concatenate([a, np.zeros((a.shape[0], 2, 3), np.uint8), b], axis=1))
   return np.stack(rows)
 

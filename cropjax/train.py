@@ -189,6 +189,11 @@ def merge_backbone(variables, backbone_vars, *, source: str,
 # ------------------------------------------------------------------ the step
 
 
+def _extents(batch) -> dict[str, Any]:
+  """The model's `extents` argument where the batch's sides are kept at their aspect ratio."""
+  return {'extents': batch['extent']} if 'extent' in batch else {}
+
+
 def make_train_step(config, model, tx, phase: int) -> Callable:
   """The pure step for one phase: (state, batch) -> (state, metrics)."""
   task = get_task(config)
@@ -197,15 +202,16 @@ def make_train_step(config, model, tx, phase: int) -> Callable:
   def step(state: TrainState, batch):
     images = batch['image'].astype(jnp.float32)
     images = models.normalize(images)
+    extra = _extents(batch)
 
     def loss_fn(params):
       if phase == 1:  # frozen backbone: inference-mode BatchNorm, no gradient
         out = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                          train=False, backbone_train=False)
+                          train=False, backbone_train=False, **extra)
         new_stats = state.batch_stats
       else:
         out, upd = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                               train=True, mutable=['batch_stats'])
+                               train=True, mutable=['batch_stats'], **extra)
         new_stats = upd['batch_stats']
       loss, terms = task.loss(out, batch, loss_weights, config)
       return loss, (terms, out, new_stats)
@@ -226,7 +232,7 @@ def make_eval_step(config, model) -> Callable:
 
   def step(variables, batch):
     out = model.apply(variables, models.normalize(batch['image'].astype(jnp.float32)),
-                      train=False)
+                      train=False, **_extents(batch))
     loss, _ = task.loss(out, batch, dict(config.loss_weights), config)
     return {'loss': loss, **task.metrics(out, batch)}, out
   return step

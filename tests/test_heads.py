@@ -82,6 +82,41 @@ def test_a_planted_template_peaks_at_its_place_and_scale():
   assert (boxes[..., 2] > boxes[..., 0]).all() and (boxes[..., 3] > boxes[..., 1]).all()
 
 
+def test_a_planted_template_peaks_at_its_place_in_letterboxed_images():
+  # Both images kept at their aspect ratio at the top left of their squares: the original
+  # 16 cells wide and 8 high (extent (1, 0.5)), the crop its columns 4-11, rows 2-5, 8 x 4
+  # cells (extent (1, 0.5)); the rest of each square is padding that must not count.
+  rng = np.random.default_rng(1)
+  original = _unit(rng.normal(size=(1, 16, 16, 16)))
+  crop = _unit(rng.normal(size=(1, 16, 16, 16)))  # padding: noise unrelated to the original
+  rows = 2 + np.floor((np.arange(8) + 0.5) * 4 / 8).astype(int)
+  cols = 4 + np.floor((np.arange(16) + 0.5) * 8 / 16).astype(int)
+  crop[:, :8] = original[:, rows][:, :, cols]
+  half = jnp.asarray([[1.0, 0.5]])
+  scores, boxes = heads.match_volume(jnp.asarray(original, jnp.float32),
+                                     jnp.asarray(crop, jnp.float32), (0.25, 0.5, 0.75, 1.0),
+                                     extent_original=half, extent_crop=half)
+  scores = np.asarray(scores[0])
+  i, j = np.unravel_index(np.argmax(scores), scores.shape)
+  # Fractions of the original itself: x 4/16-12/16, y 2/8-6/8.
+  np.testing.assert_allclose(boxes[i, j], [0.25, 0.25, 0.75, 0.75], atol=1e-6)
+  assert scores[i, j] > 0.9
+  # Read as filling their squares, the same features find no such match.
+  plain, _ = heads.match_volume(jnp.asarray(original, jnp.float32),
+                                jnp.asarray(crop, jnp.float32), (0.25, 0.5, 0.75, 1.0))
+  assert float(plain.max()) < scores[i, j] - 0.2
+
+
+def test_pool_weights_cover_only_the_image():
+  w = np.asarray(heads.pool_weights(np.array([[0.0, 1.0], [0.5, 1.0]], np.float32),
+                                    jnp.asarray([1.0, 0.5]), 8, 2))
+  np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)
+  assert (w[1, :, 4:] == 0).all()  # extent 0.5: nothing from the padding's cells 4-7
+  # The second half of an image covering half the square: its two parts are cells 2 and 3.
+  np.testing.assert_allclose(w[1, 1], np.eye(8)[[2, 3]], atol=1e-6)
+  np.testing.assert_allclose(w[0, 0], [[0.25] * 4 + [0] * 4, [0] * 4 + [0.25] * 4], atol=1e-6)
+
+
 def _matching(seed=0):
   model = heads.MatchingPairModel(models.TinyResNet(num_classes=None, outputs=(2, 3)))
   x = jax.random.uniform(jax.random.key(seed), (3, 64, 64, 6)) * 255

@@ -272,3 +272,37 @@ def test_sharpness_does_not_tell_the_crop_from_the_original():
     energy = lambda x: np.mean(_gray(x, highpass=True) ** 2)
     ratios.append(np.log(energy(crop) / energy(original)))
   assert np.mean(ratios) > -0.5 and np.mean(np.asarray(ratios) > 0) > 0.1, np.mean(ratios)
+
+
+def test_sides_kept_at_their_aspect_ratio(images, batch):
+  kept = next(pairs.dataset(images, image_size=N, batch_size=160, seed=3, max_source_side=4.0,
+                            keep_aspect=True).as_numpy_iterator())
+  for k in ('box', 'kind', 'is_pair', 'is_swapped'):  # the same examples, only drawn otherwise
+    np.testing.assert_array_equal(kept[k], batch[k])
+  extent = kept['extent']
+  assert extent.shape == (160, 4) and extent.dtype == np.float32
+  np.testing.assert_allclose(np.maximum(extent[:, 0], extent[:, 1]), 1.0)  # long side N
+  np.testing.assert_allclose(np.maximum(extent[:, 2], extent[:, 3]), 1.0)
+  assert extent.min() < 0.7  # some sides really are narrow
+  plain = []
+  for i in range(160):
+    w1, h1, w2, h2 = np.rint(extent[i] * N).astype(int)
+    image = kept['image'][i]
+    assert not image[h1:, :, :3].any() and not image[:, w1:, :3].any()  # zeros beyond
+    assert not image[h2:, :, 3:].any() and not image[:, w2:, 3:].any()
+    if not kept['is_pair'][i]:
+      continue
+    first, second, box, labels = pairs.to_pil(kept, i)
+    original, crop = (second, first) if labels['is_swapped'] else (first, second)
+    # The crop's aspect ratio is its box's in the original (to a pixel of N either way).
+    bw, bh = (box[2] - box[0]) * original.width, (box[3] - box[1]) * original.height
+    aspect = crop.width / crop.height
+    assert abs(np.log(aspect * bh / bw)) < np.log((N + 1.5) / (N - 1.5)) + 2 / min(crop.size)
+    # Compared at the lower of the two resolutions (a small box of a narrow original has
+    # few pixels; the crop is as sharp as the source allows).
+    x0, y0, x1, y1 = np.array(box) * np.tile(original.size, 2)
+    size = (max(4, round(min(bw, crop.width))), max(4, round(min(bh, crop.height))))
+    region = original.resize(size, Image.BILINEAR, box=(x0, y0, x1, y1))
+    plain.append(_corr(_gray(region), _gray(crop.resize(size, Image.BOX))))
+  # (The few below 0.7 are boxes of about 9 pixels of a narrow original.)
+  assert np.percentile(plain, 5) > 0.7 and np.median(plain) > 0.9, sorted(plain)[:5]

@@ -151,7 +151,8 @@ def test_a_converted_checkpoint_loads_into_the_matching_encoder_unchanged(photo_
   rgb = models.init(models.TinyResNet(num_classes=10), jax.random.key(3), 32)
   path = weights.save(rgb, tmp_path / 'w', arch='tiny')
   c = _config(photo_folder, tmp_path, num_steps=2, freeze_steps=2,
-              **{'init.checkpoint': path, 'model.pair_head': 'match'})
+              **{'init.checkpoint': path, 'model.pair_head': 'match',
+                 'data.pair_options.keep_aspect': True})
   state = train.train_and_evaluate(c, str(tmp_path / 'run'))
   # The 3-channel stem as converted; the encoder stops after layer3, so fc and layer4 stay out.
   kept = lambda tree: {k: v for k, v in tree.items() if k != 'fc' and not k.startswith('layer4')}

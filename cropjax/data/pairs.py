@@ -5,7 +5,10 @@
     first, second, box, labels = cropjax.data.pairs.to_pil(batch, 0)
 
 Each batch: `image` uint8 [B, N, N, 6] (channels 0-2 the first image, 3-5 the
-second, each resized to NxN whatever its size), `is_pair` int32 [B],
+second, each resized to NxN whatever its size, or with `keep_aspect` at its
+own aspect ratio, long side N, at the top left of its square and zeros
+beyond; `extent` float32 [B, 4] then gives the first and second image's
+(width, height) as shares of N), `is_pair` int32 [B],
 `is_swapped` int32 [B] (1 when the crop comes first), `box` float32 [B, 4]
 (x0, y0, x1, y1 of the crop inside the original, fractions of the original;
 `top_left = box[:, :2]`), `kind` int32 [B] (an index into `KINDS`) and
@@ -31,8 +34,10 @@ every run and a resumed run starts at k without replaying anything):
    smallest copy with the detail it needs, so neither decoding nor resampling
    a large photo is paid per example.
 4. Each side independently: mild brightness, contrast and saturation changes,
-   optionally downscaled, JPEG-encoded at a random quality, and back to NxN.
-   Robustness to re-encoding is thus built into the data.
+   optionally downscaled, JPEG-encoded at a random quality, and back to NxN
+   (or, `keep_aspect`, to its own shape: the view's for the original and a
+   near-duplicate, the window's for every other second side, so a crop's shape
+   is its box's). Robustness to re-encoding is thus built into the data.
 5. With probability 1/2 the crop is put first.
 
 Kinds: `positive` (a crop pair), and negatives: `other_image` (a crop of
@@ -84,6 +89,8 @@ class PairOptions:
   near_duplicate_turn: float = 2.0                # degrees, at most either way
   max_source_side: float = 8.0                    # sources shrunk to this many N (0: never)
   decoded_cache_mb: float = 512.0                 # keep sources decoded (+ pyramids) if they fit
+  keep_aspect: bool = False  # each side at its own aspect ratio, long side N, at the top left
+  #                            of its NxN square (zeros beyond); the batch gets `extent`
 
   def __post_init__(self):
     unknown = set(self.kinds) - set(KINDS)
@@ -271,6 +278,16 @@ class _Generator:
     low = tf.maximum(tf.cast(tf.round(size * detail), tf.int32), 8)
     first, first_boxes = self._window(src, tf.stack([vx, vy, vx + vw, vy + vh], -1), low,
                                       [((0.0, 1.0), low)])
+    # Each side's content size (height, width): N x N stretched, or (keep_aspect) the long side
+    # N at its own aspect ratio: the view's for the original and for a near-duplicate (the view
+    # taken again), the window's in pixels for every other second side.
+    if o.keep_aspect:
+      pixel_w, pixel_h = window[:, 2] - window[:, 0], window[:, 3] - window[:, 1]
+      pixel_w, pixel_h = tf.where(is_near, vw, pixel_w), tf.where(is_near, vh, pixel_h)
+      content = [self._fit(vw, vh), self._fit(pixel_w, pixel_h)]
+    else:
+      content = [tf.fill(tf.shape(vw), float(size))] * 4
+      content = [tf.stack(content[:2], -1), tf.stack(content[2:], -1)]
     # 4. The degradation of each side.
     sides = [o.downscale[0] + (o.downscale[1] - o.downscale[0]) * u[k] for k in (17, 23)]
     sides = [tf.where(u[k] < o.downscale_prob, tf.maximum(tf.round(size * s), 8.0), float(size))
@@ -290,16 +307,24 @@ class _Generator:
     misc = tf.cast(tf.stack([low, src, second_src, tf.cast(sides[0], tf.int32),
                              tf.cast(quality[0], tf.int32), tf.cast(sides[1], tf.int32),
                              tf.cast(quality[1], tf.int32)], -1), tf.int64)
+    content = tf.cast(tf.concat(content, -1), tf.int64)  # [G, 4]: (h, w) of each side
     return {
         'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
                  'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix,
-                 'warp': warp},
+                 'warp': warp, 'content': content},
         'is_pair': tf.cast(tf.equal(kind, 0), tf.int32),
         'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
         'box': box,
         'kind': kind,
         'original_size': tf.stack([vw, vh], -1),
     }
+
+  def _fit(self, w, h):
+    """(height, width) [G, 2] of a w x h picture with its long side N (each at least 4)."""
+    tf, size = self.tf, float(self.size)
+    scale = size / tf.maximum(w, h)
+    return tf.stack([tf.clip_by_value(tf.round(h * scale), 4.0, size),
+                     tf.clip_by_value(tf.round(w * scale), 4.0, size)], -1)
 
   def _second_shot(self, u, is_near, view, grown):
     """The projective map [G, 8] (TF's `ImageProjectiveTransformV3` form) from the NxN second
@@ -364,18 +389,25 @@ class _Generator:
     return tf.image.resize(rows[None, :, x0:x1], tf.cast(tf.stack([wh, ww]), tf.int32),
                            method='area')
 
-  def _degrade(self, img, mix, colour, side, quality):
-    """A side [N, N, 3] (0-255): colour changes, an optional downscale, JPEG at a
-    quality, and back to NxN uint8."""
+  def _degrade(self, img, mix, colour, side, quality, content):
+    """A side [N, N, 3] (0-255), stretched: colour changes, resized to its content size
+    (h, w) (the same N x N, or its own aspect ratio) and optionally downscaled by side / N,
+    JPEG at a quality, back to the content size, at the top left of an NxN uint8 square."""
     tf, size = self.tf, self.size
     brightness, contrast = tf.unstack(colour, 2)
     img = tf.reshape(tf.reshape(img, [-1, 3]) @ tf.transpose(mix), tf.shape(img))  # saturation
     img = tf.clip_by_value(tf.image.adjust_contrast(img, contrast) + brightness, 0.0, 255.0)
-    img = tf.image.resize(img, tf.cast(tf.stack([side, side]), tf.int32), method='area')
+    small = tf.maximum(tf.round(tf.cast(content, tf.float32) * tf.cast(side, tf.float32) / size),
+                       1.0)
+    img = tf.image.resize(img, tf.cast(small, tf.int32), method='area')
     img = tf.raw_ops.EncodeJpegVariableQuality(
         images=tf.saturate_cast(tf.round(img), tf.uint8), quality=tf.cast(quality, tf.int32))
-    img = tf.image.resize(tf.io.decode_jpeg(img, channels=3), [size, size], method='bilinear')
-    return tf.saturate_cast(tf.round(img), tf.uint8)
+    img = tf.image.resize(tf.io.decode_jpeg(img, channels=3), tf.cast(content, tf.int32),
+                          method='bilinear')
+    img = tf.image.pad_to_bounding_box(img, 0, 0, size, size)
+    img = tf.saturate_cast(tf.round(img), tf.uint8)
+    img.set_shape([size, size, 3])
+    return img
 
   def render(self, example):
     tf, size = self.tf, self.size
@@ -401,8 +433,11 @@ class _Generator:
             fill_value=0.0, interpolation='BILINEAR', fill_mode='REFLECT'),
         lambda: second)
     mix, colour = tf.unstack(plan['mix'], 2), tf.unstack(plan['colour'], 2)
-    example['first'] = self._degrade(first[0], mix[0], colour[0], side1, q1)
-    example['second'] = self._degrade(second[0], mix[1], colour[1], side2, q2)
+    content = plan['content']
+    example['first'] = self._degrade(first[0], mix[0], colour[0], side1, q1, content[:2])
+    example['second'] = self._degrade(second[0], mix[1], colour[1], side2, q2, content[2:])
+    if self.o.keep_aspect:  # (w, h) of each side as shares of N, in the order made
+      example['extent'] = tf.cast(tf.gather(content, [1, 0, 3, 2]), tf.float32) / size
     return example
 
   # ------------------------------------------------------------------ 4. assemble
@@ -413,6 +448,9 @@ class _Generator:
     swapped = tf.equal(batch['is_swapped'], 1)[:, None, None, None]
     batch['image'] = tf.concat([tf.where(swapped, second, first),
                                 tf.where(swapped, first, second)], -1)
+    if 'extent' in batch:  # in the order the images are shown
+      e = batch['extent']
+      batch['extent'] = tf.where(swapped[:, :, 0, 0], tf.concat([e[:, 2:], e[:, :2]], -1), e)
     return batch
 
 
@@ -465,10 +503,14 @@ def to_pil(batch: Mapping[str, np.ndarray], i: int = 0):
 
   The images are in the order the model sees them; `labels` holds is_pair,
   is_swapped and the kind's name. The box is in fractions of the original,
-  which is the second image when is_swapped is 1.
+  which is the second image when is_swapped is 1. Images kept at their aspect
+  ratio (`keep_aspect`) come without their padding.
   """
   image = np.asarray(batch['image'][i])
   labels = {'is_pair': int(batch['is_pair'][i]), 'is_swapped': int(batch['is_swapped'][i]),
             'kind': KINDS[int(batch['kind'][i])]}
-  return (Image.fromarray(image[..., :3]), Image.fromarray(image[..., 3:]),
+  n = image.shape[0]
+  w1, h1, w2, h2 = (np.rint(np.asarray(batch['extent'][i]) * n).astype(int)
+                    if 'extent' in batch else (n,) * 4)
+  return (Image.fromarray(image[:h1, :w1, :3]), Image.fromarray(image[:h2, :w2, 3:]),
           tuple(float(v) for v in batch['box'][i]), labels)
