@@ -31,7 +31,7 @@ _set_xla_flags()
 # The prediction API, imported on first use (it pulls in JAX and the models).
 _INFERENCE = ('predict', 'predict_pairs', 'encode', 'predict_crop', 'predict_crops', 'load_model',
               'Model', 'PairPrediction', 'CropPrediction', 'InputError', 'ModelError')
-__all__ = [*_INFERENCE, 'align']
+__all__ = [*_INFERENCE, 'align', 'search']
 
 
 def __getattr__(name):
@@ -41,4 +41,7 @@ def __getattr__(name):
   if name == 'align':  # exact alignment of a crop inside its original (cropjax.matching)
     from cropjax.matching import align
     return align
+  if name == 'search':  # library-scale crop search (cropjax.search)
+    import importlib
+    return importlib.import_module('cropjax.search')
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

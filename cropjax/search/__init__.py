@@ -1,0 +1,19 @@
+"""Library-scale crop search: which photo of a library is each crop from, and where.
+
+    import cropjax
+    model = cropjax.load_model('workdirs/demo')             # a siamese matching model
+    index = cropjax.search.update_index(['~/Pictures'], 'pictures.cropjax-index', model=model)
+    matches, skipped = cropjax.search.find(index, ['crop.jpg'], model=model)
+    matches, _ = cropjax.search.find(index, model=model)     # crop relations inside the library
+
+`index` keeps region descriptors of every photo on disk (incremental, resumable,
+checked); `find` retrieves candidates by descriptor similarity and reports only
+the pairs that alignment and the verdict confirm. The console program is
+`cropjax-find` (`scripts/find.py`).
+"""
+
+from cropjax.search.find import Match, candidates, find, similarities
+from cropjax.search.index import Index, SearchIndexError, open_index, update_index
+
+__all__ = ['Index', 'Match', 'SearchIndexError', 'candidates', 'find', 'open_index',
+           'similarities', 'update_index']

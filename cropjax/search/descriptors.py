@@ -1,0 +1,139 @@
+"""Region descriptors of library photos and query descriptors, from a matching model's encoder.
+
+A library photo is encoded once at `LIBRARY_SCALE` times the model's input
+size (its long side; kept at its aspect ratio), and its features are pooled
+over windows of several sizes (`FRACTIONS` of each side, overlapping by half)
+into unit-length descriptors: a crop of a quarter of the side is then about
+the model's own input size in those features, as a query is when encoded at
+the input size. A query is encoded whole at each of `QUERY_SCALES` times the
+input size (a crop of any size meets some window near its own scale), and the
+same descriptors are kept for every library photo, so a library can be
+searched against itself without encoding anything again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25)
+LIBRARY_SCALE = 4
+QUERY_SCALES = (1, 2, 4)
+
+
+def settings(model) -> dict[str, Any]:
+  """What an index's descriptors depend on besides the weights (kept in its manifest)."""
+  if not getattr(model, 'matching', False):
+    raise ValueError(f'{model.source}: library search needs a siamese matching model '
+                     "(config.model.pair_head='match', as configs/demo.py trains)")
+  n = model.image_size
+  return {'image_size': n, 'keep_aspect': bool(model.keep_aspect),
+          'dim': int(model.variables['params']['match_proj']['kernel'].shape[-1]),
+          'library_side': LIBRARY_SCALE * n, 'query_sides': [s * n for s in QUERY_SCALES],
+          'fractions': list(FRACTIONS)}
+
+
+def fingerprint(model) -> str:
+  """SHA-256 of the model's weights and statistics (every leaf, by path)."""
+  import jax
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(model.variables)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.asarray(leaf)
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(str(a.dtype).encode() + str(a.shape).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int]]:
+  """(an upright RGB photo for encoding at `side` pixels, the file's full upright (width,
+  height)): JPEGs decoded at a reduced scale where that still leaves at least `side` pixels
+  (draft mode), as the annotator reads them. Raises on unreadable files."""
+  from cropjax import inference
+  from cropjax.annotate import _to_rgb
+  with Image.open(path) as im:
+    w, h = im.size
+    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: upright is h x w
+      w, h = h, w
+    if im.format == 'JPEG':
+      im.draft('RGB', (side, side))
+    im.load()
+    upright = inference._upright(im)
+  image = _to_rgb(upright)
+  if min(image.size) < 1:
+    raise ValueError('an empty image')
+  return image, (w, h)
+
+
+def read_photos(paths: Sequence[Path], settings: dict[str, Any]
+                ) -> tuple[list[tuple[Image.Image, tuple[int, int]] | None], list[tuple[str, str]]]:
+  """Each path's `read_photo` (None where it cannot be read) and the (path, why) of those."""
+  photos, failures = [], []
+  for p in paths:
+    try:
+      photos.append(read_photo(p, settings['library_side']))
+    except Exception as e:  # noqa: BLE001 -- any decoder failure: the file is skipped and listed
+      photos.append(None)
+      failures.append((str(p), f'{type(e).__name__}: {e}'))
+  return photos, failures
+
+
+def windows(fractions: Sequence[float] = FRACTIONS) -> np.ndarray:
+  """[R, 4] boxes (x0, y0, x1, y1, fractions of the photo): for each fraction f, windows f of
+  each side placed every f / 2 (and flush with the far edge)."""
+  boxes = []
+  for f in fractions:
+    n = int(np.ceil((1 - f) / (f / 2) - 1e-9)) + 1
+    starts = np.linspace(0.0, 1.0 - f, n)
+    boxes += [(x, y, x + f, y + f) for y in starts for x in starts]
+  return np.array(boxes, np.float32)
+
+
+def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """features [B, h, w, D], extents [B, 2], boxes [R, 4] (fractions of each image) -> unit-length
+  mean features over each box [B, R, D]."""
+  from cropjax import heads
+  _, h, w, _ = features.shape
+  wy = heads.pool_weights(boxes[:, [1, 3]], extents[:, 1], h, 1)[:, :, 0]  # [B, R, h]
+  wx = heads.pool_weights(boxes[:, [0, 2]], extents[:, 0], w, 1)[:, :, 0]  # [B, R, w]
+  d = np.einsum('brh,bhwd,brw->brd', wy, features.astype(np.float32), wx)
+  return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
+
+
+def _encode(images: Sequence[Image.Image], model, side: int) -> tuple[np.ndarray, np.ndarray]:
+  from cropjax import inference
+  sides = [inference.at_aspect(im, side) if model.keep_aspect
+           else (inference.resize_square(im, side), (1.0, 1.0)) for im in images]
+  features = model.encode(np.stack([p for p, _ in sides]), batch_size=16)
+  return features, np.array([e for _, e in sides], np.float32)
+
+
+def query_descriptors(images: Sequence[Image.Image], model, settings: dict[str, Any],
+                      known: dict[int, np.ndarray] | None = None) -> np.ndarray:
+  """[n, S, D]: each image pooled whole at each of the query sides (`known`: side -> [n, D]
+  already computed)."""
+  whole = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
+  known = known or {}
+  out = [known[side] if side in known else _pooled(*_encode(images, model, side), whole)[:, 0]
+         for side in settings['query_sides']]
+  return np.stack(out, 1)
+
+
+def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
+             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """For each library photo: (region descriptors [R, D], their boxes [R, 4], query
+  descriptors [S, D])."""
+  if not images:
+    return
+  boxes = windows(settings['fractions'])
+  features, extents = _encode(images, model, settings['library_side'])
+  regions = _pooled(features, extents, boxes)
+  # The first window is the whole photo: its query descriptor at the library's side.
+  queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
+  for i in range(len(images)):
+    yield regions[i], boxes, queries[i]

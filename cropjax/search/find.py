@@ -1,0 +1,124 @@
+"""Which library photo is each query cut from, and where: retrieval, then verification.
+
+For each query the index's region descriptors are compared with the query's
+descriptors (cosine, exact: a matrix product over the whole index, in
+chunks), each photo scoring its best region; the `top` photos go through
+`cropjax.predict_pairs` (the matching model, alignment both ways and the
+verdict), and only pairs the verdict accepts are reported, with the box
+alignment found, in the original's upright pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cropjax.search import descriptors
+from cropjax.search.index import Index
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+  """A crop and the photo it was cut from."""
+  query: str                    # the crop (a query, or a library photo)
+  original: str                 # the library photo it was cut from
+  box: tuple[float, float, float, float]   # x0, y0, x1, y1 in the original's upright pixels
+  box_fraction: tuple[float, float, float, float]
+  angle: float                  # degrees the crop is turned in the original (0: not fitted)
+  score: float                  # the verdict's probability
+  alignment_score: float | None
+  similarity: float             # the retrieval's cosine (what put it among the candidates)
+  original_size: tuple[int, int]
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def similarities(index: Index, queries: np.ndarray, chunk: int = 65536) -> np.ndarray:
+  """[n, P]: for queries [n, S, D], each photo's best region cosine over the query's scales."""
+  n, photos = len(queries), len(index.photos)
+  best = np.full((photos, n), -np.inf, np.float32)
+  if not photos or not n:
+    return best.T
+  q = queries.reshape(-1, queries.shape[-1]).astype(np.float32)     # [n * S, D]
+  owner = index.regions[:, 0].astype(np.int64)
+  for start in range(0, len(index.descriptors), chunk):
+    d = index.descriptors[start:start + chunk].astype(np.float32)
+    s = (d @ q.T).reshape(len(d), n, -1).max(-1)                     # [rows, n]
+    o = owner[start:start + chunk]
+    firsts = np.r_[0, np.flatnonzero(np.diff(o)) + 1]                # rows of a photo are together
+    per = np.maximum.reduceat(s, firsts, axis=0)                     # [photos in chunk, n]
+    np.maximum.at(best, o[firsts], per)
+  return best.T
+
+
+def candidates(index: Index, queries: np.ndarray, top: int,
+               exclude: Sequence[int | None] | None = None) -> list[list[tuple[int, float]]]:
+  """The `top` photos (index, cosine) for each query, best first; `exclude[i]`: a photo to
+  leave out for query i (itself, when the library is searched against itself)."""
+  sims = similarities(index, queries)
+  if exclude is not None:
+    for i, k in enumerate(exclude):
+      if k is not None:
+        sims[i, k] = -np.inf
+  out = []
+  for row in sims:
+    order = np.argsort(-row, kind='stable')[:top]
+    out.append([(int(k), float(row[k])) for k in order if np.isfinite(row[k])])
+  return out
+
+
+def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, top: int = 5,
+         progress: Callable[[int, int], None] | None = None,
+         batch_size: int = 32) -> tuple[list[Match], list[tuple[str, str]]]:
+  """(matches, skipped queries as (path, why)): each query's verified originals in the index, or
+  with `queries=None` the crop relations inside the library itself (each pair once)."""
+  from cropjax import inference
+  settings = index.settings
+  skipped: list[tuple[str, str]] = []
+  if queries is None:
+    names = [p.path for p in index.photos]
+    query_desc = index.queries.astype(np.float32)
+    exclude: list[int | None] = list(range(len(names)))
+  else:
+    names, images = [], []
+    for q in queries:
+      try:
+        images.append(descriptors.read_photo(q, max(settings['query_sides']))[0])
+        names.append(str(q))
+      except Exception as e:  # noqa: BLE001 -- unreadable query: skipped and listed
+        skipped.append((str(q), f'{type(e).__name__}: {e}'))
+    query_desc = (descriptors.query_descriptors(images, model, settings) if images
+                  else np.zeros((0, len(settings['query_sides']), settings['dim']), np.float32))
+    exclude = [None] * len(names)
+  found = candidates(index, query_desc, top, exclude)
+  jobs, seen = [], set()
+  for i, cands in enumerate(found):
+    for k, sim in cands:
+      pair = frozenset((names[i], index.photos[k].path))
+      if queries is None and pair in seen:
+        continue
+      seen.add(pair)
+      jobs.append((names[i], index.photos[k].path, sim))
+  matches: list[Match] = []
+  for start in range(0, len(jobs), batch_size):
+    chunk = jobs[start:start + batch_size]
+    results = inference.predict_pairs([(q, o) for q, o, _ in chunk], model=model,
+                                      batch_size=batch_size)
+    for (q, o, sim), r in zip(chunk, results):
+      if not r.is_crop:
+        continue
+      if r.original == 'a':  # the query holds the library photo
+        if queries is not None:
+          continue            # a query that is the original of a library photo: not asked for
+        q, o = o, q
+      matches.append(Match(query=q, original=o, box=r.box, box_fraction=r.box_fraction,
+                           angle=0.0, score=r.probability, alignment_score=r.alignment_score,
+                           similarity=sim, original_size=r.original_size))
+    if progress:
+      progress(min(start + batch_size, len(jobs)), len(jobs))
+  matches.sort(key=lambda m: -m.score)
+  return matches, skipped

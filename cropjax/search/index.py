@@ -1,0 +1,308 @@
+"""The on-disk index of a library: region descriptors of every photo, kept up to date.
+
+    index = update_index(['~/Pictures'], 'pictures.cropjax-index', model=model)
+    index.photos[i].path, index.regions, index.descriptors, index.queries
+
+A folder holding `manifest.json` (the format, the model's fingerprint, the
+descriptor settings and one entry per photo: path, size, modification time,
+SHA-256 of its bytes, upright size and its rows) and the arrays of one
+generation (`descriptors-G.npy`: float16 [R, D] unit-length region
+descriptors; `regions-G.npy`: float32 [R, 5] photo index and box as
+fractions; `queries-G.npy`: float16 [P, S, D] each photo's own descriptors at
+the query scales). Arrays are written first, under a new generation, then the
+manifest that names them, each through a temporary file renamed over the
+target: a run killed at any point leaves the previous index whole, and the
+next run resumes from what the last save kept (every `save_every` photos).
+The manifest records each array's SHA-256; a changed or truncated array, an
+unreadable manifest, or an index built by another model or with other
+settings is refused with `SearchIndexError`, never used silently.
+
+Running again encodes only new and changed photos: a file whose size and
+modification time are unchanged is kept; one that changed is hashed, and
+kept if its bytes are the same (a photo touched or moved is not encoded
+again); files gone are forgotten. Library files are only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from cropjax import metadata
+from cropjax.search import descriptors
+
+FORMAT = 1
+MANIFEST = 'manifest.json'
+ARRAYS = ('descriptors', 'regions', 'queries')
+
+
+class SearchIndexError(ValueError):
+  """An index that cannot be used: the message names the folder and says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Photo:
+  path: str          # absolute path of the file
+  size: int          # bytes
+  mtime_ns: int
+  sha256: str        # of the file's bytes
+  width: int         # upright (EXIF orientation applied)
+  height: int
+  rows: tuple[int, int]  # its region rows [start, end) in the arrays
+
+
+@dataclasses.dataclass
+class Index:
+  """An open index (see the module docstring)."""
+  folder: Path
+  fingerprint: str
+  settings: dict[str, Any]
+  photos: list[Photo]
+  descriptors: np.ndarray  # float16 [R, D]
+  regions: np.ndarray      # float32 [R, 5]: photo index, x0, y0, x1, y1 (fractions)
+  queries: np.ndarray      # float16 [P, S, D]
+  skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, why)
+  generation: int = 0
+
+  def __len__(self) -> int:
+    return len(self.photos)
+
+  @property
+  def bytes_per_photo(self) -> float:
+    total = self.descriptors.nbytes + self.regions.nbytes + self.queries.nbytes
+    return total / max(len(self.photos), 1)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _sha256_file(path: Path) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
+               settings: dict[str, Any] | None = None) -> Index:
+  """Reads an index; SearchIndexError when it is corrupt, or (given `fingerprint` and
+  `settings`) built by another model or with other settings."""
+  folder = Path(folder).expanduser()
+  path = folder / MANIFEST
+  if not path.is_file():
+    raise SearchIndexError(f'{folder}: no cropjax index here ({MANIFEST} missing)')
+  try:
+    m = json.loads(path.read_text())
+    if m.get('format') != FORMAT:
+      raise ValueError(f'index format {m.get("format")!r}, this cropjax reads {FORMAT}')
+    gen = int(m['generation'])
+    arrays = {}
+    for name in ARRAYS:
+      file = folder / f'{name}-{gen}.npy'
+      if not file.is_file():
+        raise ValueError(f'{file.name} is missing')
+      if _sha256_file(file) != m['arrays'][name]:
+        raise ValueError(f'{file.name} does not match its checksum (changed or truncated)')
+      arrays[name] = np.load(file, allow_pickle=False)
+    photos = [Photo(**{**p, 'rows': tuple(p['rows'])}) for p in m['photos']]
+    if photos and photos[-1].rows[1] != len(arrays['descriptors']):
+      raise ValueError('its photos and its arrays disagree')
+    if len(arrays['queries']) != len(photos) or len(arrays['regions']) != len(arrays['descriptors']):
+      raise ValueError('its arrays disagree in length')
+  except SearchIndexError:
+    raise
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise SearchIndexError(f'{folder}: a corrupt cropjax index ({e}); delete the folder (or '
+                           'pass --rebuild) to build it again') from None
+  index = Index(folder, m['fingerprint'], m['settings'], photos, arrays['descriptors'],
+                arrays['regions'], arrays['queries'], [tuple(s) for s in m.get('skipped', [])],
+                gen)
+  if fingerprint is not None and index.fingerprint != fingerprint:
+    raise SearchIndexError(f'{folder}: built by another model (fingerprint '
+                           f'{index.fingerprint[:12]}, this model {fingerprint[:12]}); its '
+                           'descriptors cannot be compared: use --rebuild or another --index')
+  if settings is not None and index.settings != settings:
+    raise SearchIndexError(f'{folder}: built with other descriptor settings '
+                           f'({index.settings}, now {settings}); use --rebuild or another --index')
+  return index
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = 'wb') -> str:
+  """Writes through a temporary file renamed over `path`; returns the SHA-256 of what was written."""
+  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}-', dir=path.parent)
+  try:
+    with os.fdopen(fd, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    digest = _sha256_file(Path(tmp))
+    os.replace(tmp, path)
+    return digest
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def save(index: Index) -> None:
+  """Writes the index as a new generation (see the module docstring), then drops the old one."""
+  folder = index.folder
+  folder.mkdir(parents=True, exist_ok=True)
+  gen = index.generation + 1
+  digests = {name: _atomic_write(folder / f'{name}-{gen}.npy',
+                                 lambda f, a=getattr(index, name): np.save(f, a))
+             for name in ARRAYS}
+  manifest = {'format': FORMAT, 'generation': gen, 'fingerprint': index.fingerprint,
+              'settings': index.settings, 'arrays': digests,
+              'photos': [dataclasses.asdict(p) for p in index.photos],
+              'skipped': [list(s) for s in index.skipped]}
+  _atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), 'w')
+  for old in folder.glob('*-*.npy'):
+    stem = old.stem.rsplit('-', 1)
+    if stem[0] in ARRAYS and stem[1] != str(gen):
+      old.unlink(missing_ok=True)
+  index.generation = gen
+
+
+# ------------------------------------------------------------------ building
+
+
+def library_files(roots: Sequence[str | os.PathLike]) -> list[Path]:
+  """The image files under each root (a folder, searched recursively, or one file), sorted;
+  hidden files and folders left out."""
+  out = []
+  for root in roots:
+    root = Path(root).expanduser()
+    if root.is_file():
+      out.append(root.resolve())
+      continue
+    if not root.is_dir():
+      raise FileNotFoundError(f'{root}: no such file or folder')
+    for dirpath, dirnames, filenames in os.walk(root):
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+      out += [Path(dirpath, n).resolve() for n in sorted(filenames)
+              if not n.startswith('.') and Path(n).suffix.lower() in metadata.IMAGE_EXTENSIONS]
+  return sorted(dict.fromkeys(out))
+
+
+def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *, model,
+                 rebuild: bool = False, save_every: int = 256, batch_size: int = 16,
+                 progress: Callable[[int, int], None] | None = None) -> Index:
+  """Brings the index in `folder` up to date with the photos under `roots` (see the module
+  docstring) and returns it. `progress(done, total)` is called as photos are encoded."""
+  folder = Path(folder).expanduser()
+  fingerprint, settings = descriptors.fingerprint(model), descriptors.settings(model)
+  files = library_files(roots)
+  where = folder.resolve()
+  for root in map(lambda r: Path(r).expanduser().resolve(), roots):
+    if root.is_dir() and (where == root or root in where.parents):
+      raise SearchIndexError(f'{folder}: the index folder lies inside the library {root}, '
+                             'which cropjax only reads; put the index elsewhere (--index)')
+  if (folder / MANIFEST).exists() and not rebuild:
+    old = open_index(folder, fingerprint=fingerprint, settings=settings)
+  else:
+    old = Index(folder, fingerprint, settings, [], np.zeros((0, settings['dim']), np.float16),
+                np.zeros((0, 5), np.float32),
+                np.zeros((0, len(settings['query_sides']), settings['dim']), np.float16))
+    if (folder / MANIFEST).exists():  # --rebuild: the old generation is replaced on save
+      try:
+        old.generation = int(json.loads((folder / MANIFEST).read_text())['generation'])
+      except (OSError, ValueError, KeyError, TypeError):
+        pass
+  by_path = {p.path: (k, p) for k, p in enumerate(old.photos)}
+  by_hash = {p.sha256: (k, p) for k, p in enumerate(old.photos)}
+  kept: list[tuple[int, Photo]] = []   # (old photo index, its entry now)
+  todo: list[tuple[Path, os.stat_result, str]] = []
+  for f in files:
+    st = f.stat()
+    hit = by_path.get(str(f))
+    if hit and hit[1].size == st.st_size and hit[1].mtime_ns == st.st_mtime_ns:
+      kept.append(hit)
+      continue
+    digest = _sha256_file(f)
+    same = by_hash.get(digest)
+    if same:  # the same bytes, touched or moved
+      kept.append((same[0], dataclasses.replace(same[1], path=str(f), size=st.st_size,
+                                                mtime_ns=st.st_mtime_ns)))
+    else:
+      todo.append((f, st, digest))
+  index = _subset(old, kept)
+  index.skipped = []
+  pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray]] = []
+  done = 0
+  for start in range(0, len(todo), batch_size):
+    chunk = todo[start:start + batch_size]
+    photos, failures = descriptors.read_photos([f for f, _, _ in chunk], settings)
+    index.skipped += failures
+    encoded = descriptors.describe([r[0] for r in photos if r is not None], model, settings)
+    for (f, st, digest), read in zip(chunk, photos):
+      if read is not None:
+        (width, height) = read[1]
+        pending.append((Photo(str(f), st.st_size, st.st_mtime_ns, digest, width, height, (0, 0)),
+                        *next(encoded)))
+    done += len(chunk)
+    if progress:
+      progress(done, len(todo))
+    if done % save_every < batch_size and done < len(todo):
+      _append(index, pending)
+      save(index)  # a run killed from here on resumes after these photos
+  _append(index, pending)
+  save(index)
+  return index
+
+
+def _subset(index: Index, kept: Iterable[tuple[int, Photo]]) -> Index:
+  """The index with only the `kept` photos (old index, new entry), rows renumbered."""
+  kept = list(kept)
+  rows = [np.arange(*index.photos[k].rows) for k, _ in kept]
+  take = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+  regions = index.regions[take].copy()
+  photos, start = [], 0
+  for i, ((_, p), r) in enumerate(zip(kept, rows)):
+    regions[start:start + len(r), 0] = i
+    photos.append(dataclasses.replace(p, rows=(start, start + len(r))))
+    start += len(r)
+  return Index(index.folder, index.fingerprint, index.settings, photos,
+               index.descriptors[take], regions,
+               index.queries[[k for k, _ in kept]].reshape(-1, *index.queries.shape[1:]),
+               list(index.skipped), index.generation)
+
+
+def _append(index: Index, pending: list) -> None:
+  """Moves the pending (photo, descriptors, boxes, query descriptors) into the index."""
+  if not pending:
+    return
+  n, first = len(index.descriptors), len(index.photos)
+  blocks, regions = [index.descriptors], [index.regions]
+  for k, (photo, d, boxes, _) in enumerate(pending):
+    index.photos.append(dataclasses.replace(photo, rows=(n, n + len(d))))
+    n += len(d)
+    blocks.append(d.astype(np.float16))
+    regions.append(np.concatenate([np.full((len(boxes), 1), first + k, np.float32),
+                                   boxes.astype(np.float32)], 1))
+  index.descriptors = np.concatenate(blocks)
+  index.regions = np.concatenate(regions)
+  index.queries = np.concatenate([index.queries,
+                                  np.stack([q for *_, q in pending]).astype(np.float16)])
+  pending.clear()
+
+
+def eta(done: int, total: int, started: float) -> str:
+  """'done/total, X/s, about M:SS left' for a progress line."""
+  elapsed = max(time.perf_counter() - started, 1e-9)
+  rate = done / elapsed
+  left = (total - done) / rate if rate > 0 else float('inf')
+  when = f'{int(left // 60)}:{int(left % 60):02d}' if np.isfinite(left) else '?'
+  return f'{done}/{total}, {rate:.1f}/s, about {when} left'

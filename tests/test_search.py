@@ -1,0 +1,216 @@
+"""Library search (cropjax.search): the index on disk, incremental and resumable, refused when
+corrupt or another model's; a planted crop found among distractors; the console program."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import tiny
+from cropjax import inference
+from cropjax import procedural
+from cropjax import search
+from cropjax import train
+from cropjax.cli import find as find_cli
+from cropjax.search import descriptors
+from cropjax.search import index as index_lib
+
+CROP_OF = 3                      # the library photo the planted crop is cut from
+WINDOW = (52.0, 40.0, 196.0, 136.0)  # its window, upright pixels of that photo
+
+
+@pytest.fixture(scope='module')
+def model(tmp_path_factory):
+  root = tmp_path_factory.mktemp('model')
+  folder = root / 'photos'
+  folder.mkdir()
+  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
+    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
+  c = tiny.get_config()
+  c.data.source = str(folder)
+  c.data.data_dir = str(root / 'tfds')
+  c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
+  c.verdict_photos = 6
+  c.model.pair_head = 'match'
+  c.data.pair_options.keep_aspect = True
+  train.train_and_evaluate(c, str(root / 'wd'))
+  return inference.load_model(root / 'wd')
+
+
+def _library(folder, count=6):
+  folder.mkdir(parents=True, exist_ok=True)
+  for i, a in enumerate(procedural.images(11, count, (260, 180))):
+    Image.fromarray(a).save(folder / f'photo{i:02d}.jpg', quality=92)
+  return folder
+
+
+def _snapshot(folder):
+  return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+          for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def _counting(monkeypatch):
+  encoded = []
+  real = descriptors.describe
+
+  def describe(images, model, settings):
+    encoded.append(len(images))
+    return real(images, model, settings)
+  monkeypatch.setattr(descriptors, 'describe', describe)
+  return encoded
+
+
+def test_index_round_trip_and_the_library_untouched(model, tmp_path):
+  lib = _library(tmp_path / 'lib')
+  before = _snapshot(lib)
+  built = search.update_index([lib], tmp_path / 'idx', model=model)
+  assert _snapshot(lib) == before  # only read
+  again = search.open_index(tmp_path / 'idx')
+  assert [p.path for p in again.photos] == [str(p.resolve()) for p in sorted(lib.iterdir())]
+  for name in index_lib.ARRAYS:
+    np.testing.assert_array_equal(getattr(again, name), getattr(built, name))
+  n = len(descriptors.windows())
+  assert again.descriptors.shape == (6 * n, built.settings['dim'])
+  assert again.photos[2].rows == (2 * n, 3 * n) and (again.regions[2 * n:3 * n, 0] == 2).all()
+  np.testing.assert_allclose(np.linalg.norm(again.descriptors.astype(np.float32), axis=1), 1.0,
+                             atol=2e-3)
+  assert (again.photos[0].width, again.photos[0].height) == (260, 180)
+
+
+def test_a_second_run_encodes_only_new_and_changed_photos(model, tmp_path, monkeypatch):
+  lib = _library(tmp_path / 'lib')
+  search.update_index([lib], tmp_path / 'idx', model=model)
+  encoded = _counting(monkeypatch)
+  search.update_index([lib], tmp_path / 'idx', model=model)
+  assert sum(encoded) == 0
+  os.utime(lib / 'photo01.jpg', ns=(1, 1))                        # touched: same bytes
+  Image.fromarray(next(procedural.images(12, 1, (150, 200)))).save(lib / 'new.jpg')
+  Image.fromarray(next(procedural.images(13, 1, (150, 200)))).save(lib / 'photo02.jpg')  # changed
+  (lib / 'photo04.jpg').unlink()
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  assert sum(encoded) == 2   # new.jpg and the changed photo02.jpg
+  names = sorted(os.path.basename(p.path) for p in idx.photos)
+  assert names == ['new.jpg', 'photo00.jpg', 'photo01.jpg', 'photo02.jpg', 'photo03.jpg',
+                   'photo05.jpg']
+  fresh = search.update_index([lib], tmp_path / 'fresh', model=model)
+  by_path = {p.path: p for p in fresh.photos}
+  for p in idx.photos:  # the same descriptors as an index built from scratch
+    q = by_path[p.path]
+    np.testing.assert_array_equal(idx.descriptors[slice(*p.rows)], fresh.descriptors[slice(*q.rows)])
+
+
+def test_an_interrupted_build_resumes(model, tmp_path, monkeypatch):
+  lib = _library(tmp_path / 'lib')
+  real = descriptors.describe
+  calls = []
+
+  def dies_on_the_third_batch(images, model, settings):
+    calls.append(len(images))
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real(images, model, settings)
+  monkeypatch.setattr(descriptors, 'describe', dies_on_the_third_batch)
+  with pytest.raises(KeyboardInterrupt):
+    search.update_index([lib], tmp_path / 'idx', model=model, batch_size=2, save_every=2)
+  kept = search.open_index(tmp_path / 'idx')
+  assert len(kept) == 4  # saved after the second batch; the killed batch left nothing half-done
+  encoded = _counting(monkeypatch)
+  done = search.update_index([lib], tmp_path / 'idx', model=model, batch_size=2)
+  assert sum(encoded) == 2 and len(done) == 6
+  assert sorted(f.name for f in (tmp_path / 'idx').iterdir()) == sorted(
+      ['manifest.json'] + [f'{a}-{done.generation}.npy' for a in index_lib.ARRAYS])
+
+
+def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
+  lib = _library(tmp_path / 'lib', count=2)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  array = tmp_path / 'idx' / f'descriptors-{idx.generation}.npy'
+  data = bytearray(array.read_bytes())
+  data[-3] ^= 0xFF
+  array.write_bytes(bytes(data))
+  with pytest.raises(search.SearchIndexError, match='descriptors-1.npy does not match its checksum'):
+    search.update_index([lib], tmp_path / 'idx', model=model)
+  (tmp_path / 'idx' / 'manifest.json').write_text('{"format": 1, "generat')
+  with pytest.raises(search.SearchIndexError, match='a corrupt cropjax index'):
+    search.open_index(tmp_path / 'idx')
+  search.update_index([lib], tmp_path / 'idx2', model=model)
+  with pytest.raises(search.SearchIndexError, match='built by another model'):
+    search.open_index(tmp_path / 'idx2', fingerprint='0' * 64)
+  with pytest.raises(search.SearchIndexError, match='no cropjax index here'):
+    search.open_index(tmp_path / 'nothing')
+  with pytest.raises(search.SearchIndexError, match='lies inside the library'):
+    search.update_index([lib], lib / 'idx', model=model)
+  rebuilt = search.update_index([lib], tmp_path / 'idx', model=model, rebuild=True)
+  assert len(search.open_index(tmp_path / 'idx')) == len(rebuilt) == 2
+
+
+def test_unreadable_files_are_skipped_and_listed(model, tmp_path):
+  lib = _library(tmp_path / 'lib', count=3)
+  good = (lib / 'photo00.jpg').read_bytes()
+  (lib / 'truncated.jpg').write_bytes(good[:len(good) // 3])
+  (lib / 'notes.jpg').write_text('not a photo')
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  assert len(idx) == 3
+  assert sorted(os.path.basename(p) for p, _ in idx.skipped) == ['notes.jpg', 'truncated.jpg']
+  assert sorted(os.path.basename(p) for p, _ in search.open_index(tmp_path / 'idx').skipped) == [
+      'notes.jpg', 'truncated.jpg']
+
+
+def _planted(tmp_path):
+  lib = _library(tmp_path / 'lib')
+  photo = Image.open(lib / f'photo{CROP_OF:02d}.jpg')
+  crop = photo.resize((115, 77), Image.Resampling.LANCZOS, box=WINDOW)
+  queries = tmp_path / 'queries'
+  queries.mkdir()
+  crop.save(queries / 'crop.jpg', quality=70)
+  Image.fromarray(next(procedural.images(99, 1, (120, 160)))).save(queries / 'stranger.jpg')
+  return lib, queries
+
+
+def test_a_planted_crop_is_found_among_distractors_with_its_box(model, tmp_path):
+  lib, queries = _planted(tmp_path)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  matches, skipped = search.find(idx, [queries / 'crop.jpg', queries / 'stranger.jpg'],
+                                 model=model, top=len(idx))
+  assert not skipped
+  assert [os.path.basename(m.query) for m in matches] == ['crop.jpg']
+  m = matches[0]
+  assert os.path.basename(m.original) == f'photo{CROP_OF:02d}.jpg'
+  np.testing.assert_allclose(m.box, WINDOW, atol=1.5)
+  assert m.original_size == (260, 180)
+
+
+def test_similarity_keeps_each_photos_best_region(model, tmp_path):
+  lib = _library(tmp_path / 'lib', count=3)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  q = idx.queries.astype(np.float32)
+  sims = search.similarities(idx, q, chunk=7)   # chunks that split photos' rows
+  d = idx.descriptors.astype(np.float32)
+  for i in range(3):
+    for k, p in enumerate(idx.photos):
+      expected = (d[slice(*p.rows)] @ q[i].T).max()
+      assert sims[i, k] == pytest.approx(expected, abs=1e-5)
+  assert all(np.argmax(sims[i]) == i for i in range(3))  # a photo's best match is itself
+
+
+def test_the_console_program(model, tmp_path, capsys):
+  lib, queries = _planted(tmp_path)
+  before = _snapshot(lib)
+  code = find_cli.main([str(lib), '--queries', str(queries), '--model', model.source,
+                        '--index', str(tmp_path / 'idx'), '--top', '6',
+                        '--csv', str(tmp_path / 'out.csv'), '--report', str(tmp_path / 'out.html')])
+  out, err = capsys.readouterr()
+  assert code == 0
+  lines = [json.loads(line) for line in out.splitlines()]
+  assert len(lines) == 1 and lines[0]['original'].endswith(f'photo{CROP_OF:02d}.jpg')
+  assert abs(lines[0]['x0'] - WINDOW[0]) < 1.5
+  assert '6 library photos indexed' in err and '1 crop pairs found' in err
+  assert (tmp_path / 'out.csv').read_text().count('\n') == 2
+  assert (tmp_path / 'out.html').read_text().count('<img') == 2
+  assert _snapshot(lib) == before
+  (tmp_path / 'idx' / 'manifest.json').write_text('garbage')
+  assert find_cli.main([str(lib), '--model', model.source, '--index', str(tmp_path / 'idx')]) == 2
+  assert 'a corrupt cropjax index' in capsys.readouterr().err
