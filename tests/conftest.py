@@ -13,3 +13,16 @@ try:  # Import order matters; see the module docstring.
   import torchvision  # noqa: F401
 except ImportError:
   pass
+
+
+def pytest_configure(config):
+  """One persistent JAX compilation cache for the session (a fresh temporary folder, also
+  given to the subprocesses some tests start): the many tiny training runs compile the same
+  programs, and a cached executable is the same executable, so results do not change."""
+  import tempfile
+  folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
+  import jax
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25)
+CELLS = 1  # each descriptor: the window's features pooled over CELLS x CELLS cells, concatenated
 LIBRARY_SCALE = 4
 QUERY_SCALES = (1, 2, 4)
 
@@ -32,7 +33,8 @@ def settings(model) -> dict[str, Any]:
                      "(config.model.pair_head='match', as configs/demo.py trains)")
   n = model.image_size
   return {'image_size': n, 'keep_aspect': bool(model.keep_aspect),
-          'dim': int(model.variables['params']['match_proj']['kernel'].shape[-1]),
+          'dim': CELLS * CELLS * int(model.variables['params']['match_proj']['kernel'].shape[-1]),
+          'cells': CELLS,
           'library_side': LIBRARY_SCALE * n, 'query_sides': [s * n for s in QUERY_SCALES],
           'fractions': list(FRACTIONS)}
 
@@ -94,15 +96,18 @@ def windows(fractions: Sequence[float] = FRACTIONS) -> np.ndarray:
   return np.array(boxes, np.float32)
 
 
-def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """features [B, h, w, D], extents [B, 2], boxes [R, 4] (fractions of each image) -> unit-length
-  mean features over each box [B, R, D]."""
+def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray,
+            cells: int = CELLS) -> np.ndarray:
+  """features [B, h, w, D], extents [B, 2], boxes [R, 4] (fractions of each image) -> the mean
+  features over each of a box's cells x cells cells, each cell unit-length, concatenated and
+  scaled to unit length [B, R, cells * cells * D] (so a cosine is the mean over the cells)."""
   from cropjax import heads
-  _, h, w, _ = features.shape
-  wy = heads.pool_weights(boxes[:, [1, 3]], extents[:, 1], h, 1)[:, :, 0]  # [B, R, h]
-  wx = heads.pool_weights(boxes[:, [0, 2]], extents[:, 0], w, 1)[:, :, 0]  # [B, R, w]
-  d = np.einsum('brh,bhwd,brw->brd', wy, features.astype(np.float32), wx)
-  return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
+  b, h, w, dim = features.shape
+  wy = heads.pool_weights(boxes[:, [1, 3]], extents[:, 1], h, cells)  # [B, R, cells, h]
+  wx = heads.pool_weights(boxes[:, [0, 2]], extents[:, 0], w, cells)  # [B, R, cells, w]
+  d = np.einsum('brkh,bhwd,brlw->brkld', wy, features.astype(np.float32), wx)
+  d /= np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
+  return d.reshape(b, len(boxes), -1) / cells
 
 
 def _encode(images: Sequence[Image.Image], model, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +124,8 @@ def query_descriptors(images: Sequence[Image.Image], model, settings: dict[str, 
   already computed)."""
   whole = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
   known = known or {}
-  out = [known[side] if side in known else _pooled(*_encode(images, model, side), whole)[:, 0]
+  out = [known[side] if side in known
+         else _pooled(*_encode(images, model, side), whole, settings['cells'])[:, 0]
          for side in settings['query_sides']]
   return np.stack(out, 1)
 
@@ -132,7 +138,7 @@ def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
     return
   boxes = windows(settings['fractions'])
   features, extents = _encode(images, model, settings['library_side'])
-  regions = _pooled(features, extents, boxes)
+  regions = _pooled(features, extents, boxes, settings['cells'])
   # The first window is the whole photo: its query descriptor at the library's side.
   queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
   for i in range(len(images)):
