@@ -15,7 +15,9 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
            im2col, matmul, oneDNN) and in the plan cropjax chooses;
   pipeline crop pairs/s of the tf.data generator next to the train step's need;
   loop     the real training loop (configs/demo.py) next to its bare step;
-  predict  cropjax.predict batched and one at a time next to OpenCV SIFT.
+  predict  cropjax.predict batched and one at a time next to OpenCV SIFT;
+  search   library search (cropjax.search) with a trained model on the
+           real-photo yardstick among procedural distractors (not default).
 
 Frameworks are timed in alternating rounds and the median round is reported,
 so drift on a shared machine hits both. FLOPs per example come from XLA's cost
@@ -503,6 +505,106 @@ def section_predict(args) -> list[Result]:
           Result('predict', 'network alone', network, sift_rate)]
 
 
+def section_search(args) -> list[Result]:
+  """cropjax.search on a library of the yardstick's photos and `--search-distractors`
+  procedural photos (1024 x 768 JPEGs), with `--search-model` (a trained siamese model).
+
+  Queries: two crops of each yardstick photo of 10-85 % of the area and one of
+  5-10 % (aspect 0.7-1.4, resized 0.5-1x, JPEG 30-95), and as negatives one
+  mirrored crop per photo and procedural photos not in the library. Reports the
+  index build (photos/s, bytes a photo), retrieval latency and recall of the
+  right photo among the candidates, and after verification recall@1 per area
+  band, precision of the reported pairs and the top-left error.
+  """
+  import shutil
+  import tempfile
+
+  from PIL import Image
+
+  from cropjax import inference
+  from cropjax import procedural
+  from cropjax import search
+  from cropjax.datasets import yardstick
+
+  model = inference.load_model(args.search_model, task='pairs')
+  photos = yardstick.photos()
+  root = tempfile.mkdtemp(prefix='cropjax-bench-search-')
+  try:
+    lib, qdir = os.path.join(root, 'library'), os.path.join(root, 'queries')
+    os.makedirs(lib)
+    os.makedirs(qdir)
+    for name, im in photos:
+      im.save(os.path.join(lib, f'{name}.jpg'), quality=90)
+    for i, a in enumerate(procedural.images(77, args.search_distractors, (1024, 768))):
+      Image.fromarray(a).save(os.path.join(lib, f'distractor{i:06d}.jpg'), quality=90)
+    rng = np.random.default_rng(0)
+    truth = {}  # query path -> (photo name or None, box, band)
+    for name, im in photos:
+      for band, (lo, hi), count in (('10-85 %', (0.10, 0.85), 2), ('5-10 %', (0.05, 0.10), 1),
+                                    ('mirrored', (0.10, 0.85), 1)):
+        for k in range(count):
+          w, h = im.size
+          area, aspect = rng.uniform(lo, hi), rng.uniform(0.7, 1.4)
+          cw = min(w, np.sqrt(area * w * h * aspect))
+          ch = min(h, cw / aspect)
+          x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+          box = (x0, y0, x0 + cw, y0 + ch)
+          scale = rng.uniform(0.5, 1.0)
+          crop = im.resize((max(8, round(cw * scale)), max(8, round(ch * scale))),
+                           Image.Resampling.LANCZOS, box=box)
+          if band == 'mirrored':
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+          path = os.path.join(qdir, f'{name}-{band[:2]}{k}.jpg')
+          crop.save(path, quality=int(rng.integers(30, 96)))
+          truth[path] = (None if band == 'mirrored' else name, np.array(box), band)
+    for i, a in enumerate(procedural.images(78, len(photos) // 2, (640, 480))):
+      path = os.path.join(qdir, f'stranger{i:03d}.jpg')
+      Image.fromarray(a).save(path, quality=85)
+      truth[path] = (None, None, 'not in the library')
+    start = time.perf_counter()
+    index = search.update_index([lib], os.path.join(root, 'index'), model=model)
+    build = len(index) / (time.perf_counter() - start)
+    queries = sorted(truth)
+    start = time.perf_counter()
+    images = [search.descriptors.read_photo(q, max(index.settings['query_sides']))[0]
+              for q in queries]
+    found = search.candidates(index, search.descriptors.query_descriptors(
+        images, model, index.settings), args.search_top)
+    retrieval_ms = (time.perf_counter() - start) / len(queries) * 1e3
+    stem = lambda p: os.path.splitext(os.path.basename(p))[0]
+    start = time.perf_counter()
+    matches, _ = search.find(index, queries, model=model, top=args.search_top)
+    find_ms = (time.perf_counter() - start) / len(queries) * 1e3
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  first = {}
+  for m in matches:
+    first.setdefault(m.query, m)
+  right = [m for m in matches if truth[m.query][0] == stem(m.original)]
+  print(f'search   library {len(index)} photos ({len(photos)} yardstick + '
+        f'{args.search_distractors} distractors): index {build:.1f} photos/s, '
+        f'{index.bytes_per_photo / 1024:.1f} KiB/photo; retrieval {retrieval_ms:.0f} ms/query, '
+        f'find (top {args.search_top} verified) {find_ms:.0f} ms/query', flush=True)
+  for band in ('10-85 %', '5-10 %'):
+    qs = [q for q in queries if truth[q][2] == band]
+    ranks = [[stem(index.photos[k].path) for k, _ in c].index(truth[q][0])
+             if truth[q][0] in [stem(index.photos[k].path) for k, _ in c] else None
+             for q, c in zip(queries, found) if truth[q][2] == band]
+    hit = [q for q in qs if q in first and stem(first[q].original) == truth[q][0]]
+    tl = [np.hypot(*(np.array(first[q].box[:2]) - truth[q][1][:2])) / first[q].original_size[0]
+          for q in hit]
+    print(f'search   crops of {band:8s} ({len(qs)}): retrieval recall@1 '
+          f'{np.mean([r == 0 for r in ranks]):.3f}, in the top {args.search_top} '
+          f'{np.mean([r is not None for r in ranks]):.3f}; found recall@1 '
+          f'{len(hit) / len(qs):.3f}; top-left error median '
+          f'{np.median(tl) if tl else float("nan"):.4f}', flush=True)
+  negatives = [q for q in queries if truth[q][0] is None]
+  print(f'search   reported pairs {len(matches)}, right {len(right)}: precision '
+        f'{len(right) / max(len(matches), 1):.3f}; negatives (mirrored, not in the library) '
+        f'reported {sum(q in first for q in negatives)} of {len(negatives)}', flush=True)
+  return []
+
+
 SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'matmul': section_matmul,
     'train': section_train,
@@ -511,6 +613,7 @@ SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'pipeline': section_pipeline,
     'loop': section_loop,
     'predict': section_predict,
+    'search': section_search,
 }
 DEFAULT_SECTIONS = ['matmul', 'train', 'forward', 'pipeline']
 
@@ -542,6 +645,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--loop-steps', type=int, default=1000,
                       help='steps of the loop section (the demo evaluates and saves every 500)')
   parser.add_argument('--predict-pairs', type=int, default=64, help='pairs of the predict section')
+  parser.add_argument('--search-model', default='workdirs/demo',
+                      help='search: a trained siamese model (default workdirs/demo)')
+  parser.add_argument('--search-distractors', type=int, default=1000,
+                      help='search: procedural distractor photos in the library (default 1000)')
+  parser.add_argument('--search-top', type=int, default=5, help='search: candidates verified')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   args.sections = args.sections.split(',')

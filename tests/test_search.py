@@ -188,10 +188,22 @@ def test_similarity_keeps_each_photos_best_region(model, tmp_path):
   idx = search.update_index([lib], tmp_path / 'idx', model=model)
   q = idx.queries.astype(np.float32)
   sims = search.similarities(idx, q, chunk=7)   # chunks that split photos' rows
-  d = idx.descriptors.astype(np.float32)
+  mean, w = idx.whitening
+  white = lambda x: ((x - mean) @ w) / np.linalg.norm((x - mean) @ w, axis=-1, keepdims=True)
+  # The whitened region descriptors are decorrelated, with unit spread on every axis the
+  # descriptors use (an axis with no spread at all stays at 0, not blown up).
+  cov = np.cov(((idx.descriptors.astype(np.float64) - mean) @ w).T, bias=True)
+  np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0.0, atol=0.05)
+  # Each principal axis is scaled by 1 / (its spread + 1e-3): well-used axes to unit variance,
+  # unused ones left small rather than blown up.
+  values = np.linalg.eigvalsh(np.cov(idx.descriptors.astype(np.float64).T, bias=True))
+  expected = np.clip(values, 0, None) / (np.sqrt(np.clip(values, 0, None)) + 1e-3) ** 2
+  np.testing.assert_allclose(np.sort(np.diag(cov)), np.sort(expected), atol=0.02)
+  assert (np.diag(cov) > 0.9).sum() > 16
+  d = white(idx.descriptors.astype(np.float32))
   for i in range(3):
     for k, p in enumerate(idx.photos):
-      expected = (d[slice(*p.rows)] @ q[i].T).max()
+      expected = (d[slice(*p.rows)] @ white(q[i]).T).max()
       assert sims[i, k] == pytest.approx(expected, abs=1e-5)
   assert all(np.argmax(sims[i]) == i for i in range(3))  # a photo's best match is itself
 

@@ -1,8 +1,9 @@
 """Which library photo is each query cut from, and where: retrieval, then verification.
 
 For each query the index's region descriptors are compared with the query's
-descriptors (cosine, exact: a matrix product over the whole index, in
-chunks), each photo scoring its best region; the `top` photos go through
+descriptors (cosine after PCA whitening learned from the index itself, exact:
+a matrix product over the whole index, in chunks), each photo scoring its
+best region; the `top` photos go through
 `cropjax.predict_pairs` (the matching model, alignment both ways and the
 verdict), and only pairs the verdict accepts are reported, with the box
 alignment found, in the original's upright pixels.
@@ -38,15 +39,16 @@ class Match:
 
 
 def similarities(index: Index, queries: np.ndarray, chunk: int = 65536) -> np.ndarray:
-  """[n, P]: for queries [n, S, D], each photo's best region cosine over the query's scales."""
+  """[n, P]: for queries [n, S, D], each photo's best region cosine (whitened descriptors,
+  `Index.whiten`) over the query's scales."""
   n, photos = len(queries), len(index.photos)
   best = np.full((photos, n), -np.inf, np.float32)
   if not photos or not n:
     return best.T
-  q = queries.reshape(-1, queries.shape[-1]).astype(np.float32)     # [n * S, D]
+  q = index.whiten(queries.reshape(-1, queries.shape[-1]))          # [n * S, D]
   owner = index.regions[:, 0].astype(np.int64)
   for start in range(0, len(index.descriptors), chunk):
-    d = index.descriptors[start:start + chunk].astype(np.float32)
+    d = index.whiten(index.descriptors[start:start + chunk])
     s = (d @ q.T).reshape(len(d), n, -1).max(-1)                     # [rows, n]
     o = owner[start:start + chunk]
     firsts = np.r_[0, np.flatnonzero(np.diff(o)) + 1]                # rows of a photo are together

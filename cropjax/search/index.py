@@ -26,6 +26,7 @@ again); files gone are forgotten. Library files are only read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -74,6 +75,33 @@ class Index:
 
   def __len__(self) -> int:
     return len(self.photos)
+
+  @functools.cached_property
+  def whitening(self) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], map [D, D]): PCA whitening learned from the index's own region descriptors
+    (no labels): centred, turned onto their principal axes and each axis scaled to unit
+    spread, so the few directions every photo shares stop dominating the cosine."""
+    d = self.descriptors
+    if len(d) < 2:
+      dim = d.shape[1]
+      return np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)
+    mean = np.zeros(d.shape[1], np.float64)
+    for start in range(0, len(d), 65536):
+      mean += d[start:start + 65536].astype(np.float64).sum(0)
+    mean /= len(d)
+    cov = np.zeros((d.shape[1],) * 2, np.float64)
+    for start in range(0, len(d), 65536):
+      x = d[start:start + 65536].astype(np.float64) - mean
+      cov += x.T @ x
+    values, vectors = np.linalg.eigh(cov / len(d))
+    scale = 1.0 / (np.sqrt(np.clip(values, 0.0, None)) + 1e-3)
+    return mean.astype(np.float32), (vectors * scale).astype(np.float32)
+
+  def whiten(self, x: np.ndarray) -> np.ndarray:
+    """Descriptors [..., D] -> whitened, unit-length (`whitening`)."""
+    mean, w = self.whitening
+    y = (x.astype(np.float32) - mean) @ w
+    return y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-6)
 
   @property
   def bytes_per_photo(self) -> float:
