@@ -422,12 +422,14 @@ def predict(image_a: ImageLike, image_b: ImageLike, *, model: Model | str | None
 ALIGN_MAX_SIDE = 2048
 
 
-def _square(m: Model, image: Image.Image) -> tuple[np.ndarray, tuple[float, float]]:
-  """An image as the model sees it: stretched to N x N, or (a model trained on sides kept at
-  their aspect ratio) `at_aspect`; with its (x, y) share of the square."""
+def _square(m: Model, image: Image.Image, size: int | None = None
+            ) -> tuple[np.ndarray, tuple[float, float]]:
+  """An image as the model sees it: stretched to N x N (or `size`), or (a model trained on
+  sides kept at their aspect ratio) `at_aspect`; with its (x, y) share of the square."""
+  size = size or m.image_size
   if m.keep_aspect:
-    return at_aspect(image, m.image_size)
-  return resize_square(image, m.image_size), (1.0, 1.0)
+    return at_aspect(image, size)
+  return resize_square(image, size), (1.0, 1.0)
 
 
 def _network_pairs(m: Model, loaded, batch_size: int):

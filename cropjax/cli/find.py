@@ -41,14 +41,14 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _progress(what: str, quiet: bool):
+def _progress(what: str):
   from cropjax.search.index import eta
   started = time.perf_counter()
   last = [0.0]
 
   def report(done: int, total: int) -> None:
     now = time.perf_counter()
-    if not quiet and (now - last[0] > 2.0 or done == total):
+    if now - last[0] > 2.0 or done == total:
       last[0] = now
       print(f'{what}: {eta(done, total, started)}', file=sys.stderr, flush=True)
   return report
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
       raise inference.ModelError('no model: pass --model WORKDIR or set $CROPJAX_MODEL')
     model = inference.load_model(model_path, task='pairs')
     idx = search.update_index(args.library, args.index, model=model, rebuild=args.rebuild,
-                              progress=_progress('indexing', False))
+                              progress=_progress('indexing'))
     queries = None
     if args.queries:
       queries = [str(p) for p in index_lib.library_files(args.queries)]
     matches, skipped = search.find(idx, queries, model=model, top=args.top,
-                                   progress=_progress('verifying', False))
+                                   progress=_progress('verifying'))
   except (inference.InputError, inference.ModelError, search.SearchIndexError,
           FileNotFoundError, ValueError) as e:
     print(f'cropjax-find: {e}', file=sys.stderr)

@@ -286,8 +286,8 @@ class _Generator:
       pixel_w, pixel_h = tf.where(is_near, vw, pixel_w), tf.where(is_near, vh, pixel_h)
       content = [self._fit(vw, vh), self._fit(pixel_w, pixel_h)]
     else:
-      content = [tf.fill(tf.shape(vw), float(size))] * 4
-      content = [tf.stack(content[:2], -1), tf.stack(content[2:], -1)]
+      full = tf.fill(tf.shape(vw), float(size))
+      content = [tf.stack([full, full], -1)] * 2
     # 4. The degradation of each side.
     sides = [o.downscale[0] + (o.downscale[1] - o.downscale[0]) * u[k] for k in (17, 23)]
     sides = [tf.where(u[k] < o.downscale_prob, tf.maximum(tf.round(size * s), 8.0), float(size))

@@ -48,7 +48,8 @@ class Evidence:
     centre = blocks[1:-1, 1:-1].mean()
     # outside: log of the share beyond the frame (plus about what alignment's precision leaves
     # a crop that touches the edge), so 0 and 1 % differ as much as 10 and 100 %.
-    return np.array([a.score, np.log(1.01 - min(a.inside, 1.0)), a.score * a.inside, blocks.min(), corners - centre,
+    return np.array([a.score, np.log(1.01 - min(a.inside, 1.0)), a.score * a.inside,
+                     blocks.min(), corners - centre,
                      self.reverse.score * self.reverse.inside, float(a.converged),
                      np.log(max(self.area, 1e-4)), a.peak, a.detail], np.float64)
 

@@ -112,8 +112,7 @@ def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray,
 
 def _encode(images: Sequence[Image.Image], model, side: int) -> tuple[np.ndarray, np.ndarray]:
   from cropjax import inference
-  sides = [inference.at_aspect(im, side) if model.keep_aspect
-           else (inference.resize_square(im, side), (1.0, 1.0)) for im in images]
+  sides = [inference._square(model, im, side) for im in images]
   features = model.encode(np.stack([p for p, _ in sides]), batch_size=16)
   return features, np.array([e for _, e in sides], np.float32)
 
