@@ -11,8 +11,10 @@
 
 Images may be paths, PIL images or numpy arrays of any size and mode (RGB,
 RGBA, L, P, CMYK, 16-bit); EXIF orientation is applied, so every result is in
-the upright frame a person sees. Without `model=`, the model is the latest
-checkpoint of the workdir named by the environment variable `CROPJAX_MODEL`.
+the upright frame a person sees. Paths may name camera raw files (CR2, NEF,
+ARW, DNG, ...) when rawpy is installed (`pip install -e '.[raw]'`; see
+`load_image`). Without `model=`, the model is the latest checkpoint of the
+workdir named by the environment variable `CROPJAX_MODEL`.
 
 A model is a training workdir (its `config.json` and the latest checkpoint in
 `checkpoints/`) or one checkpoint step folder inside it. The forward pass is
@@ -114,7 +116,15 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
-  """Any supported input -> an upright 8-bit RGB PIL image; InputError names the problem."""
+  """Any supported input -> an upright 8-bit RGB PIL image; InputError names the problem.
+
+  A camera raw file is decoded by `cropjax.library.raw` with its long side at
+  least RAW_MIN_SIDE where the file allows (its embedded preview when that is
+  large enough, else a demosaic), turned upright by the orientation of its XMP
+  (what the editor shows, see `metadata.read_photo`), else its own. Pixel
+  results (sizes, boxes) then refer to that decoded picture; fractions hold
+  for the photo at any size.
+  """
   from cropjax.annotate import _to_rgb
   where = name
   try:
@@ -126,9 +136,12 @@ def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
         raise InputError(f'{where}: is a folder, not an image')
       if os.path.getsize(where) == 0:
         raise InputError(f'{where}: empty file')
-      with Image.open(where) as opened:
-        opened.load()
-        pil = _upright(opened)
+      if Path(where).suffix.lower() in metadata.RAW_EXTENSIONS:
+        pil = _load_raw(where)
+      else:
+        with Image.open(where) as opened:
+          opened.load()
+          pil = _upright(opened)
     elif isinstance(image, Image.Image):
       image.load()
       pil = _upright(image)
@@ -146,6 +159,26 @@ def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
     raise InputError(f'{where}: not an image (or a format Pillow cannot read)') from None
   except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
     raise InputError(f'{where}: cannot decode the image ({e})') from None
+
+
+# A raw file is decoded with its long side at least this many pixels: what alignment uses at most.
+RAW_MIN_SIDE = 2048
+
+
+def _load_raw(path: str) -> Image.Image:
+  from cropjax.library import raw  # rawpy is optional: imported for raw files only
+  try:
+    data = Path(path).read_bytes()
+  except OSError as e:
+    raise InputError(f'{path}: cannot read the file ({e.strerror or e})') from None
+  try:
+    orientation = metadata.read_photo(path, data=data).orientation
+  except metadata.MetadataError:  # unusable XMP (or no rawpy, said below): the file's own orientation
+    orientation = None
+  try:
+    return raw.read(path, RAW_MIN_SIDE, data=data, orientation=orientation).image
+  except metadata.MetadataError as e:
+    raise InputError(str(e)) from None
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -29,7 +29,7 @@ is refused with 'bad XML'):
    `ext`, or, when it names no extension, if no other photo or raw file in the
    folder has the stem `photo`.
 3. XMP embedded in the file (JPEG APP1 including extended XMP, PNG iTXt, TIFF
-   tag 700, WebP 'XMP ' chunk).
+   tag 700, WebP 'XMP ' chunk, tag 700 of a DNG's or other raw file's IFD0).
 
 A sidecar wins over embedded XMP because a sidecar is written by an editor that
 leaves the original alone, after the camera or an export wrote the embedded one.
@@ -38,7 +38,12 @@ darktable's `crop` module (in `photo.ext.xmp`) is read when no `crs` crop is the
 The orientation is the image's EXIF Orientation (what viewers show; the Metadata
 Working Group's rule when EXIF and XMP disagree), else the `tiff:Orientation` of
 the packet that gave the crop (a raw file's sidecar), else of any other packet,
-else 1.
+else 1. Raw files (RAW_EXTENSIONS, read with rawpy through `cropjax.library.raw`)
+are never rewritten, so an editor records a rotation in their XMP: for them the
+`tiff:Orientation` of the packet that gave the crop comes first, then of any
+other packet, then the file's own orientation (LibRaw's). Their stored frame is
+the one `cropjax.library.raw` describes (the sensor's visible area, narrowed to
+a DNG's default crop): the frame Camera Raw's crop fractions refer to.
 
 All XML is parsed with defusedxml with DTDs forbidden: entity expansion and
 external entities are refused ('bad XML'), never expanded.
@@ -80,13 +85,19 @@ NAMESPACES: dict[str, str] = {
 _RDF = '{%s}' % NAMESPACES['rdf']
 
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.jpe', '.jfif', '.tif', '.tiff', '.png', '.webp'})
-# Photos cropjax cannot decode (raw, HEIF, ...): they count as siblings for the
-# shared `photo.xmp` rule and are reported as 'unsupported format'.
+# Photos Pillow cannot decode (raw, HEIF, ...): they count as siblings for the
+# shared `photo.xmp` rule. Raw files (RAW_EXTENSIONS) are read through rawpy
+# (`cropjax.library.raw`, the optional extra `.[raw]`); the others are reported
+# as 'unsupported format'.
 OTHER_PHOTO_EXTENSIONS = frozenset({
     '.3fr', '.arw', '.cr2', '.cr3', '.crw', '.dcr', '.dng', '.erf', '.heic', '.heif', '.avif',
     '.iiq', '.kdc', '.mef', '.mos', '.mrw', '.nef', '.nrw', '.orf', '.pef', '.psd', '.raf',
     '.raw', '.rw2', '.rwl', '.sr2', '.srf', '.srw', '.x3f', '.jxl'})
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | OTHER_PHOTO_EXTENSIONS
+# The raw formats LibRaw decodes (not Sigma's X3F, which LibRaw dropped).
+RAW_EXTENSIONS = frozenset({
+    '.3fr', '.arw', '.cr2', '.cr3', '.crw', '.dcr', '.dng', '.erf', '.iiq', '.kdc', '.mef', '.mos',
+    '.mrw', '.nef', '.nrw', '.orf', '.pef', '.raf', '.raw', '.rw2', '.rwl', '.sr2', '.srf', '.srw'})
 
 EPSILON = 1e-6          # rounding noise clipped off a crop's edges
 CORNER_TOLERANCE = 2e-3  # how far (fraction of the side) a turned crop's corner may leave the frame
@@ -738,7 +749,8 @@ def read_photo(path: str | os.PathLike, *, data: bytes | None = None, image: Ima
   `data` (the file's bytes), `image` (it opened with Pillow) and `names` (its
   folder's file names, or their FolderIndex) avoid reading things twice. Raises ImageReadError,
   XMPError or CropValueError (all MetadataError, with `.reason`). Pixels are not
-  decoded here.
+  decoded here. Raw files (RAW_EXTENSIONS) are read with rawpy, not Pillow
+  (`image` is not used): RawSupportError ('unsupported format') without it.
   """
   photo = Path(path)
   if data is None:
@@ -746,9 +758,15 @@ def read_photo(path: str | os.PathLike, *, data: bytes | None = None, image: Ima
       data = photo.read_bytes()
     except OSError as e:
       raise ImageReadError(photo, f'cannot read file ({e.strerror or e})') from None
-  if image is None:
-    image = open_image(photo, data)
-  stored = pixel_array_size(image)
+  raw_info = None
+  if photo.suffix.lower() in RAW_EXTENSIONS:
+    from cropjax.library import raw  # rawpy is optional: imported for raw files only
+    raw_info = raw.probe(photo, data)
+    stored = raw_info.stored_size
+  else:
+    if image is None:
+      image = open_image(photo, data)
+    stored = pixel_array_size(image)
   names = FolderIndex.of(photo.parent, names)
 
   # Every source, in order of precedence.
@@ -761,7 +779,10 @@ def read_photo(path: str | os.PathLike, *, data: bytes | None = None, image: Ima
     owner = (packet.get('sidecar_for') or '').lstrip('.').lower()
     if owner == photo.suffix.lstrip('.').lower() or (not owner and not _shares_stem(photo, names)):
       packets.append(packet)
-  embedded = embedded_xmp(data, image)
+  if raw_info is not None:
+    embedded = [raw_info.xmp] if raw_info.xmp else []
+  else:
+    embedded = embedded_xmp(data, image)
   if embedded:
     main = parse_xmp(embedded[0], f'{photo} (embedded XMP)')
     main.embedded = True
@@ -771,11 +792,14 @@ def read_photo(path: str | os.PathLike, *, data: bytes | None = None, image: Ima
     packets.append(main)
 
   chosen = next((p for p in packets if p.has_crop_info()), None)
-  exif_orientation, exif_time = exif_info(image)
+  if raw_info is not None:  # XMP first: an editor records a rotation there, never in the raw
+    exif_orientation, exif_time = None, raw_info.capture_time
+  else:
+    exif_orientation, exif_time = exif_info(image)
   orientation = exif_orientation
   for p in ([chosen] if chosen else []) + packets:
     orientation = orientation or p.get('orientation')
-  orientation = orientation or 1
+  orientation = orientation or (raw_info.orientation if raw_info is not None else 1)
   capture_time = exif_time
   for p in ([chosen] if chosen else []) + packets:
     for name in ('date_time_original', 'create_date', 'date_created'):
@@ -912,10 +936,11 @@ def write_sidecar(photo: str | os.PathLike, crop: Crop | None, *, style: str = '
   (darktable, digiKam). An existing sidecar keeps all its other fields. The
   orientation is the one `read_photo` will use: the photo's EXIF Orientation,
   else the sidecar's `tiff:Orientation`, else `orientation` (written into the
-  sidecar when no EXIF one exists), else 1. Raw files need `stored_size` (the
-  width and height of their pixel array), which Pillow cannot read. The file is
-  replaced atomically. Refuses a `photo.xmp` that says it belongs to another
-  extension.
+  sidecar when no EXIF one exists), else (raw files) the file's own, else 1.
+  Raw files need `stored_size` (the width and height of their stored frame) and
+  their own orientation, read with rawpy when `stored_size` is not given; other
+  formats Pillow cannot read need `stored_size`. The file is replaced
+  atomically. Refuses a `photo.xmp` that says it belongs to another extension.
   """
   photo = Path(photo)
   if style not in ('adobe', 'ext'):
@@ -931,8 +956,16 @@ def write_sidecar(photo: str | os.PathLike, crop: Crop | None, *, style: str = '
   if style == 'adobe' and owner and owner.lower() != photo.suffix.lstrip('.').lower():
     raise MetadataError(target, f'belongs to {photo.stem}.{owner} (photoshop:SidecarForExtension); '
                         f"not writing the crop of {photo.name} into it (use style='ext')")
-  exif_orientation = None
+  exif_orientation = raw_orientation = None
   if photo.suffix.lower() in OTHER_PHOTO_EXTENSIONS:
+    if stored_size is None and photo.suffix.lower() in RAW_EXTENSIONS:
+      from cropjax.library import raw  # rawpy is optional: imported for raw files only
+      try:
+        info = raw.probe(photo)
+      except MetadataError as e:
+        raise MetadataError(photo, f'{e.problem}; or pass stored_size (width, height of the raw '
+                            'pixel array)') from None
+      stored_size, raw_orientation = info.stored_size, info.orientation
     if stored_size is None:
       raise MetadataError(photo, 'pass stored_size (width, height of the raw pixel array): '
                           'Pillow cannot read it from this kind of file')
@@ -940,7 +973,7 @@ def write_sidecar(photo: str | os.PathLike, crop: Crop | None, *, style: str = '
     image = open_image(photo)
     stored_size = stored_size or pixel_array_size(image)
     exif_orientation = exif_info(image)[0]
-  orientation = exif_orientation or packet.get('orientation') or orientation or 1
+  orientation = exif_orientation or packet.get('orientation') or orientation or raw_orientation or 1
   values = crop_fields(crop, stored_size, orientation)
   if exif_orientation is None:
     values['orientation'] = orientation

@@ -50,8 +50,8 @@ def make_library(root):
   write(root / 'bad/nan.jpg', jpeg)
   write(root / 'bad/nan.xmp', crs_xmp({**side, 'CropLeft': 'NaN'}))
   write(root / 'bad/inverted.jpg', image_bytes(xmp=crs_xmp({**side, 'CropLeft': '0.8', 'CropRight': '0.3'}), seed=9))
-  write(root / 'bad/raw.cr2', b'II*\x00 not really raw')
-  write(root / 'bad/raw.xmp', crs_xmp(side))
+  write(root / 'bad/photo.heic', b'not decoded by cropjax')  # raw files: test_raw
+  write(root / 'bad/photo.xmp', crs_xmp(side))
   write(root / 'bad/orphan.xmp', BILLION_LAUGHS)
   write(root / 'notes.txt', 'not a photo')
 

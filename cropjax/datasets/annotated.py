@@ -121,10 +121,11 @@ def load_records(root: str | os.PathLike) -> list[dict[str, Any]]:
   if not (root / annotate.MANIFEST).is_file():
     raise FileNotFoundError(f'{root}: no {annotate.MANIFEST} here; is it a DATASET folder written by '
                             'scripts/annotate.py?')
-  latest: dict[tuple[str, str], dict[str, Any]] = {}
+  latest: dict[tuple[str, str, str], dict[str, Any]] = {}
   for r in annotate.read_manifest(root, warn=log.warning):  # a re-cropped photo: the last record
-    latest.pop((r['sha256'], r.get('source', '')), None)
-    latest[(r['sha256'], r.get('source', ''))] = r
+    key = (r['sha256'], r.get('source', ''), r.get('virtual_copy') or '')  # copies: their own
+    latest.pop(key, None)
+    latest[key] = r
   records, bad, seen = [], [], set()
   for r in latest.values():
     if r['id'] in seen:
