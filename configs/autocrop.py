@@ -7,7 +7,9 @@
 
 Learns the crop (left, top, right, bottom) and angle the photographer chose,
 from the annotated DATASET folder. The box head cannot leave the frame or
-invert; the angle is max_angle * tanh. Phase 1 trains the crop head on the
+invert; the angle is classified over 1-degree bins plus a residual, and
+training turns photos (and their crops with them) by up to `rotate` degrees.
+The loss also measures the turned crop's corners along the crop's own edges. Phase 1 trains the crop head on the
 frozen ImageNet backbone, phase 2 everything.
 """
 
@@ -20,6 +22,7 @@ def get_config():
   c = default.get_config()
   c.task = 'autocrop'
   c.max_angle = 45.0                  # Lightroom's limit; the angle head's range
+  c.angle_bins = 91                   # 1-degree bins over +-max_angle (0: one tanh regression)
   c.model.arch = 'resnet50'
   c.model.dtype = 'bfloat16'
   c.init.checkpoint = 'weights/resnet50'
@@ -28,13 +31,13 @@ def get_config():
   c.num_steps = 10_000
   c.freeze_steps = 1_000
   c.warmup_steps = 500
-  c.loss_weights = ml_collections.ConfigDict({'l1': 5.0, 'giou': 2.0, 'angle': 1.0})
+  c.loss_weights = ml_collections.ConfigDict({'l1': 5.0, 'giou': 2.0, 'angle': 1.0, 'corners': 5.0})
   c.param_groups = ml_collections.ConfigDict({
       'backbone': r'backbone/.*',
       'head': r'(crop|angle)/.*',
   })
   c.data.source = 'demo'              # an annotated DATASET folder, or 'demo'
-  c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox'})
+  c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox', 'rotate': 10.0})
   c.eval_every = 500
   c.checkpoint_every = 500
   return c

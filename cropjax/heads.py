@@ -21,7 +21,8 @@ pixels alone and the candidate boxes tile the original's (`pool_weights`).
 
 The auto-crop model is a backbone over one photo (3 channels) with a crop
 head: `crop` (left, top, right, bottom) in fractions of the input, and `angle`
-in degrees, `max_angle * tanh(.)`, so never beyond +-max_angle.
+in degrees, never beyond +-max_angle: classified over bins plus a residual
+(`angle_bins`), or `max_angle * tanh(.)` of one regressed value.
 
 The box heads cannot leave the frame or invert: per axis they predict three
 logits whose softmax is (margin before, size, margin after), so
@@ -222,9 +223,17 @@ class MatchingPairModel(nn.Module):
 
 
 class CropModel(nn.Module):
-  """Backbone over one photo + crop head: `crop` (bounded box) and `angle` (degrees)."""
+  """Backbone over one photo + crop head: `crop` (bounded box) and `angle` (degrees).
+
+  With `angle_bins` (K > 1) the angle is classified over K bins evenly spaced on
+  [-max_angle, max_angle] plus a residual per bin (at most one bin width either
+  way): `angle` is the best bin's centre plus its residual, and the outputs also
+  carry `angle_logits` and `angle_residual` [B, K] for `crop_loss`. Without, it
+  is `max_angle * tanh(.)` of one regressed value.
+  """
   backbone: models.ResNet
   max_angle: float = 45.0
+  angle_bins: int = 0
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False,
@@ -234,11 +243,43 @@ class CropModel(nn.Module):
     if not backbone_train:
       features = jax.lax.stop_gradient(features)
     pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
-    angle = nn.Dense(1, dtype=jnp.float32, name='angle')(pooled)[:, 0]
-    return {
-        'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled)),
-        'angle': self.max_angle * jnp.tanh(angle),
-    }
+    out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}
+    if self.angle_bins > 1:
+      centres, width = angle_bins(self.max_angle, self.angle_bins)
+      raw = nn.Dense(2 * self.angle_bins, dtype=jnp.float32, name='angle')(pooled)
+      logits, residual = raw[:, :self.angle_bins], width * jnp.tanh(raw[:, self.angle_bins:])
+      best = jnp.argmax(logits, -1)
+      angle = centres[best] + jnp.take_along_axis(residual, best[:, None], -1)[:, 0]
+      out.update(angle=jnp.clip(angle, -self.max_angle, self.max_angle),
+                 angle_logits=logits, angle_residual=residual)
+    else:
+      angle = nn.Dense(1, dtype=jnp.float32, name='angle')(pooled)[:, 0]
+      out['angle'] = self.max_angle * jnp.tanh(angle)
+    return out
+
+
+def angle_bins(max_angle: float, count: int) -> tuple[jax.Array, float]:
+  """The centres of `count` angle bins spread evenly over [-max_angle, max_angle], and their spacing."""
+  width = 2.0 * max_angle / (count - 1)
+  return jnp.linspace(-max_angle, max_angle, count, dtype=jnp.float32), width
+
+
+def turned_corners(box: jax.Array, angle: jax.Array) -> jax.Array:
+  """(..., 4) unturned rectangles and (...) angles (degrees) -> (..., 4, 2) corners.
+
+  `cropjax.metadata.corners` in a square frame (fractions of the side): top-left,
+  top-right, bottom-right, bottom-left, turned about the centre, positive
+  clockwise on screen (y down).
+  """
+  centre = (box[..., :2] + box[..., 2:]) / 2
+  half = (box[..., 2:] - box[..., :2]) / 2
+  signs = jnp.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], jnp.float32)
+  offsets = signs * half[..., None, :]
+  a = jnp.deg2rad(angle)[..., None]
+  c, s = jnp.cos(a), jnp.sin(a)
+  turned = jnp.stack([c * offsets[..., 0] - s * offsets[..., 1],
+                      s * offsets[..., 0] + c * offsets[..., 1]], -1)
+  return centre[..., None, :] + turned
 
 
 def giou(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -273,12 +314,34 @@ def pair_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
 
 def crop_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
               weights: Any = None, max_angle: float = 45.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """L1 + GIoU on the crop; L1 on the angle as a fraction of `max_angle`."""
-  w = {'l1': 5.0, 'giou': 2.0, 'angle': 1.0, **dict(weights or {})}
+  """L1 + GIoU on the unturned crop; the angle; the turned crop's corners.
+
+  The angle: with bins (`CropModel.angle_bins`), cross-entropy on the nearest
+  bin plus L1 of that bin's residual in bin widths; without, L1 as a fraction
+  of `max_angle`. `corners`: the mean distance (L1) of the predicted turned
+  crop's corners from the photographer's, measured along the true crop's own
+  edges (its rotated frame), so the box and the angle are judged together.
+  """
+  w = {'l1': 5.0, 'giou': 2.0, 'angle': 1.0, 'corners': 0.0, **dict(weights or {})}
   terms = {
       'l1': jnp.abs(outputs['crop'] - batch['crop']).mean(-1).mean(),
       'giou': (1.0 - giou(outputs['crop'], batch['crop'])).mean(),
-      'angle': jnp.abs(outputs['angle'] - batch['angle']).mean() / max_angle,
   }
+  if 'angle_logits' in outputs:
+    count = outputs['angle_logits'].shape[-1]
+    centres, width = angle_bins(max_angle, count)
+    truth = jnp.clip(batch['angle'], -max_angle, max_angle)
+    nearest = jnp.clip(jnp.round((truth + max_angle) / width).astype(jnp.int32), 0, count - 1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(outputs['angle_logits'], nearest)
+    residual = jnp.take_along_axis(outputs['angle_residual'], nearest[:, None], -1)[:, 0]
+    terms['angle'] = ce.mean() + (jnp.abs(residual - (truth - centres[nearest])) / width).mean()
+  else:
+    terms['angle'] = jnp.abs(outputs['angle'] - batch['angle']).mean() / max_angle
+  if w['corners']:
+    error = turned_corners(outputs['crop'], outputs['angle']) - turned_corners(batch['crop'], batch['angle'])
+    a = jnp.deg2rad(batch['angle'])[:, None]
+    c, s = jnp.cos(a), jnp.sin(a)  # turned back by the true angle: along its edges
+    along = jnp.stack([c * error[..., 0] + s * error[..., 1], -s * error[..., 0] + c * error[..., 1]], -1)
+    terms['corners'] = jnp.abs(along).mean((-1, -2)).mean()
   total = sum(w[k] * v for k, v in terms.items())
   return total, terms

@@ -143,6 +143,7 @@ def crop_metrics(out, batch) -> dict[str, jax.Array]:
       'crop_iou': box_iou(out['crop'], batch['crop']).mean(),
       'boundary_error': jnp.abs(out['crop'] - batch['crop']).mean(),
       'angle_error': jnp.abs(out['angle'] - batch['angle']).mean(),
+      'angle_error_median': jnp.median(jnp.abs(out['angle'] - batch['angle'])),
   }
 
 
@@ -169,7 +170,8 @@ def draw_crops(batch, outputs, count: int = 8) -> np.ndarray:
 
 AUTOCROP = Task(
     name='autocrop', in_channels=3, best_metric='val_crop_iou',
-    make_model=lambda backbone, config: heads.CropModel(backbone, max_angle=config.max_angle),
+    make_model=lambda backbone, config: heads.CropModel(backbone, max_angle=config.max_angle,
+                                                        angle_bins=config.get('angle_bins', 0)),
     loss=lambda out, batch, weights, config: heads.crop_loss(out, batch, weights, config.max_angle),
     metrics=crop_metrics, datasets=crop_datasets, draw=draw_crops, image_summary='val_crops')
 

@@ -112,3 +112,46 @@ def test_end_to_end_from_an_annotated_library(tmp_path):
                             data_dir=str(tmp_path / 'tfds')).as_numpy_iterator())
   assert b['image'].shape == (4, 32, 32, 3)
   assert (b['crop'][:, :2] < b['crop'][:, 2:]).all() and (np.abs(b['angle']) <= 45).all()
+
+
+def _turned_record(w, h, crop):
+  """A grey photo with the turned crop (a `metadata.Crop`) painted red, by the metadata geometry."""
+  from PIL import ImageDraw
+
+  from cropjax import metadata
+  image = Image.new('RGB', (w, h), (60, 60, 60))
+  ImageDraw.Draw(image).polygon(metadata.corners(crop, w, h), fill=(230, 20, 20))
+  buf = io.BytesIO()
+  image.save(buf, format='PNG')
+  return buf.getvalue(), crop.as_tuple()[:4], crop.angle
+
+
+def test_turned_photos_turn_their_labels():
+  from PIL import ImageDraw
+
+  from cropjax import metadata
+  records = [_turned_record(240, 180, metadata.Crop(0.3, 0.3, 0.7, 0.7, 6.0)),
+             _turned_record(180, 240, metadata.Crop(0.25, 0.35, 0.7, 0.6, -4.0))]
+  n = 128  # the red shape's outline, rasterised twice, costs little IoU at this size
+  b = next(autocrop.dataset(records, image_size=n, batch_size=48, seed=3, split='train',
+                            rotate=15.0, color_jitter=0.0).as_numpy_iterator())
+  original = {6.0, -6.0, 4.0, -4.0}  # flips negate the angle
+  turned = [a for a in b['angle'] if min(abs(a - o) for o in original) > 0.5]
+  assert len(turned) > 30 and np.abs(b['angle']).max() <= 21.0 + 1e-4
+  for image, crop, angle in zip(b['image'], b['crop'], b['angle']):
+    red = (image[..., 0] > 150) & (image[..., 1] < 100)
+    mask = Image.new('L', (n, n))
+    ImageDraw.Draw(mask).polygon(metadata.corners(metadata.Crop(*crop, angle=float(angle)), n, n),
+                                 fill=1)
+    expected = np.asarray(mask).astype(bool)
+    iou = (red & expected).sum() / (red | expected).sum()
+    assert iou > 0.88, (crop, angle, iou)
+    centre = lambda m: np.array([np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()])
+    assert np.abs(centre(red) - centre(expected)).max() < 1.0, (crop, angle)
+    corners = np.array(metadata.corners(metadata.Crop(*crop, angle=float(angle)), 1, 1))
+    assert (corners >= -1e-5).all() and (corners <= 1 + 1e-5).all()  # never leaves the frame
+
+
+def test_turning_needs_letterbox():
+  with pytest.raises(ValueError, match='letterbox'):
+    autocrop.AutocropOptions(resize='stretch', rotate=5.0)

@@ -170,3 +170,48 @@ def test_crop_loss_terms():
   np.testing.assert_allclose(terms['giou'], 1 - (1 / 7 - 2 / 9), rtol=1e-6)
   np.testing.assert_allclose(terms['angle'], 18 / 45, rtol=1e-6)
   np.testing.assert_allclose(total, 0.25 + 2 * 18 / 45, rtol=1e-6)
+
+
+def test_turned_corners_follow_the_metadata_geometry():
+  from cropjax import metadata
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    l, t = rng.uniform(0, 0.4, 2)
+    r, b = rng.uniform(0.6, 1.0, 2)
+    angle = float(rng.uniform(-30, 30))
+    got = heads.turned_corners(jnp.array([l, t, r, b], jnp.float32), jnp.float32(angle))
+    want = metadata.corners(metadata.Crop(l, t, r, b, angle), 1, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_binned_angle_head_reads_out_bin_plus_residual_and_stays_in_range():
+  model = heads.CropModel(models.TinyResNet(num_classes=None), max_angle=10.0, angle_bins=21)
+  x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  out = model.apply(variables, x)
+  assert out['angle_logits'].shape == (8, 21) and out['angle_residual'].shape == (8, 21)
+  centres, width = heads.angle_bins(10.0, 21)
+  assert width == 1.0
+  best = np.argmax(np.asarray(out['angle_logits']), -1)
+  want = np.asarray(centres)[best] + np.asarray(out['angle_residual'])[np.arange(8), best]
+  np.testing.assert_allclose(out['angle'], np.clip(want, -10, 10), atol=1e-6)
+  assert (np.abs(np.asarray(out['angle_residual'])) <= width).all()
+
+
+def test_binned_angle_loss_and_the_corner_term():
+  centres, width = heads.angle_bins(10.0, 21)
+  truth = jnp.array([3.3, -7.8])
+  nearest = np.array([13, 2])  # 3.0 and -8.0
+  logits = jnp.full((2, 21), -20.0).at[jnp.arange(2), nearest].set(20.0)
+  residual = jnp.zeros((2, 21)).at[jnp.arange(2), nearest].set(jnp.array([0.3, 0.2]))
+  box = jnp.array([[0.2, 0.2, 0.6, 0.7], [0.1, 0.3, 0.9, 0.8]])
+  batch = {'crop': box, 'angle': truth}
+  exact = {'crop': box, 'angle': truth, 'angle_logits': logits, 'angle_residual': residual}
+  _, terms = heads.crop_loss(exact, batch, {'corners': 1.0}, max_angle=10.0)
+  assert float(terms['angle']) < 1e-5 and float(terms['corners']) < 1e-6
+  off = dict(exact, angle_residual=residual.at[0, 13].set(-0.2), angle=truth.at[0].add(-0.5))
+  _, terms = heads.crop_loss(off, batch, {'corners': 1.0}, max_angle=10.0)
+  np.testing.assert_allclose(terms['angle'], 0.5 / 2, rtol=1e-4)  # half a bin, on one of two
+  # Half a degree turns the first crop's corners by about 0.0087 x half its diagonal.
+  half_diagonal = np.hypot(0.2, 0.25)
+  assert 0.3 * 0.0087 * half_diagonal < float(terms['corners']) < 0.0087 * half_diagonal

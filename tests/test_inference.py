@@ -409,3 +409,26 @@ def test_eval_on_real_photos_puts_network_alignment_and_sift_side_by_side(
   # alignment places the crops it is given at least as exactly as the network does
   assert user['aligned']['positive']['box_iou_median'] >= user['network']['positive']['box_iou_median']
   assert 'aligned' in out and 'near_duplicate' in out
+
+
+def test_turned_iou_against_the_axis_aligned_iou_and_a_rasterised_count():
+  from PIL import Image, ImageDraw
+
+  from cropjax import evaluation, metadata
+  a, b = np.array([0.1, 0.2, 0.6, 0.7]), np.array([0.3, 0.1, 0.9, 0.5])
+  np.testing.assert_allclose(evaluation.turned_iou(a, 0.0, b, 0.0, 300, 200),
+                             evaluation.box_iou(a[None], b[None])[0], rtol=1e-9)
+  assert evaluation.turned_iou(a, 7.0, a, 7.0, 300, 200) == pytest.approx(1.0)
+  rng = np.random.default_rng(1)
+  w, h = 400, 300
+  for _ in range(4):
+    boxes = [np.sort(rng.uniform(0.15, 0.85, (2, 2)), 0).T.reshape(-1)[[0, 2, 1, 3]] for _ in range(2)]
+    angles = rng.uniform(-20, 20, 2)
+    masks = []
+    for box, angle in zip(boxes, angles):
+      m = Image.new('L', (w, h))
+      ImageDraw.Draw(m).polygon(metadata.corners(metadata.Crop(*box, angle=angle), w, h), fill=1)
+      masks.append(np.asarray(m).astype(bool))
+    raster = (masks[0] & masks[1]).sum() / max((masks[0] | masks[1]).sum(), 1)
+    got = evaluation.turned_iou(boxes[0], angles[0], boxes[1], angles[1], w, h)
+    assert abs(got - raster) < 0.02, (got, raster)

@@ -27,7 +27,9 @@ photo move a letterboxed label by a rounding, about 0.001).
 Training augmentations keep labels right: a horizontal flip mirrors left and
 right and negates the angle; a random rescale (zoom in on a window that still
 holds the whole crop, or zoom out with padding) moves and scales the box; mild
-colour changes. Randomness is stateless in (seed, example index), so batches
+colour changes; with `rotate`, a turn of the whole input about its centre by a
+random angle, the crop turning with it (its angle adds the turn; skipped where
+the turned crop would leave the frame). Randomness is stateless in (seed, example index), so batches
 are reproducible and a resumed run starts at its step. Validation batches go
 once through the split in order, without augmentation (the last batch may be
 smaller); with `num_batches`, exactly that many full batches, cycling through
@@ -54,6 +56,7 @@ class AutocropOptions:
   flip_prob: float = 0.5
   zoom: tuple[float, float] = (0.8, 1.25)      # window size / photo size; < 1 zooms in
   color_jitter: float = 0.1
+  rotate: float = 0.0                          # turn by up to this many degrees (letterbox only)
   max_source_side: float = 2.0                 # photos shrunk to this many N once (0: never)
   decoded_cache_mb: float = 512.0              # keep them decoded (+ pyramids) if they fit
 
@@ -62,6 +65,10 @@ class AutocropOptions:
       raise ValueError(f"resize must be 'letterbox' or 'stretch', got {self.resize!r}")
     if not 0 < self.zoom[0] <= self.zoom[1]:
       raise ValueError(f'zoom must be 0 < low <= high, got {self.zoom}')
+    if self.rotate and self.resize != 'letterbox':
+      raise ValueError('rotate needs resize=letterbox (a stretched photo has no one angle)')
+    if not 0 <= self.rotate <= 45:
+      raise ValueError(f'rotate must be 0 to 45 degrees, got {self.rotate}')
 
 
 def load_records(path: str, split: str, data_dir: str | None = None) -> list[tuple[bytes, Any, float]]:
@@ -119,6 +126,36 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
     return (tf.cast(tf.shape(img)[:2], tf.float32),
             lambda new: tf.image.resize(img, new, method='area'))
 
+  def turn(image, label, angle, degrees):
+    """The square `image` turned by `degrees` about its centre (clockwise on screen, as
+    Lightroom's angle), and the crop with it: its centre turns, its size stays, its angle
+    adds `degrees`. Not turned (0 degrees) where a corner of the crop would leave the frame."""
+    def turned(d):
+      a = d * (np.pi / 180.0)
+      c, s_ = tf.cos(a), tf.sin(a)
+      mx, my = (label[0] + label[2]) / 2 - 0.5, (label[1] + label[3]) / 2 - 0.5
+      hx, hy = (label[2] - label[0]) / 2, (label[3] - label[1]) / 2
+      cx, cy = 0.5 + c * mx - s_ * my, 0.5 + s_ * mx + c * my
+      new = tf.stack([cx - hx, cy - hy, cx + hx, cy + hy])
+      b = (angle + d) * (np.pi / 180.0)
+      cb, sb = tf.abs(tf.cos(b)), tf.abs(tf.sin(b))
+      ex, ey = cb * hx + sb * hy, sb * hx + cb * hy   # half extent of the turned crop
+      inside = (cx - ex >= 0) & (cx + ex <= 1) & (cy - ey >= 0) & (cy + ey <= 1)
+      return new, inside
+    new, inside = turned(degrees)
+    degrees = tf.where(inside, degrees, 0.0)
+    label = tf.where(inside, new, label)
+    # Output pixel q samples the input at R(-degrees) (q - p) + p, p the centre (pixel centres
+    # at integers).
+    a = degrees * (np.pi / 180.0)
+    c, s_ = tf.cos(a), tf.sin(a)
+    p = (size - 1) / 2.0
+    transform = tf.stack([c, s_, p - c * p - s_ * p, -s_, c, p + s_ * p - c * p, 0.0, 0.0])
+    image = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.constant([size, size]),
+        fill_value=FILL, interpolation='BILINEAR', fill_mode='CONSTANT')[0]
+    return image, label, angle + degrees
+
   def example(index):
     s = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]), 8)
     i = (tf.random.stateless_uniform((), s[0], 0, n, dtype=tf.int32) if train
@@ -172,6 +209,8 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
     out = tf.image.crop_and_resize(small[None], box, [0], [size, size],
                                    extrapolation_value=FILL)[0]
     label = tf.stack([(cx0 - wx0) / ww, (cy0 - wy0) / wh, (cx1 - wx0) / ww, (cy1 - wy0) / wh])
+    if train and o.rotate:
+      out, label, angle = turn(out, label, angle, uniform(s[6], -o.rotate, o.rotate))
     return {
         'image': tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8),
         'crop': tf.clip_by_value(label, 0.0, 1.0),
