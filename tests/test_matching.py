@@ -181,6 +181,28 @@ def test_a_mirrored_crop_and_a_second_shot_score_below_the_crop():
     assert min(ev.alignment.blocks) < min(found.alignment.blocks) - 0.2
 
 
+def test_a_mirrored_crop_of_a_nearly_symmetric_scene_fits_better_flipped_back():
+  # A scene symmetric left-right but for faint detail (a second photo at 15 %): the mirrored
+  # copy of a window fits the window's mirror image almost as well as a crop would; flipped
+  # back it fits its own window better still, which a true crop never does.
+  base = PHOTOS['coffee'][:, :300].astype(np.float64)
+  scene = np.concatenate([base, base[:, ::-1]], 1)
+  detail = np.asarray(Image.fromarray(PHOTOS['astronaut']).resize(scene.shape[1::-1]), np.float64)
+  photo = Image.fromarray(np.clip(0.85 * scene + 0.15 * detail, 0, 255).astype(np.uint8))
+  box = (60.4, 90.2, 260.7, 330.1)
+  crop = _jpeg(photo.resize((150, 180), Image.Resampling.LANCZOS, box=box), 80)
+  original = Pyramid(_jpeg(photo, 85))
+  true, mirrored = verify.verify_batch([(original, Pyramid(crop)),
+                                        (original, Pyramid(np.ascontiguousarray(crop[:, ::-1])))])
+  gain = verify.FEATURES.index('mirror_detail')
+  assert mirrored.alignment.score > 0.9            # the mirror alone looks like a crop
+  assert mirrored.features[gain] > 0.03 > -0.03 > true.features[gain]
+  assert mirrored.mirror.detail > 0.98                # flipped back: the window itself
+  np.testing.assert_allclose(mirrored.mirror.box, box, atol=1.0)
+  without = verify.verify_batch([(original, Pyramid(crop))], mirror=False)[0]
+  assert without.mirror is None and without.features[gain] == 0.0
+
+
 def test_bad_input_to_align_is_named():
   photo = PHOTOS['astronaut']
   crop = photo[100:200, 100:220]

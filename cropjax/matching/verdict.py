@@ -30,7 +30,7 @@ from cropjax.matching import verify
 
 FILE = 'verdict.json'
 FEATURES = ('network_logit', *verify.FEATURES)
-VERSION = 3
+VERSION = 4
 
 
 class VerdictError(ValueError):

@@ -12,8 +12,11 @@ ratio); every start goes through the first (coarsest) stage of
 second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop) and its alignment goes through the finest stage; the other direction
-keeps its second-stage one, enough to say it fits worse. `features`
-summarises the evidence for the verdict model (`cropjax.matching.verdict`).
+keeps its second-stage one, enough to say it fits worse. Then the crop
+mirrored left-right is aligned in that original too (from the box found and
+from its mirror image across the original): a mirrored copy of a window fits
+better flipped back, even where the scene is nearly symmetric and the copy
+itself fits well. `features` summarises the evidence for the verdict model (`cropjax.matching.verdict`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from cropjax.matching.alignment import Alignment, Pyramid
 # Sizes tried by `search`: the crop's area as a share of the original's.
 SEARCH_AREAS = tuple(np.geomspace(0.03, 1.0, 16))
 FEATURES = ('score', 'outside', 'fit', 'worst_block', 'corners_minus_centre', 'reverse_score',
-            'converged', 'log_area', 'peak', 'detail')
+            'converged', 'log_area', 'peak', 'detail', 'mirror_detail', 'mirror_score')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +41,14 @@ class Evidence:
   alignment: Alignment         # the crop inside that original (its pixels)
   reverse: Alignment           # the best alignment the other way round (without detail)
   area: float                  # the box's share of the original's area
+  mirror: Alignment | None = None  # the crop mirrored left-right, in the same original
 
   @property
   def features(self) -> np.ndarray:
     """The evidence as numbers, in the order of `FEATURES`."""
     k = alignment.BLOCKS
     a, blocks = self.alignment, np.asarray(self.alignment.blocks).reshape(k, k)
+    m = self.mirror or a  # without the mirror check: no evidence either way
     corners = np.mean([blocks[0, 0], blocks[0, -1], blocks[-1, 0], blocks[-1, -1]])
     centre = blocks[1:-1, 1:-1].mean()
     # outside: log of the share beyond the frame (plus about what alignment's precision leaves
@@ -51,7 +56,8 @@ class Evidence:
     return np.array([a.score, np.log(1.01 - min(a.inside, 1.0)), a.score * a.inside,
                      blocks.min(), corners - centre,
                      self.reverse.score * self.reverse.inside, float(a.converged),
-                     np.log(max(self.area, 1e-4)), a.peak, a.detail], np.float64)
+                     np.log(max(self.area, 1e-4)), a.peak, a.detail,
+                     m.detail - a.detail, _fit(m) - _fit(a)], np.float64)
 
 
 # How far `search` lets a box run over the original's edge, as a share of the box's size.
@@ -123,9 +129,9 @@ def _inside(box: np.ndarray, size: tuple[int, int]) -> bool:
 
 def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  starts: Sequence[Mapping[str, Sequence]] | None = None, *,
-                 search_top: int = 2) -> list[Evidence]:
+                 search_top: int = 2, mirror: bool = True) -> list[Evidence]:
   """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
-  `starts[i]['b']` boxes of a in b."""
+  `starts[i]['b']` boxes of a in b. `mirror=False` leaves out the mirrored crop's alignment."""
   jobs = []  # (pair, direction, original, crop, box)
   for i, (pa, pb) in enumerate(pairs):
     for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa))):
@@ -165,6 +171,7 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
              for i in range(len(pairs))]
   refine(winners, last, detail=True)
   best = {key: a for key, (_, a) in best.items()}
+  mirrors = _mirrored(pairs, winners, best) if mirror else [None] * len(pairs)
   out = []
   for i, (pa, pb) in enumerate(pairs):
     original = winners[i][1]
@@ -172,5 +179,33 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     orig = pa if original == 'a' else pb
     x0, y0, x1, y1 = a.box
     area = (x1 - x0) * (y1 - y0) / (orig.width * orig.height)
-    out.append(Evidence(original=original, alignment=a, reverse=rev, area=float(area)))
+    out.append(Evidence(original=original, alignment=a, reverse=rev, area=float(area),
+                        mirror=mirrors[i]))
   return out
+
+
+def mirrored(pyramid: Pyramid) -> Pyramid:
+  """The image mirrored left-right, as a new pyramid."""
+  return Pyramid(np.ascontiguousarray(pyramid.levels[0][:, ::-1]))
+
+
+def _mirrored(pairs, winners, best) -> list[Alignment]:
+  """Each pair's crop mirrored left-right, aligned in its original: from the box found and
+  from that box mirrored across the original, the better of the two through every stage."""
+  jobs = []
+  for i, original in winners:
+    orig, crop = pairs[i] if original == 'a' else pairs[i][::-1]
+    x0, y0, x1, y1 = best[(i, original)].box
+    flipped = mirrored(crop)
+    for box in (np.array([x0, y0, x1, y1]), np.array([orig.width - x1, y0, orig.width - x0, y1])):
+      jobs.append((orig, flipped, box if _inside(box, orig.size) else
+                   np.array([0.0, 0.0, orig.width, orig.height])))
+  first = alignment.align_batch([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+                                stages=alignment.STAGES[:1], detail=False)
+  chosen = [max((2 * k, 2 * k + 1), key=lambda j: _fit(first[j])) for k in range(len(winners))]
+  starts = []
+  for j in chosen:
+    box = np.asarray(first[j].box)
+    starts.append(box if _inside(box, jobs[j][0].size) else jobs[j][2])
+  return alignment.align_batch([jobs[j][0] for j in chosen], [jobs[j][1] for j in chosen], starts,
+                               stages=alignment.STAGES[1:], seed=False, detail=True)
