@@ -17,7 +17,10 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
   loop     the real training loop (configs/demo.py) next to its bare step;
   predict  cropjax.predict batched and one at a time next to OpenCV SIFT;
   search   library search (cropjax.search) with a trained model on the
-           real-photo yardstick among procedural distractors (not default).
+           real-photo yardstick among procedural distractors, beside
+           imagehash's pHash and crop-resistant hash (not default);
+  neighbours retrieval latency on synthetic descriptors: numpy, faiss flat and
+           HNSW (not default).
 
 Frameworks are timed in alternating rounds and the median round is reported,
 so drift on a shared machine hits both. FLOPs per example come from XLA's cost
@@ -38,7 +41,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -514,7 +517,10 @@ def section_search(args) -> list[Result]:
   mirrored crop per photo and procedural photos not in the library. Reports the
   index build (photos/s, bytes a photo), retrieval latency and recall of the
   right photo among the candidates, and after verification recall@1 per area
-  band, precision of the reported pairs and the top-left error.
+  band, precision of the reported pairs and the top-left error; then, where
+  imagehash is installed (the `bench` extra), its pHash and crop-resistant hash
+  on the same files and queries (`_imagehash_peers`) and the index build's
+  photos/s over pHash's (`Image.open` + `phash`) measured in the same run.
   """
   import shutil
   import tempfile
@@ -535,7 +541,7 @@ def section_search(args) -> list[Result]:
     os.makedirs(qdir)
     for name, im in photos:
       im.save(os.path.join(lib, f'{name}.jpg'), quality=90)
-    for i, a in enumerate(procedural.images(77, args.search_distractors, (1024, 768))):
+    for i, a in enumerate(_distractors(args.search_distractors, (1024, 768))):
       Image.fromarray(a).save(os.path.join(lib, f'distractor{i:06d}.jpg'), quality=90)
     rng = np.random.default_rng(0)
     truth = {}  # query path -> (photo name or None, box, band)
@@ -575,6 +581,11 @@ def section_search(args) -> list[Result]:
     start = time.perf_counter()
     matches, _ = search.find(index, queries, model=model, top=args.search_top)
     find_ms = (time.perf_counter() - start) / len(queries) * 1e3
+    library = [p.path for p in index.photos]
+    few = args.search_crop_resistant_photos
+    distractors = [p for p in library if os.path.basename(p).startswith('distractor')]
+    peers = _imagehash_peers(library, queries, [p for p in library if p not in set(distractors)]
+                             + distractors[:few] if few else None)
   finally:
     shutil.rmtree(root, ignore_errors=True)
   first = {}
@@ -602,6 +613,178 @@ def section_search(args) -> list[Result]:
   print(f'search   reported pairs {len(matches)}, right {len(right)}: precision '
         f'{len(right) / max(len(matches), 1):.3f}; negatives (mirrored, not in the library) '
         f'reported {sum(q in first for q in negatives)} of {len(negatives)}', flush=True)
+  if peers is None:
+    return []
+  for method, p in peers.items():
+    for band in ('10-85 %', '5-10 %'):
+      qs = [i for i, q in enumerate(queries) if truth[q][2] == band]
+      right = [stem(p['nearest'][i]) == truth[queries[i]][0] for i in qs]
+      print(f'search   {method:14s} crops of {band:8s} ({len(qs)}): recall@1 (nearest) '
+            f'{np.mean(right):.3f}; found (nearest and reported) '
+            f'{np.mean([r and p["reported"][i] for r, i in zip(right, qs)]):.3f}', flush=True)
+    said = [i for i, q in enumerate(queries) if p['reported'][i]]
+    good = [i for i in said if stem(p['nearest'][i]) == truth[queries[i]][0]]
+    print(f'search   {method:14s} reported {len(said)} ({p["threshold"]}), right {len(good)}: '
+          f'precision {len(good) / max(len(said), 1):.3f}; negatives reported '
+          f'{sum(truth[queries[i]][0] is None for i in said)} of {len(negatives)}; '
+          f'{p["query_ms"]:.1f} ms/query; hashes {p["build"]:.1f} photos/s; library '
+          f'{p["photos"]} photos', flush=True)
+  phash, crh = peers['pHash']['build'], peers['crop-resistant']['build']
+  print(f'search   index build over the same {len(index)} files: cropjax {build:.1f} photos/s, '
+        f'imagehash pHash (Image.open + phash) {phash:.1f} photos/s: cropjax/pHash '
+        f'{build / phash:.2f}x; crop-resistant hash {crh:.1f} photos/s', flush=True)
+  return [Result('search', 'index vs pHash', build, phash)]
+
+
+def _distractors(count: int, size: tuple[int, int], pool: int = 300) -> Iterator[np.ndarray]:
+  """`count` distractor photos: the first `pool` procedural images (`cropjax.procedural`,
+  0.27 s each at 1024 x 768), then new ones made from two of them at a time (a smooth random
+  mask between them, a quarter turn or mirror, another exposure and colour balance): as many
+  photos as a real library's, none a crop of another, for a tenth of the time each."""
+  from cropjax import procedural
+  base = []
+  for a in procedural.images(77, min(count, pool), size):
+    base.append(a)
+    yield a
+  import cv2
+  rng = np.random.default_rng(77)
+  h, w = size[1], size[0]
+  for _ in range(count - len(base)):
+    i, j = rng.choice(len(base), 2, replace=False)
+    coarse = rng.uniform(0, 1, (4, 5)).astype(np.float32)
+    mask = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+    a = base[i] * np.clip(mask, 0, 1) + base[j] * (1 - np.clip(mask, 0, 1))
+    a = np.clip(255 * (a / 255) ** rng.uniform(0.7, 1.4) * rng.uniform(0.85, 1.15, 3), 0, 255)
+    a = a.astype(np.uint8)
+    if rng.uniform() < 0.5:
+      a = a[:, ::-1]
+    if rng.uniform() < 0.5:
+      a = a[::-1, ::-1]
+    yield np.ascontiguousarray(a)
+
+
+PHASH_CUTOFF = 10  # bits of 64: the Hamming distance pHash users commonly call 'the same photo'
+
+
+def _imagehash_peers(library: list[str], queries: list[str],
+                     smaller: list[str] | None = None) -> dict[str, dict] | None:
+  """imagehash's pHash and crop-resistant hash over the same library files and queries, used
+  as people use them: hashes of `Image.open(path)`; pHash's nearest by Hamming distance,
+  reported at <= PHASH_CUTOFF bits; the crop-resistant hash's `best_match` (the least
+  `ImageMultiHash.__sub__`), reported when it `matches` (at least one segment within 25 % of
+  the bits, imagehash's defaults), computed with numpy over all photos at once and checked
+  against `best_match` itself on the first queries. Per method: 'nearest' (library paths) and
+  'reported' per query, 'build' (library photos/s), 'query_ms', 'threshold', 'photos'. The
+  crop-resistant hash (about 4 photos/s) is given the `smaller` library instead where one is
+  given (an easier task for it). None without imagehash."""
+  try:
+    import imagehash
+  except ImportError:
+    print('search   imagehash peers skipped: imagehash is not installed '
+          "(pip install -e '.[bench]')", flush=True)
+    return None
+  from PIL import Image
+
+  as_int = lambda h: int(str(h), 16)  # a 64-bit hash's bits as one integer
+  out = {}
+  start = time.perf_counter()
+  hashes = [imagehash.phash(Image.open(p)) for p in library]
+  build = len(library) / (time.perf_counter() - start)
+  table = np.array([as_int(h) for h in hashes], np.uint64)
+  start = time.perf_counter()
+  nearest, reported = [], []
+  for q in queries:
+    d = np.bitwise_count(table ^ np.uint64(as_int(imagehash.phash(Image.open(q)))))
+    k = int(np.argmin(d))
+    nearest.append(k)
+    reported.append(bool(d[k] <= PHASH_CUTOFF))
+  out['pHash'] = {'nearest': [library[k] for k in nearest], 'reported': reported, 'build': build,
+                  'photos': len(library),
+                  'query_ms': (time.perf_counter() - start) / len(queries) * 1e3,
+                  'threshold': f'Hamming <= {PHASH_CUTOFF} of 64'}
+
+  start = time.perf_counter()
+  library = smaller or library
+  multi = [imagehash.crop_resistant_hash(Image.open(p)) for p in library]
+  build = len(library) / (time.perf_counter() - start)
+  segments = np.array([as_int(s) for m in multi for s in m.segment_hashes], np.uint64)
+  firsts = np.cumsum([0] + [len(m.segment_hashes) for m in multi[:-1]])
+  start = time.perf_counter()
+  nearest, reported, checks = [], [], []
+  for i, q in enumerate(queries):
+    h = imagehash.crop_resistant_hash(Image.open(q))
+    own = np.array([as_int(s) for s in h.segment_hashes], np.uint64)
+    bits = len(h.segment_hashes[0])
+    lowest = np.minimum.reduceat(np.bitwise_count(own[:, None] ^ segments[None]), firsts, axis=1)
+    within = lowest <= bits * 0.25                             # hash_diff's default cutoff
+    matches = within.sum(0)
+    total = np.where(within, lowest, 0).sum(0)
+    score = np.where(matches > 0, len(own) - (matches - total / np.maximum(matches * bits, 1)),
+                     len(own))                                  # ImageMultiHash.__sub__
+    k = int(np.argmin(score))
+    checks += [(h, k, i)] if i < 3 else []
+    nearest.append(k)
+    reported.append(bool(matches[k] >= 1))
+  out['crop-resistant'] = {'nearest': [library[k] for k in nearest], 'reported': reported,
+                           'build': build, 'photos': len(library),
+                           'query_ms': (time.perf_counter() - start) / len(queries) * 1e3,
+                           'threshold': '>= 1 segment within 25 % of the bits'}
+  for h, k, i in checks:  # imagehash's own, slow, matching: the same photo, the same verdict
+    if h.best_match(multi) is not multi[k] or h.matches(multi[k]) != reported[i]:
+      raise AssertionError('bench: the vectorised crop-resistant match disagrees with '
+                           'ImageMultiHash.best_match / matches')
+  return out
+
+
+def section_neighbours(args) -> list[Result]:
+  """Retrieval latency of cropjax.search's candidates on synthetic photo-like descriptors
+  (88 regions of 64 dims a photo, scattered around the photo's own direction; queries are
+  regions disturbed to a cosine of about 0.8 at 3 scales), at each of `--neighbours-sizes`
+  regions: exact numpy, faiss's exact flat index and its HNSW graph (where faiss is
+  installed). Per query, all queries in one call as cropjax-find makes it, and one at a time;
+  the faiss index's build time and bytes a region; the graph's recall of numpy's top 5."""
+  from pathlib import Path
+
+  from cropjax import search
+  from cropjax.search import index as index_lib
+  from cropjax.search import neighbours
+
+  unit = lambda a: (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+  kinds = ['numpy'] + (['flat', 'hnsw'] if neighbours.available() else [])
+  if len(kinds) == 1:
+    print("neighbours faiss is not installed (pip install -e '.[faiss]'): numpy only", flush=True)
+  for size in args.neighbours_sizes:
+    rng = np.random.default_rng(0)
+    photos, regions, dim = max(1, size // 88), 88, 64
+    d = unit(rng.standard_normal((photos, 1, dim)) + 0.7 * rng.standard_normal(
+        (photos, regions, dim)))
+    entries = [index_lib.Photo(f'p{k}', 1, 1, '', 1, 1, (k * regions, (k + 1) * regions))
+               for k in range(photos)]
+    owner = np.repeat(np.arange(photos), regions).astype(np.float32)[:, None]
+    index = index_lib.Index(Path('.'), '', {}, entries, d.reshape(-1, dim).astype(np.float16),
+                            np.concatenate([owner, np.zeros((len(owner), 4), np.float32)], 1),
+                            d[:, :3].astype(np.float16))
+    picked = index.descriptors[rng.choice(len(index.descriptors), (100, 3))].astype(np.float32)
+    queries = unit(picked + 0.75 * unit(rng.standard_normal(picked.shape)))
+    index.whitening  # learned once, as an open index does, before any timing
+    found = {}
+    for kind in kinds:
+      built, extra = 0.0, ''
+      if kind != 'numpy':
+        start = time.perf_counter()
+        nb = index.neighbours(kind)
+        built = time.perf_counter() - start
+        extra = f'; built in {built:.2f} s, {nb.nbytes / len(nb):.0f} bytes a region'
+      batch = _timed(lambda: found.__setitem__(kind, search.candidates(
+          index, queries, args.search_top, search=kind)), args.seconds, min_calls=1)
+      one = _timed(lambda: [search.candidates(index, q[None], args.search_top, search=kind)
+                            for q in queries[:20]], args.seconds, min_calls=1) / 20
+      recall = np.mean([len({k for k, _ in a} & {k for k, _ in b}) / len(a)
+                        for a, b in zip(found['numpy'], found[kind])])
+      print(f'neighbours {len(index.descriptors):>9,} regions ({photos:,} photos) {kind:5s}: '
+            f'{batch / len(queries) * 1e3:7.2f} ms a query in a batch of {len(queries)}, '
+            f'{one * 1e3:7.2f} ms one at a time; top {args.search_top} as numpy\'s '
+            f'{recall:.3f}{extra}', flush=True)
   return []
 
 
@@ -614,6 +797,7 @@ SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'loop': section_loop,
     'predict': section_predict,
     'search': section_search,
+    'neighbours': section_neighbours,
 }
 DEFAULT_SECTIONS = ['matmul', 'train', 'forward', 'pipeline']
 
@@ -650,6 +834,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--search-distractors', type=int, default=1000,
                       help='search: procedural distractor photos in the library (default 1000)')
   parser.add_argument('--search-top', type=int, default=5, help='search: candidates verified')
+  parser.add_argument('--search-crop-resistant-photos', type=int, default=0,
+                      help='search: give imagehash\'s crop-resistant hash (about 4 photos/s) only '
+                           'the yardstick photos and this many distractors (default 0: all)')
+  parser.add_argument('--neighbours-sizes', default='10000,100000',
+                      type=lambda v: [int(x) for x in v.split(',')],
+                      help='neighbours: synthetic region counts (default 10000,100000)')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   args.sections = args.sections.split(',')

@@ -8,8 +8,10 @@
 
 `index` keeps region descriptors of every photo on disk (incremental, resumable,
 checked); `find` retrieves candidates by descriptor similarity and reports only
-the pairs that alignment and the verdict confirm. The console program is
-`cropjax-find` (`scripts/find.py`).
+the pairs that alignment and the verdict confirm. Retrieval goes through
+faiss where it is installed (`neighbours`); the index can also be built as an
+Apache Beam pipeline (`cropjax.search.pipeline`, the beam extra). The console
+program is `cropjax-find` (`scripts/find.py`).
 """
 
 from cropjax.search.find import Match, candidates, find, similarities

@@ -1,9 +1,10 @@
 """Which library photo is each query cut from, and where: retrieval, then verification.
 
 For each query the index's region descriptors are compared with the query's
-descriptors (cosine after PCA whitening learned from the index itself, exact:
-a matrix product over the whole index, in chunks), each photo scoring its
-best region; the `top` photos go through
+descriptors (cosine after PCA whitening learned from the index itself: faiss's
+exact flat index, or its HNSW graph for large indexes, where faiss is
+installed; else exact numpy, a matrix product over the index in chunks; see
+`neighbours`), each photo scoring its best region; the `top` photos go through
 `cropjax.predict_pairs` (the matching model, alignment both ways and the
 verdict), and only pairs the verdict accepts are reported, with the box
 alignment found, in the original's upright pixels.
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cropjax.search import descriptors
+from cropjax.search import neighbours
 from cropjax.search.index import Index
 
 
@@ -58,9 +60,15 @@ def similarities(index: Index, queries: np.ndarray, chunk: int = 65536) -> np.nd
 
 
 def candidates(index: Index, queries: np.ndarray, top: int,
-               exclude: Sequence[int | None] | None = None) -> list[list[tuple[int, float]]]:
+               exclude: Sequence[int | None] | None = None,
+               search: str = 'auto') -> list[list[tuple[int, float]]]:
   """The `top` photos (index, cosine) for each query, best first; `exclude[i]`: a photo to
-  leave out for query i (itself, when the library is searched against itself)."""
+  leave out for query i (itself, when the library is searched against itself). `search`:
+  'numpy' or faiss's 'flat' (both exact: the same photos) or 'hnsw' (approximate), 'auto'
+  by whether faiss is installed, by size and by the number of queries (`neighbours.choose`)."""
+  kind = neighbours.choose(len(index.descriptors), search, len(queries))
+  if kind != 'numpy' and len(index.descriptors) and len(queries):
+    return _nearest_photos(index, queries, top, exclude, kind)
   sims = similarities(index, queries)
   if exclude is not None:
     for i, k in enumerate(exclude):
@@ -73,11 +81,38 @@ def candidates(index: Index, queries: np.ndarray, top: int,
   return out
 
 
+def _nearest_photos(index: Index, queries: np.ndarray, top: int,
+                    exclude: Sequence[int | None] | None, kind: str
+                    ) -> list[list[tuple[int, float]]]:
+  """`candidates` through faiss: each query descriptor's nearest regions, each photo scoring
+  its best. Asking for (top + 1) x the most regions a photo has makes the flat search exact:
+  a photo among a query's `top` best (by its best scale) is among the `top` best of that
+  scale, whose best regions all lie within that many regions of the scale's ranking."""
+  n, scales, dim = queries.shape
+  per_photo = max(p.rows[1] - p.rows[0] for p in index.photos)
+  scores, rows = index.neighbours(kind).search(index.whiten(queries.reshape(-1, dim)),
+                                               (top + 1) * per_photo)
+  scores, rows = scores.reshape(n, -1), rows.reshape(n, -1)
+  owner = index.regions[:, 0].astype(np.int64)
+  out = []
+  for i in range(n):
+    found = rows[i] >= 0
+    s, o = scores[i][found], owner[rows[i][found]]
+    if exclude is not None and exclude[i] is not None:
+      s, o = s[o != exclude[i]], o[o != exclude[i]]
+    order = np.lexsort((o, -s))                        # best first; ties: the lower photo
+    _, first = np.unique(o[order], return_index=True)
+    best = np.sort(first)[:top]                        # each photo at its best region
+    out.append([(int(o[order][j]), float(s[order][j])) for j in best])
+  return out
+
+
 def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, top: int = 5,
-         progress: Callable[[int, int], None] | None = None,
-         batch_size: int = 32) -> tuple[list[Match], list[tuple[str, str]]]:
+         progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
+         search: str = 'auto') -> tuple[list[Match], list[tuple[str, str]]]:
   """(matches, skipped queries as (path, why)): each query's verified originals in the index, or
-  with `queries=None` the crop relations inside the library itself (each pair once)."""
+  with `queries=None` the crop relations inside the library itself (each pair once). `search`:
+  the nearest-neighbour search of `candidates`."""
   from cropjax import inference
   settings = index.settings
   skipped: list[tuple[str, str]] = []
@@ -96,7 +131,7 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
     query_desc = (descriptors.query_descriptors(images, model, settings) if images
                   else np.zeros((0, len(settings['query_sides']), settings['dim']), np.float32))
     exclude = [None] * len(names)
-  found = candidates(index, query_desc, top, exclude)
+  found = candidates(index, query_desc, top, exclude, search)
   jobs, seen = [], set()
   for i, cands in enumerate(found):
     for k, sim in cands:

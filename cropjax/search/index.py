@@ -39,6 +39,7 @@ import numpy as np
 
 from cropjax import metadata
 from cropjax.search import descriptors
+from cropjax.search import neighbours as neighbours_lib
 
 FORMAT = 1
 MANIFEST = 'manifest.json'
@@ -72,9 +73,20 @@ class Index:
   queries: np.ndarray      # float16 [P, S, D]
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, why)
   generation: int = 0
+  _neighbours: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False,
+                                                  compare=False)
 
   def __len__(self) -> int:
     return len(self.photos)
+
+  def neighbours(self, kind: str) -> 'neighbours_lib.Neighbours':
+    """The faiss index ('flat' or 'hnsw') over the whitened region descriptors, built on
+    first use and kept with this open index (see cropjax/search/neighbours.py)."""
+    if kind not in self._neighbours:
+      self._neighbours[kind] = neighbours_lib.Neighbours.build(
+          kind, len(self.descriptors), self.descriptors.shape[1],
+          lambda start, stop: self.whiten(self.descriptors[start:stop]))
+    return self._neighbours[kind]
 
   @functools.cached_property
   def whitening(self) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +243,38 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   """Brings the index in `folder` up to date with the photos under `roots` (see the module
   docstring) and returns it. `progress(done, total)` is called as photos are encoded."""
   folder = Path(folder).expanduser()
-  fingerprint, settings = descriptors.fingerprint(model), descriptors.settings(model)
+  index, todo = plan_update(roots, folder, fingerprint=descriptors.fingerprint(model),
+                            settings=descriptors.settings(model), rebuild=rebuild)
+  settings = index.settings
+  pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray]] = []
+  done = 0
+  for start in range(0, len(todo), batch_size):
+    chunk = todo[start:start + batch_size]
+    photos, failures = descriptors.read_photos([Path(f) for f, *_ in chunk], settings)
+    index.skipped += failures
+    encoded = descriptors.describe([r[0] for r in photos if r is not None], model, settings)
+    for (f, size, mtime_ns, digest), read in zip(chunk, photos):
+      if read is not None:
+        (width, height) = read[1]
+        pending.append((Photo(f, size, mtime_ns, digest, width, height, (0, 0)), *next(encoded)))
+    done += len(chunk)
+    if progress:
+      progress(done, len(todo))
+    if done % save_every < batch_size and done < len(todo):
+      add_photos(index, pending)
+      save(index)  # a run killed from here on resumes after these photos
+  add_photos(index, pending)
+  save(index)
+  return index
+
+
+def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *,
+                fingerprint: str, settings: dict[str, Any], rebuild: bool = False
+                ) -> tuple[Index, list[tuple[str, int, int, str]]]:
+  """What `update_index` has to do: (the index with the photos kept as they are, not yet
+  saved; the files to encode, as (path, size, mtime_ns, SHA-256), in library order). Refuses
+  an index folder inside the library, and an existing index of another model or settings."""
+  folder = Path(folder).expanduser()
   files = library_files(roots)
   where = folder.resolve()
   for root in map(lambda r: Path(r).expanduser().resolve(), roots):
@@ -252,7 +295,7 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   by_path = {p.path: (k, p) for k, p in enumerate(old.photos)}
   by_hash = {p.sha256: (k, p) for k, p in enumerate(old.photos)}
   kept: list[tuple[int, Photo]] = []   # (old photo index, its entry now)
-  todo: list[tuple[Path, os.stat_result, str]] = []
+  todo: list[tuple[str, int, int, str]] = []
   for f in files:
     st = f.stat()
     hit = by_path.get(str(f))
@@ -265,30 +308,10 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
       kept.append((same[0], dataclasses.replace(same[1], path=str(f), size=st.st_size,
                                                 mtime_ns=st.st_mtime_ns)))
     else:
-      todo.append((f, st, digest))
+      todo.append((str(f), st.st_size, st.st_mtime_ns, digest))
   index = _subset(old, kept)
   index.skipped = []
-  pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray]] = []
-  done = 0
-  for start in range(0, len(todo), batch_size):
-    chunk = todo[start:start + batch_size]
-    photos, failures = descriptors.read_photos([f for f, _, _ in chunk], settings)
-    index.skipped += failures
-    encoded = descriptors.describe([r[0] for r in photos if r is not None], model, settings)
-    for (f, st, digest), read in zip(chunk, photos):
-      if read is not None:
-        (width, height) = read[1]
-        pending.append((Photo(str(f), st.st_size, st.st_mtime_ns, digest, width, height, (0, 0)),
-                        *next(encoded)))
-    done += len(chunk)
-    if progress:
-      progress(done, len(todo))
-    if done % save_every < batch_size and done < len(todo):
-      _append(index, pending)
-      save(index)  # a run killed from here on resumes after these photos
-  _append(index, pending)
-  save(index)
-  return index
+  return index, todo
 
 
 def _subset(index: Index, kept: Iterable[tuple[int, Photo]]) -> Index:
@@ -308,10 +331,12 @@ def _subset(index: Index, kept: Iterable[tuple[int, Photo]]) -> Index:
                list(index.skipped), index.generation)
 
 
-def _append(index: Index, pending: list) -> None:
+def add_photos(index: Index, pending: list) -> None:
   """Moves the pending (photo, descriptors, boxes, query descriptors) into the index."""
   if not pending:
     return
+  index._neighbours.clear()               # built from the old descriptors
+  index.__dict__.pop('whitening', None)
   n, first = len(index.descriptors), len(index.photos)
   blocks, regions = [index.descriptors], [index.regions]
   for k, (photo, d, boxes, _) in enumerate(pending):
