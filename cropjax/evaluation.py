@@ -22,8 +22,11 @@ Auto-crop (`evaluate_crops`): the validation photos of the annotated dataset;
 IoU of the unturned crop rectangles and of the turned crops as polygons
 (rotation-aware), boundary displacement error (mean absolute edge error,
 fractions of the photo's width / height), the angle error's mean, median and
-90th percentile (degrees; the median also over the turned crops alone), next to two trivial baselines: the full frame, and a centred crop of
-the training crops' mean size.
+90th percentile (degrees; the median also over the turned crops alone), for
+the network alone (`network`) and with its angle settled by the photo's
+straight lines (`straightened`, `cropjax.straighten`; the same boxes), next to
+two trivial baselines: the full frame, and a centred crop of the training
+crops' mean size.
 """
 
 from __future__ import annotations
@@ -303,11 +306,14 @@ def evaluate_crops(model: inference.Model, *, source: str | None = None,
   truth = np.array([r[1] for r in records], np.float64)
   truth_angle = np.array([r[2] for r in records], np.float64)
   sizes = np.array([im.size for im in images], np.float64)
-  start = time.perf_counter()
-  preds = inference.predict_crops(images, model=model, batch_size=batch_size)
-  seconds = time.perf_counter() - start
-  box = np.array([p.fraction for p in preds])
-  angle = np.array([p.angle for p in preds])
+  methods, rates = {}, {}
+  for name, straighten in (('network', False), ('straightened', True)):
+    start = time.perf_counter()
+    preds = inference.predict_crops(images, model=model, batch_size=batch_size,
+                                    straighten=straighten)
+    rates[f'{name}_photos_per_second'] = len(preds) / max(time.perf_counter() - start, 1e-9)
+    methods[name] = crop_metrics(np.array([p.fraction for p in preds]).reshape(-1, 4),
+                                 np.array([p.angle for p in preds]), truth, truth_angle, sizes)
   w, h = (train_crops[:, 2] - train_crops[:, 0]).mean(), (train_crops[:, 3] - train_crops[:, 1]).mean()
   n = len(records)
   centre = np.tile([(1 - w) / 2, (1 - h) / 2, (1 + w) / 2, (1 + h) / 2], (n, 1))
@@ -315,11 +321,11 @@ def evaluate_crops(model: inference.Model, *, source: str | None = None,
   return {
       'task': 'autocrop', 'model': repr(model), 'source': source, 'split': split, 'photos': n,
       'turned_photos': int((np.abs(truth_angle) > 1e-6).sum()),
-      'network': crop_metrics(box, angle, truth, truth_angle, sizes),
+      **methods,
       'full_frame': crop_metrics(np.tile([0.0, 0.0, 1.0, 1.0], (n, 1)), zeros, truth, truth_angle,
                                  sizes),
       'centre_crop': crop_metrics(centre, zeros, truth, truth_angle, sizes),
-      'network_photos_per_second': n / seconds,
+      **rates,
   }
 
 
@@ -351,12 +357,16 @@ def format_table(report: dict[str, Any]) -> str:
           'the network sees them at its own size)', report['generated_pairs'])
     return '\n'.join(lines)
   if report['task'] == 'autocrop':
-    methods = ['network', 'full_frame', 'centre_crop']
-    keys = list(report['network'])
+    methods = [m for m in ('network', 'straightened', 'full_frame', 'centre_crop') if m in report]
+    keys = list(report[methods[0]])
     lines = [f'auto-crop, {report["photos"]} {report["split"]} photos of {report["source"]} '
              f'({report.get("turned_photos", "?")} of them turned)',
              f'{"metric":<22}' + ''.join(f'{m:>14}' for m in methods)]
     lines += [f'{k:<22}' + ''.join(f'{report[m][k]:>14.4f}' for m in methods) for k in keys]
+    rates = [f'{m} {report[m + "_photos_per_second"]:.1f}' for m in methods
+             if m + '_photos_per_second' in report]
+    if rates:
+      lines.append('photos/s: ' + ', '.join(rates))
     return '\n'.join(lines)
   methods = ['network'] + (['sift'] if 'sift' in report else [])
   lines = [f'crop pairs, {report["network"]["all"]["examples"]} {report["split"]} pairs of '

@@ -5,11 +5,13 @@
     python scripts/predict.py A.jpg B.jpg --show side_by_side.png
     python scripts/predict.py A.jpg B.jpg --no-align     # the network alone: fast, rough
     python scripts/predict.py --crop PHOTO [PHOTO ...] --model workdirs/autocrop [--write-xmp [--force]]
+    python scripts/predict.py --crop PHOTO --no-straighten   # the network's angle, unsettled
 
 Pairs are checked and made exact by aligning the two images both ways
 (cropjax.matching): the result carries the refined box, the alignment score
-and whether the refinement converged. Without --model, the workdir named by
-$CROPJAX_MODEL is used. --write-xmp
+and whether the refinement converged. Suggested crops get their angle settled
+by the photo's own straight lines (cropjax.straighten; --no-straighten keeps
+the network's). Without --model, the workdir named by $CROPJAX_MODEL is used. --write-xmp
 writes the suggested crop into a Lightroom-readable sidecar next to each photo
 (`photo.xmp`; `--xmp-style ext` for `photo.ext.xmp`): photo files are never
 touched, and an existing sidecar is left alone unless --force, which replaces
@@ -38,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--no-align', action='store_true',
                  help="pairs: the network's answer alone, without alignment")
   p.add_argument('--crop', action='store_true', help='suggest crops for the given photos')
+  p.add_argument('--no-straighten', action='store_true',
+                 help="with --crop: the network's angle as it is, not settled by the photo's "
+                 'straight lines')
   p.add_argument('--write-xmp', action='store_true', help='with --crop: write sidecars')
   p.add_argument('--force', action='store_true', help='with --write-xmp: update existing sidecars')
   p.add_argument('--xmp-style', choices=('adobe', 'ext'), default='adobe',
@@ -56,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
   else:
     if len(args.images) != 2:
       return _usage(f'give two images A B (or --crop PHOTO...), got {len(args.images)}')
-    if args.write_xmp or args.force:
-      return _usage('--write-xmp and --force need --crop')
+    if args.write_xmp or args.force or args.no_straighten:
+      return _usage('--write-xmp, --force and --no-straighten need --crop')
   from cropjax import inference
   from cropjax import metadata
   try:
@@ -144,7 +149,8 @@ def _crops(args, model) -> int:
   results, start, last = [], time.perf_counter(), 0.0
   for i in range(0, len(photos), args.batch_size):
     chunk = photos[i:i + args.batch_size]
-    results += inference.predict_crops(chunk, model=model, batch_size=args.batch_size)
+    results += inference.predict_crops(chunk, model=model, batch_size=args.batch_size,
+                                       straighten=not args.no_straighten)
     now = time.perf_counter()
     if len(photos) > args.batch_size and now - last > 1.0:
       last = now
