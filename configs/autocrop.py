@@ -6,8 +6,9 @@
         --config.data.source=data/crops
 
 Learns the crop (left, top, right, bottom) and angle the photographer chose,
-from the annotated DATASET folder. The box head cannot leave the frame or
-invert; the angle is classified over 1-degree bins plus a residual, and
+from the annotated DATASET folder. The box head places each edge over the
+positions of the backbone's stride-4 map (merged with strides 8 and 32), and
+cannot leave the frame or invert; the angle is classified over 1-degree bins plus a residual, and
 training turns photos (and their crops with them) by up to `rotate` degrees.
 The loss also measures the turned crop's corners along the crop's own edges. Phase 1 trains the crop head on the
 frozen ImageNet backbone, phase 2 everything.
@@ -25,6 +26,8 @@ def get_config():
   c.angle_bins = 91                   # 1-degree bins over +-max_angle (0: one tanh regression)
   c.model.arch = 'resnet50'
   c.model.dtype = 'bfloat16'
+  c.model.crop_head = 'edges'         # each edge placed over the stride-4 positions
+  c.model.crop_levels = (1, 2, 4)
   c.init.checkpoint = 'weights/resnet50'
   c.image_size = 224
   c.batch_size = 128

@@ -14,6 +14,8 @@ def get_config():
               'learning_rate', 'log_every', 'eval_every', 'eval_batches', 'checkpoint_every',
               'keep_checkpoints'):
     c[key] = small[key]
+  head = {k: c.model[k] for k in ('crop_head', 'crop_levels')}  # the auto-crop head, tiny trunk
   c.model = small.model
+  c.model.update(head)
   c.init = small.init
   return c

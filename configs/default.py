@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Crop pairs: 'fusion' (both images stacked into one 6-channel backbone, the seed's
   # design) or 'match' (one 3-channel trunk over each image, the crop found by search).
   c.model.pair_head = 'fusion'
+  # Auto-crop: 'pooled' (the box regressed from the globally pooled last map) or 'edges'
+  # (each edge placed over the positions of the finest of crop_levels, heads.EdgeHead).
+  c.model.crop_head = 'pooled'
+  c.model.crop_levels = (2, 4)        # 'edges': the stages merged, finest first (strides 4-32)
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ''              # converted ImageNet weights (scripts/convert_weights.py)

@@ -222,9 +222,59 @@ class MatchingPairModel(nn.Module):
     return self.compare(features[:n], features[n:], extents[:, :2], extents[:, 2:])
 
 
+def edge_box(x_logits: jax.Array, y_logits: jax.Array, min_size: float = 1e-3) -> jax.Array:
+  """(B, W, 2) and (B, H, 2) logits over positions -> (B, 4) boxes (x0, y0, x1, y1).
+
+  Each edge is the expectation of its softmax over W (H) positions spread evenly
+  over [0, 1] (channel 0: left / top, 1: right / bottom), so it can sit anywhere
+  between them. The two edges of an axis are ordered (the lesser is the start)
+  and kept at least `min_size` apart inside [0, 1]: the box never leaves the
+  frame or inverts.
+  """
+  def edges(logits):
+    positions = jnp.linspace(0.0, 1.0, logits.shape[1], dtype=jnp.float32)
+    p = jax.nn.softmax(logits.astype(jnp.float32), axis=1)
+    a, b = jnp.einsum('bnk,n->bk', p, positions).T
+    lo = jnp.clip(jnp.minimum(a, b), 0.0, 1.0 - min_size)
+    return lo, jnp.clip(jnp.maximum(jnp.maximum(a, b), lo + min_size), 0.0, 1.0)
+  x0, x1 = edges(x_logits)
+  y0, y1 = edges(y_logits)
+  return jnp.stack([x0, y0, x1, y1], -1)
+
+
+class EdgeHead(nn.Module):
+  """The crop's edges from where they lie: the backbone's maps merged top-down (FPN-style:
+  each coarser map brought up to the finest's positions and added), pooled across each
+  axis into a row of positions per axis, the coarsest map's pooled context added, and a
+  1-D convolution giving each edge's logits over the positions (`edge_box`)."""
+  channels: int = 128
+
+  @nn.compact
+  def __call__(self, *maps: jax.Array) -> jax.Array:
+    maps = [m.astype(jnp.float32) for m in maps]
+    b, h, w, _ = maps[0].shape
+    conv = lambda n, k, name: nn.Conv(n, k, dtype=jnp.float32, name=name)
+    x = conv(self.channels, (1, 1), 'lateral0')(maps[0])
+    for i, m in enumerate(maps[1:], 1):
+      x = x + jax.image.resize(conv(self.channels, (1, 1), f'lateral{i}')(m),
+                               (b, h, w, self.channels), 'bilinear')
+    x = nn.relu(conv(self.channels, (3, 3), 'mix')(nn.relu(x)))
+    context = nn.Dense(self.channels, dtype=jnp.float32, name='context')(maps[-1].mean((1, 2)))
+    logits = []
+    for axis, name in ((1, 'x'), (2, 'y')):  # pool the rows for the x edges, the columns for y
+      line = x.mean(axis) + context[:, None]
+      line = nn.relu(nn.Conv(self.channels, (3,), dtype=jnp.float32, name=f'{name}_conv')(line))
+      logits.append(nn.Conv(2, (3,), dtype=jnp.float32, name=f'{name}_edges')(line))
+    return edge_box(*logits)
+
+
 class CropModel(nn.Module):
   """Backbone over one photo + crop head: `crop` (bounded box) and `angle` (degrees).
 
+  `crop_head`: 'pooled' regresses the box from the globally pooled last map
+  (`bounded_box`); 'edges' places each edge over the positions of the finest map
+  the backbone returns (`EdgeHead`; `config.model.crop_levels`, the last of them
+  the deepest).
   With `angle_bins` (K > 1) the angle is classified over K bins evenly spaced on
   [-max_angle, max_angle] plus a residual per bin (at most one bin width either
   way): `angle` is the best bin's centre plus its residual, and the outputs also
@@ -234,6 +284,7 @@ class CropModel(nn.Module):
   backbone: models.ResNet
   max_angle: float = 45.0
   angle_bins: int = 0
+  crop_head: str = 'pooled'
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False,
@@ -242,8 +293,14 @@ class CropModel(nn.Module):
     features = self.backbone(images, train=backbone_train)
     if not backbone_train:
       features = jax.lax.stop_gradient(features)
-    pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
-    out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}
+    if self.crop_head == 'edges':  # the backbone's maps, finest first
+      pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
+      out = {'crop': EdgeHead(name='crop')(*features)}
+    elif self.crop_head == 'pooled':
+      pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+      out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}
+    else:
+      raise ValueError(f"crop_head: {self.crop_head!r}, use 'pooled' or 'edges'")
     if self.angle_bins > 1:
       centres, width = angle_bins(self.max_angle, self.angle_bins)
       raw = nn.Dense(2 * self.angle_bins, dtype=jnp.float32, name='angle')(pooled)

@@ -43,12 +43,17 @@ class Task:
 PAIR_HEADS = ('fusion', 'match')
 
 
+def _choice(config, key: str, choices: tuple[str, ...]) -> str:
+  """config.model[key], one of `choices` (the first when unset, as in older workdirs)."""
+  value = config.model.get(key, choices[0])
+  if value not in choices:
+    raise ValueError(f'config.model.{key}: {value!r}, use one of {choices}')
+  return value
+
+
 def pair_head(config) -> str:
   """'fusion' (the seed's early fusion, the default) or 'match' (siamese, by search)."""
-  head = config.model.get('pair_head', 'fusion')
-  if head not in PAIR_HEADS:
-    raise ValueError(f'config.model.pair_head: {head!r}, use one of {PAIR_HEADS}')
-  return head
+  return _choice(config, 'pair_head', PAIR_HEADS)
 
 
 def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -137,6 +142,23 @@ PAIRS = Task(
 # ------------------------------------------------------------------ auto-crop
 
 
+CROP_HEADS = ('pooled', 'edges')
+
+
+def crop_head(config) -> str:
+  """'pooled' (the box regressed from the pooled last map) or 'edges' (`heads.EdgeHead`)."""
+  return _choice(config, 'crop_head', CROP_HEADS)
+
+
+def crop_levels(config) -> tuple[int, ...]:
+  """The backbone stages the edge head merges, finest first, ending with the last (4)."""
+  levels = tuple(int(v) for v in config.model.get('crop_levels', (2, 4)))
+  if not levels or list(levels) != sorted(set(levels)) or levels[0] < 1 or levels[-1] != 4:
+    raise ValueError(f'config.model.crop_levels: {levels!r}, use increasing stages from 1-4 '
+                     'ending with 4, e.g. (1, 2, 4)')
+  return levels
+
+
 def crop_metrics(out, batch) -> dict[str, jax.Array]:
   """IoU of the unrotated crop rectangles, boundary displacement (mean |edge error|), angle error."""
   return {
@@ -171,9 +193,12 @@ def draw_crops(batch, outputs, count: int = 8) -> np.ndarray:
 AUTOCROP = Task(
     name='autocrop', in_channels=3, best_metric='val_crop_iou',
     make_model=lambda backbone, config: heads.CropModel(backbone, max_angle=config.max_angle,
-                                                        angle_bins=config.get('angle_bins', 0)),
+                                                        angle_bins=config.get('angle_bins', 0),
+                                                        crop_head=crop_head(config)),
     loss=lambda out, batch, weights, config: heads.crop_loss(out, batch, weights, config.max_angle),
-    metrics=crop_metrics, datasets=crop_datasets, draw=draw_crops, image_summary='val_crops')
+    metrics=crop_metrics, datasets=crop_datasets, draw=draw_crops, image_summary='val_crops',
+    backbone=lambda config: ({'in_channels': 3, 'outputs': crop_levels(config)}
+                             if crop_head(config) == 'edges' else {'in_channels': 3}))
 
 TASKS = {t.name: t for t in (PAIRS, AUTOCROP)}
 

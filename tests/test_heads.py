@@ -215,3 +215,63 @@ def test_binned_angle_loss_and_the_corner_term():
   # Half a degree turns the first crop's corners by about 0.0087 x half its diagonal.
   half_diagonal = np.hypot(0.2, 0.25)
   assert 0.3 * 0.0087 * half_diagonal < float(terms['corners']) < 0.0087 * half_diagonal
+
+
+def test_edge_box_reads_each_edge_where_its_logits_peak_and_never_inverts():
+  # Logits peaked on one position give that position (positions spread over [0, 1]).
+  x = jnp.full((1, 9, 2), -50.0).at[0, 2, 0].set(50.0).at[0, 6, 1].set(50.0)
+  y = jnp.full((1, 5, 2), -50.0).at[0, 1, 0].set(50.0).at[0, 4, 1].set(50.0)
+  np.testing.assert_allclose(heads.edge_box(x, y), [[2 / 8, 1 / 4, 6 / 8, 1.0]], atol=1e-6)
+  # Two equal peaks: halfway between them, so an edge can sit between positions.
+  x = jnp.full((1, 9, 2), -50.0).at[0, 2:4, 0].set(50.0).at[0, 6, 1].set(50.0)
+  np.testing.assert_allclose(heads.edge_box(x, y)[0, 0], 2.5 / 8, atol=1e-6)
+  # Any logits, swapped or collapsed edges included: inside the frame, ordered, not empty.
+  rng = jax.random.split(jax.random.key(0), 2)
+  box = np.asarray(heads.edge_box(jax.random.normal(rng[0], (4096, 8, 2)) * 30,
+                                  jax.random.normal(rng[1], (4096, 6, 2)) * 30))
+  assert (box >= 0).all() and (box <= 1).all()
+  assert (box[:, 2] - box[:, 0] >= 1e-3 - 1e-7).all() and (box[:, 3] - box[:, 1] >= 1e-3 - 1e-7).all()
+  swapped = jnp.full((1, 9, 2), -50.0).at[0, 7, 0].set(50.0).at[0, 1, 1].set(50.0)
+  np.testing.assert_allclose(heads.edge_box(swapped, swapped)[0], [1 / 8, 1 / 8, 7 / 8, 7 / 8],
+                             atol=1e-6)
+
+
+def test_edge_head_crop_model_places_edges_over_the_finest_map_and_learns_a_box():
+  import optax
+  backbone = models.TinyResNet(num_classes=None, outputs=(2, 4))
+  model = heads.CropModel(backbone, max_angle=10.0, angle_bins=21, crop_head='edges')
+  # Photos holding a bright rectangle whose box is the crop: a few hundred steps on 64
+  # photos bring the box's L1 well below what the mean box gives.
+  rng = np.random.default_rng(0)
+  n, size = 64, 32
+  start = rng.uniform(0.0, 0.6, (n, 2))
+  boxes = np.concatenate([start, start + rng.uniform(0.2, 1.0 - start)], 1).astype(np.float32)
+  grid = (np.arange(size) + 0.5) / size
+  inside = ((grid[None, None, :] >= boxes[:, 0, None, None]) & (grid[None, None, :] <= boxes[:, 2, None, None])
+            & (grid[None, :, None] >= boxes[:, 1, None, None]) & (grid[None, :, None] <= boxes[:, 3, None, None]))
+  images = np.repeat(inside[..., None], 3, -1).astype(np.float32) + rng.normal(0, 0.05, (n, size, size, 3))
+  variables = jax.jit(model.init)(jax.random.key(1), images[:2])
+  assert 'crop' in variables['params'] and set(variables['params']['crop']) >= {'lateral0', 'lateral1'}
+  out = jax.jit(model.apply)(variables, images)
+  assert out['crop'].shape == (n, 4) and out['angle'].shape == (n,)
+  batch = {'crop': jnp.asarray(boxes), 'angle': jnp.zeros(n)}
+  tx = optax.adam(3e-3)
+  params, state = variables['params'], variables['batch_stats']
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, state, opt):
+    def loss(p):
+      out, new = model.apply({'params': p, 'batch_stats': state}, images, train=True,
+                             mutable=['batch_stats'])
+      return jnp.abs(out['crop'] - batch['crop']).mean(), new['batch_stats']
+    (value, state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), state, opt, value
+
+  for _ in range(120):
+    params, state, opt, value = step(params, state, opt)
+  out = jax.jit(model.apply)({'params': params, 'batch_stats': state}, images)
+  baseline = np.abs(boxes - boxes.mean(0)).mean()
+  error = float(np.abs(np.asarray(out['crop']) - boxes).mean())
+  assert error < 0.3 * baseline, (error, baseline)

@@ -243,6 +243,14 @@ def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tm
   c.num_steps, c.freeze_steps, c.checkpoint_every, c.max_angle = 5, 3, 100, 20.0
   model = train.build_model(c)
   assert model.max_angle == 20.0 and model.backbone.in_channels == 3
+  assert model.crop_head == 'edges' and model.backbone.outputs == (1, 2, 4)  # configs/autocrop.py
+  for key, bad, message in (('crop_head', 'corners', "crop_head: 'corners'"),
+                            ('crop_levels', (1, 2), 'ending with 4'),
+                            ('crop_levels', (2, 1, 4), 'increasing')):
+    wrong = autocrop_tiny.get_config()
+    wrong.model[key] = bad
+    with pytest.raises(train.ConfigError, match=message):
+      train.build_model(wrong)
   init = train.initial_variables(c, model, jax.random.key(c.seed))
   assert set(init['params']) == {'backbone', 'crop', 'angle'}
   frozen = train.train_and_evaluate(c, str(tmp_path / 'a'), stop_at=3)
