@@ -40,7 +40,10 @@ def get_config():
       'head': r'(crop|angle)/.*',
   })
   c.data.source = 'demo'              # an annotated DATASET folder, or 'demo'
-  c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox', 'rotate': 10.0})
+  # refine: that share of training examples are close-ups round the crop, so that prediction
+  # can look again at a close-up round its first answer (cropjax.inference.predict_crops).
+  c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox', 'rotate': 10.0,
+                                                       'refine': 0.3})
   c.eval_every = 500
   c.checkpoint_every = 500
   return c

@@ -630,7 +630,9 @@ def predict_crop(image: ImageLike, *, model: Model | str | None = None,
   straight lines (`cropjax.straighten.line_tilt`, looked for within 10 degrees of the
   network's angle in its crop, on the photo brought down to 768 px); where they do not
   stand out (or would tilt it beyond +-45 degrees), the network's angle stays. The box
-  is the network's either way.
+  is the network's either way: where the model was trained with close-ups
+  (`autocrop_options.refine`), its answer on a close-up round its first answer
+  (`close_up`), which sees the crop's edges with more pixels.
   """
   return predict_crops([image], model=model, straighten=straighten)[0]
 
@@ -640,8 +642,10 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
   """The batched form of `predict_crop`."""
   from cropjax import straighten as straighten_lib
   m = _checked(model, 'autocrop')
-  resize = m.config.data.autocrop_options.get('resize', 'letterbox')
-  inputs, frames, prepared = [], [], []
+  options = m.config.data.autocrop_options
+  resize = options.get('resize', 'letterbox')
+  refine = resize == 'letterbox' and options.get('refine', 0.0) > 0
+  inputs, frames, prepared, kept = [], [], [], []
   for i, image in enumerate(images):
     pil = load_image(image, image if isinstance(image, (str, os.PathLike)) else f'image {i}')
     if resize == 'letterbox':
@@ -652,17 +656,31 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
     frames.append((pil.size, frame))
     if straighten:  # a small grey copy, not the photo, is kept until the network has spoken
       prepared.append(straighten_lib.prepare(pil))
+    if refine:  # and a copy with the detail the close-up can use
+      kept.append(_shrunk(pil, CLOSE_UP_DETAIL * m.image_size))
   if not inputs:
     return []
   out = m.forward(np.stack(inputs), batch_size)
-  results = []
+  boxes = []
   for i, ((w, h), frame) in enumerate(frames):
     x0, y0, x1, y1 = (float(v) for v in out['crop'][i])
     if frame is not None:  # fractions of the square -> fractions of the photo
       side, pad_x, pad_y = frame
       x0, x1 = [(v * side - pad_x) / w for v in (x0, x1)]
       y0, y1 = [(v * side - pad_y) / h for v in (y0, y1)]
-    f = tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1))
+    boxes.append(tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1)))
+  if refine:  # the second pass: the same network on a close-up round each first answer
+    close = [close_up(photo, box, m.image_size) for photo, box in zip(kept, boxes)]
+    again = m.forward(np.stack([pixels for pixels, _ in close]), batch_size)['crop']
+    closer = [_from_close_up(np.asarray(again[i], np.float64), window, photo.size)
+              for i, ((_, window), photo) in enumerate(zip(close, kept))]
+    # A close-up answer that lies wholly in the grey beyond the photo is empty once clipped:
+    # the first answer stands there.
+    boxes = [c if c[2] - c[0] >= 1e-3 and c[3] - c[1] >= 1e-3 else b
+             for b, c in zip(boxes, closer)]
+  results = []
+  for i, ((w, h), _) in enumerate(frames):
+    f = boxes[i]
     angle = float(out['angle'][i])
     if straighten and f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):
       tilt = straighten_lib.line_tilt(prepared[i], f, angle)
@@ -671,3 +689,46 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
     results.append(CropPrediction(left=f[0] * w, top=f[1] * h, right=f[2] * w, bottom=f[3] * h,
                                   fraction=f, angle=angle, size=(w, h)))
   return results
+
+
+CLOSE_UP_DETAIL = 6  # the close-up pass reads a copy of the photo of at most this many N a side
+
+
+def close_up(photo: Image.Image, box: Sequence[float], size: int,
+             growth: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+  """The square window round `box` (fractions of `photo`) whose side is `growth` times the
+  box's longer side (default: the middle of the close-ups training sees,
+  `cropjax.data.autocrop.REFINE_GROWTH`), grey beyond the photo, at size x size ->
+  (pixels, (x0, y0, side) of the window in the photo's pixels)."""
+  from cropjax.data import autocrop
+  growth = sum(autocrop.REFINE_GROWTH) / 2 if growth is None else growth
+  w, h = photo.size
+  side = max(growth * max((box[2] - box[0]) * w, (box[3] - box[1]) * h), 8.0)
+  x0 = round((box[0] + box[2]) / 2 * w - side / 2)
+  y0 = round((box[1] + box[3]) / 2 * h - side / 2)
+  side = max(1, round(side))
+  canvas = Image.new('RGB', (side, side), (128, 128, 128))
+  inside = (max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h))
+  if inside[0] < inside[2] and inside[1] < inside[3]:
+    canvas.paste(photo.convert('RGB').crop(inside), (inside[0] - x0, inside[1] - y0))
+  method = Image.Resampling.BOX if side > size else Image.Resampling.BILINEAR
+  return np.asarray(canvas.resize((size, size), method), np.uint8), (x0, y0, side)
+
+
+def _from_close_up(box: np.ndarray, window: tuple[int, int, int],
+                   size: tuple[int, int]) -> tuple[float, ...]:
+  """A box in fractions of a close-up -> fractions of the photo (clipped to it)."""
+  x0, y0, side = window
+  w, h = size
+  f = ((x0 + box[0] * side) / w, (y0 + box[1] * side) / h,
+       (x0 + box[2] * side) / w, (y0 + box[3] * side) / h)
+  return tuple(float(np.clip(v, 0.0, 1.0)) for v in f)
+
+
+def _shrunk(photo: Image.Image, side: int) -> Image.Image:
+  """`photo`, its long side brought down (area averaged) to at most `side` pixels."""
+  if max(photo.size) <= side:
+    return photo
+  scale = side / max(photo.size)
+  return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
+                      Image.Resampling.BOX)

@@ -155,3 +155,25 @@ def test_turned_photos_turn_their_labels():
 def test_turning_needs_letterbox():
   with pytest.raises(ValueError, match='letterbox'):
     autocrop.AutocropOptions(resize='stretch', rotate=5.0)
+
+
+def test_close_ups_hold_the_crop_at_the_growth_the_second_pass_uses():
+  b = next(autocrop.dataset(RECORDS, image_size=N, batch_size=48, seed=6, refine=1.0,
+                            color_jitter=0.0).as_numpy_iterator())
+  crop = b['crop']
+  longer = np.maximum(crop[:, 2] - crop[:, 0], crop[:, 3] - crop[:, 1])  # of the square window
+  low, high = autocrop.REFINE_GROWTH
+  assert (longer >= 1 / high - 0.01).all() and (longer <= 1 / low + 0.01).all(), longer
+  assert longer.std() > 0.03  # the growth varies
+  for image, box in zip(b['image'], crop):  # the label still follows the pixels
+    np.testing.assert_allclose(_red_box(image), box, atol=2.5 / N)
+  # Windows reaching beyond the photo are grey there; without refine no close-ups at all.
+  grey = [(np.abs(im.astype(float) - autocrop.FILL) <= 1).all(-1).mean() for im in b['image']]
+  assert max(grey) > 0.05
+  plain = next(autocrop.dataset(RECORDS, image_size=N, batch_size=48, seed=6, color_jitter=0.0)
+               .as_numpy_iterator())['crop']
+  assert np.maximum(plain[:, 2] - plain[:, 0], plain[:, 3] - plain[:, 1]).min() < 1 / high
+  with pytest.raises(ValueError, match='refine needs resize=letterbox'):
+    autocrop.AutocropOptions(resize='stretch', refine=0.5)
+  with pytest.raises(ValueError, match='share from 0 to 1'):
+    autocrop.AutocropOptions(refine=1.5)

@@ -266,8 +266,14 @@ def test_predict_crop_undoes_the_letterbox_of_the_training_pipeline(crop_workdir
   assert np.abs(pixels.astype(float) - batch['image'][0]).mean() < 6  # the same input picture
   monkeypatch.setattr(model, 'forward', lambda images, batch_size=32: {
       'crop': batch['crop'][:len(images)], 'angle': batch['angle'][:len(images)]})
-  # The network's angle as it is: this procedural photo's shapes have edges at any angle.
-  r = cropjax.predict_crop(photo, model=model, straighten=False)
+  # The network's angle as it is (this procedural photo's shapes have edges at any angle),
+  # and its first answer alone (no close-up pass).
+  options = model.config.data.autocrop_options
+  saved, options.refine = options.refine, 0.0
+  try:
+    r = cropjax.predict_crop(photo, model=model, straighten=False)
+  finally:
+    options.refine = saved
   np.testing.assert_allclose(r.fraction, crop, atol=1.5 / size)
   assert r.size == (200, 100) and r.angle == pytest.approx(angle)
   np.testing.assert_allclose((r.left, r.right), np.array(r.fraction)[[0, 2]] * 200, rtol=1e-6)
@@ -433,3 +439,56 @@ def test_turned_iou_against_the_axis_aligned_iou_and_a_rasterised_count():
     raster = (masks[0] & masks[1]).sum() / max((masks[0] | masks[1]).sum(), 1)
     got = evaluation.turned_iou(boxes[0], angles[0], boxes[1], angles[1], w, h)
     assert abs(got - raster) < 0.02, (got, raster)
+
+
+def test_close_up_window_and_its_way_back():
+  a = _photo(100, 200, 4)
+  box = (0.1, 0.05, 0.4, 0.75)  # 60 x 70 px, centred on (50, 40): the window is 1.35 x 70 a side
+  pixels, (x0, y0, side) = inference.close_up(Image.fromarray(a), box, 48)
+  assert pixels.shape == (48, 48, 3) and side == round(1.35 * 70)
+  assert abs(x0 + side / 2 - 50) <= 1 and abs(y0 + side / 2 - 40) <= 1 and y0 < 0
+  # The photo's pixels in the window, grey beyond it (above the photo here), brought down.
+  padded = np.pad(a, ((side, side), (side, side), (0, 0)), constant_values=128)
+  window = padded[side + y0:2 * side + y0, side + x0:2 * side + x0]
+  expected = np.asarray(Image.fromarray(window).resize((48, 48), Image.Resampling.BOX))
+  np.testing.assert_array_equal(pixels, expected)
+  assert (pixels[:2] == 128).all()
+  # A box given in the close-up's fractions comes back in the photo's.
+  inner = np.array([(20 - x0) / side, (5 - y0) / side, (80 - x0) / side, (75 - y0) / side])
+  np.testing.assert_allclose(inference._from_close_up(inner, (x0, y0, side), (200, 100)), box,
+                             atol=1e-9)
+
+
+def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, monkeypatch):
+  """A model trained with close-ups looks again at a close-up round its first answer; the
+  answer there, mapped back to the photo, is the prediction."""
+  model = cropjax.load_model(crop_workdir)
+  photo = _photo(120, 160, 5)
+  seen = []
+
+  def forward(images, batch_size=32):
+    seen.append(images.copy())
+    first = len(seen) == 1
+    box = [0.25, 0.25, 0.75, 0.75] if first else [0.1, 0.15, 0.8, 0.9]
+    return {'crop': np.tile(np.float32(box), (len(images), 1)),
+            'angle': np.zeros(len(images), np.float32)}
+
+  monkeypatch.setattr(model, 'forward', forward)
+  options = model.config.data.autocrop_options
+  saved = options.refine  # (pytest's monkeypatch cannot undo on a ConfigDict)
+  try:
+    options.refine = 0.0
+    once = inference.predict_crop(photo, model=model, straighten=False)
+    assert len(seen) == 1
+    options.refine = 0.3
+    seen.clear()
+    twice = inference.predict_crop(photo, model=model, straighten=False)
+  finally:
+    options.refine = saved
+  assert len(seen) == 2
+  pixels, window = inference.close_up(Image.fromarray(photo), once.fraction, model.image_size)
+  np.testing.assert_array_equal(seen[1][0], pixels)
+  np.testing.assert_allclose(
+      twice.fraction,
+      inference._from_close_up(np.array([0.1, 0.15, 0.8, 0.9]), window, (160, 120)), atol=1e-6)
+  assert twice.fraction != once.fraction

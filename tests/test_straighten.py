@@ -122,9 +122,11 @@ def test_inputs_are_taken_in_every_form_and_bad_ones_named():
 @pytest.fixture(scope='module')
 def crop_model():
   """The tiny auto-crop model of configs/autocrop_tiny.py as initialised, untrained: its boxes
-  and angles are arbitrary, which is all these tests need (no training, seconds)."""
+  and angles are arbitrary, which is all these tests need (no training, seconds). One pass:
+  the close-up pass would move the boxes these tests give the network."""
   import jax
   c = autocrop_tiny.get_config()
+  c.data.autocrop_options.refine = 0.0
   variables = train.initial_variables(c, train.build_model(c), jax.random.PRNGKey(0))
   return inference.Model(c, variables, '<initialised>', 0)
 

@@ -27,7 +27,10 @@ photo move a letterboxed label by a rounding, about 0.001).
 Training augmentations keep labels right: a horizontal flip mirrors left and
 right and negates the angle; a random rescale (zoom in on a window that still
 holds the whole crop, or zoom out with padding) moves and scales the box; mild
-colour changes; with `rotate`, a turn of the whole input about its centre by a
+colour changes; with `refine`, that share of the examples are close-ups: a
+square window REFINE_GROWTH times the crop's longer side (uniform), placed at
+random where it holds the whole crop, grey beyond the photo: what
+`cropjax.inference.predict_crops` looks at in its second pass; with `rotate`, a turn of the whole input about its centre by a
 random angle, the crop turning with it (its angle adds the turn; skipped where
 the turned crop would leave the frame). Randomness is stateless in (seed, example index), so batches
 are reproducible and a resumed run starts at its step. Validation batches go
@@ -48,6 +51,7 @@ import numpy as np
 from cropjax.data import sources
 
 FILL = 128.0  # grey for padding
+REFINE_GROWTH = (1.1, 1.6)  # close-ups: the window's side over the crop's longer side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,7 @@ class AutocropOptions:
   zoom: tuple[float, float] = (0.8, 1.25)      # window size / photo size; < 1 zooms in
   color_jitter: float = 0.1
   rotate: float = 0.0                          # turn by up to this many degrees (letterbox only)
+  refine: float = 0.0                          # share of close-up windows (letterbox only)
   max_source_side: float = 2.0                 # photos shrunk to this many N once (0: never)
   decoded_cache_mb: float = 512.0              # keep them decoded (+ pyramids) if they fit
 
@@ -69,6 +74,10 @@ class AutocropOptions:
       raise ValueError('rotate needs resize=letterbox (a stretched photo has no one angle)')
     if not 0 <= self.rotate <= 45:
       raise ValueError(f'rotate must be 0 to 45 degrees, got {self.rotate}')
+    if not 0 <= self.refine <= 1:
+      raise ValueError(f'refine must be a share from 0 to 1, got {self.refine}')
+    if self.refine and self.resize != 'letterbox':
+      raise ValueError('refine needs resize=letterbox (the close-up is a square window)')
 
 
 def load_records(path: str, split: str, data_dir: str | None = None) -> list[tuple[bytes, Any, float]]:
@@ -182,6 +191,14 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
       hi_y = tf.where(z <= 1, tf.minimum(cy0, h - wh), 0.0)
       wx0 = lo_x + (hi_x - lo_x) * p[0]
       wy0 = lo_y + (hi_y - lo_y) * p[1]
+      if o.refine:  # a close-up: a square window round the crop, as the second pass sees it
+        r = uniform(s[7], 0.0, 1.0, (4,))
+        close = r[0] < o.refine
+        side = (REFINE_GROWTH[0] + (REFINE_GROWTH[1] - REFINE_GROWTH[0]) * r[1]) * tf.maximum(
+            cx1 - cx0, cy1 - cy0)
+        wx0 = tf.where(close, cx1 - side + (side - (cx1 - cx0)) * r[2], wx0)
+        wy0 = tf.where(close, cy1 - side + (side - (cy1 - cy0)) * r[3], wy0)
+        ww, wh = tf.where(close, side, ww), tf.where(close, side, wh)
     if o.resize == 'letterbox':  # a square window around the chosen one
       side = tf.maximum(ww, wh)
       wx0, wy0 = wx0 - (side - ww) / 2, wy0 - (side - wh) / 2
