@@ -30,9 +30,10 @@ holds the whole crop, or zoom out with padding) moves and scales the box; mild
 colour changes; with `refine`, that share of the examples are close-ups: a
 square window REFINE_GROWTH times the crop's longer side (uniform), placed at
 random where it holds the whole crop, grey beyond the photo: what
-`cropjax.inference.predict_crops` looks at in its second pass; with `rotate`, a turn of the whole input about its centre by a
-random angle, the crop turning with it (its angle adds the turn; skipped where
-the turned crop would leave the frame). Randomness is stateless in (seed, example index), so batches
+`cropjax.inference.predict_crops` looks at in its second pass; with `rotate`,
+a turn of the whole input about its centre by a random angle, the crop
+turning with it (its angle adds the turn; skipped where the turned crop would
+leave the frame). Randomness is stateless in (seed, example index), so batches
 are reproducible and a resumed run starts at its step. Validation batches go
 once through the split in order, without augmentation (the last batch may be
 smaller); with `num_batches`, exactly that many full batches, cycling through
