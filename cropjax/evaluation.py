@@ -24,7 +24,8 @@ IoU of the unturned crop rectangles and of the turned crops as polygons
 fractions of the photo's width / height), the angle error's mean, median and
 90th percentile (degrees; the median also over the turned crops alone), for
 the network alone (`network`) and with its angle settled by the photo's
-straight lines (`straightened`, `cropjax.straighten`; the same boxes), next to
+straight lines (`straightened`, `cropjax.straighten`; the same boxes, save where
+the settled angle shrinks one into the frame), next to
 two trivial baselines: the full frame, and a centred crop of the training
 crops' mean size.
 """

@@ -623,22 +623,28 @@ def encode(images: Sequence[ImageLike], *, model: Model | str | None = None,
 
 
 def predict_crop(image: ImageLike, *, model: Model | str | None = None,
-                 straighten: bool = True) -> CropPrediction:
+                 straighten: bool = True, mirror: bool = True) -> CropPrediction:
   """The crop (left, top, right, bottom, angle) the model suggests for a photo.
 
-  With `straighten` (the default) the network's angle is settled by the photo's own
-  straight lines (`cropjax.straighten.line_tilt`, looked for within 10 degrees of the
-  network's angle in its crop, on the photo brought down to 768 px); where they do not
-  stand out (or would tilt it beyond +-45 degrees), the network's angle stays. The box
-  is the network's either way: where the model was trained with close-ups
+  The box: the network's; where the model was trained with close-ups
   (`autocrop_options.refine`), its answer on a close-up round its first answer
-  (`close_up`), which sees the crop's edges with more pixels.
+  (`close_up`), which sees the crop's edges with more pixels. With `mirror` (the
+  default) all of that is done on the photo and on its mirror image, and the two
+  answers (the mirror's mirrored back, its angle negated) are averaged: twice the
+  network's time. With `straighten` (the default) the angle is settled by the photo's
+  own straight lines (`cropjax.straighten.line_tilt`, looked for within 10 degrees of
+  the network's angle in its crop, on the photo brought down to 768 px); where they do
+  not stand out (or would tilt it beyond +-45 degrees), the network's angle stays.
+  Where the turned crop would leave the photo, the box shrinks about its centre until it
+  does not (`metadata.fit_in_frame`, as Lightroom does): a suggestion never leaves the
+  frame or inverts.
   """
-  return predict_crops([image], model=model, straighten=straighten)[0]
+  return predict_crops([image], model=model, straighten=straighten, mirror=mirror)[0]
 
 
 def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = None,
-                  batch_size: int = 32, straighten: bool = True) -> list[CropPrediction]:
+                  batch_size: int = 32, straighten: bool = True,
+                  mirror: bool = True) -> list[CropPrediction]:
   """The batched form of `predict_crop`."""
   from cropjax import straighten as straighten_lib
   m = _checked(model, 'autocrop')
@@ -660,7 +666,34 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
       kept.append(_shrunk(pil, CLOSE_UP_DETAIL * m.image_size))
   if not inputs:
     return []
-  out = m.forward(np.stack(inputs), batch_size)
+  pixels = np.stack(inputs)
+  boxes, angles = _look(m, pixels, frames, kept, batch_size)
+  if mirror:  # the same on the mirror images, mirrored back
+    other, other_angles = _look(m, pixels[:, :, ::-1], frames,
+                                [ImageOps.mirror(photo) for photo in kept], batch_size)
+    boxes = (boxes + np.stack([1 - other[:, 2], other[:, 1], 1 - other[:, 0], other[:, 3]], -1)) / 2
+    angles = (angles - other_angles) / 2
+  results = []
+  for i, ((w, h), _) in enumerate(frames):
+    f = tuple(float(v) for v in boxes[i])
+    angle = float(angles[i])
+    if straighten and f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):
+      tilt = straighten_lib.line_tilt(prepared[i], f, angle)
+      if abs(tilt.angle) <= metadata.MAX_ANGLE:  # beyond it no crop takes that angle
+        angle = tilt.angle
+    if f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):  # the turned crop stays in the photo
+      f = metadata.fit_in_frame(metadata.Crop(*f, angle=angle), w, h).as_tuple()[:4]
+    results.append(CropPrediction(left=f[0] * w, top=f[1] * h, right=f[2] * w, bottom=f[3] * h,
+                                  fraction=f, angle=angle, size=(w, h)))
+  return results
+
+
+def _look(m: Model, pixels: np.ndarray, frames: list, close_ups: list[Image.Image],
+          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """The network's boxes (fractions of each photo, clipped to it) and angles for the square
+  inputs `pixels`; with `close_ups` (copies of the photos), the boxes of its second look, at
+  a close-up round each first box."""
+  out = m.forward(pixels, batch_size)
   boxes = []
   for i, ((w, h), frame) in enumerate(frames):
     x0, y0, x1, y1 = (float(v) for v in out['crop'][i])
@@ -669,26 +702,16 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
       x0, x1 = [(v * side - pad_x) / w for v in (x0, x1)]
       y0, y1 = [(v * side - pad_y) / h for v in (y0, y1)]
     boxes.append(tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1)))
-  if refine:  # the second pass: the same network on a close-up round each first answer
-    close = [close_up(photo, box, m.image_size) for photo, box in zip(kept, boxes)]
-    again = m.forward(np.stack([pixels for pixels, _ in close]), batch_size)['crop']
+  if close_ups:  # the second look: the same network on a close-up round each first answer
+    close = [close_up(photo, box, m.image_size) for photo, box in zip(close_ups, boxes)]
+    again = m.forward(np.stack([c for c, _ in close]), batch_size)['crop']
     closer = [_from_close_up(np.asarray(again[i], np.float64), window, photo.size)
-              for i, ((_, window), photo) in enumerate(zip(close, kept))]
+              for i, ((_, window), photo) in enumerate(zip(close, close_ups))]
     # A close-up answer that lies wholly in the grey beyond the photo is empty once clipped:
     # the first answer stands there.
     boxes = [c if c[2] - c[0] >= 1e-3 and c[3] - c[1] >= 1e-3 else b
              for b, c in zip(boxes, closer)]
-  results = []
-  for i, ((w, h), _) in enumerate(frames):
-    f = boxes[i]
-    angle = float(out['angle'][i])
-    if straighten and f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):
-      tilt = straighten_lib.line_tilt(prepared[i], f, angle)
-      if abs(tilt.angle) <= metadata.MAX_ANGLE:  # beyond it no crop takes that angle
-        angle = tilt.angle
-    results.append(CropPrediction(left=f[0] * w, top=f[1] * h, right=f[2] * w, bottom=f[3] * h,
-                                  fraction=f, angle=angle, size=(w, h)))
-  return results
+  return np.array(boxes, np.float64).reshape(-1, 4), np.asarray(out['angle'], np.float64)
 
 
 CLOSE_UP_DETAIL = 6  # the close-up pass reads a copy of the photo of at most this many N a side

@@ -265,6 +265,27 @@ def corners(crop: Crop, width: int, height: int) -> list[tuple[float, float]]:
   return out
 
 
+def fit_in_frame(crop: Crop, width: int, height: int) -> Crop:
+  """`crop` shrunk about its centre, its shape kept, just enough that the turned rectangle
+  stays inside the width x height frame (what Lightroom's "constrain to image" does as a
+  crop is turned); unchanged where it already does. The centre must lie inside the frame."""
+  cx, cy = (crop.left + crop.right) / 2 * width, (crop.top + crop.bottom) / 2 * height
+  if not (0 <= cx <= width and 0 <= cy <= height):
+    raise CropValueError('', f'crop centre ({cx:g}, {cy:g}) px is outside the {width}x{height} frame')
+  scale = 1.0
+  for x, y in corners(crop, width, height):
+    for offset, room in ((x - cx, (width - cx) if x > cx else cx),
+                         (y - cy, (height - cy) if y > cy else cy)):
+      if abs(offset) > 1e-12:
+        scale = min(scale, room / abs(offset))
+  if scale >= 1.0:
+    return crop
+  scale *= 1 - 1e-9  # rounding never puts a corner a hair outside
+  hw, hh = (crop.right - crop.left) / 2 * scale, (crop.bottom - crop.top) / 2 * scale
+  u, v = cx / width, cy / height
+  return Crop(u - hw, v - hh, u + hw, v + hh, crop.angle)
+
+
 # EXIF Orientation: where a stored point (u, v) (fractions) appears in the upright image.
 _ORIENT: dict[int, Callable[[float, float], tuple[float, float]]] = {
     1: lambda u, v: (u, v),

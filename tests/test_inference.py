@@ -271,7 +271,7 @@ def test_predict_crop_undoes_the_letterbox_of_the_training_pipeline(crop_workdir
   options = model.config.data.autocrop_options
   saved, options.refine = options.refine, 0.0
   try:
-    r = cropjax.predict_crop(photo, model=model, straighten=False)
+    r = cropjax.predict_crop(photo, model=model, straighten=False, mirror=False)
   finally:
     options.refine = saved
   np.testing.assert_allclose(r.fraction, crop, atol=1.5 / size)
@@ -478,11 +478,11 @@ def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, mo
   saved = options.refine  # (pytest's monkeypatch cannot undo on a ConfigDict)
   try:
     options.refine = 0.0
-    once = inference.predict_crop(photo, model=model, straighten=False)
+    once = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
     assert len(seen) == 1
     options.refine = 0.3
     seen.clear()
-    twice = inference.predict_crop(photo, model=model, straighten=False)
+    twice = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
   finally:
     options.refine = saved
   assert len(seen) == 2
@@ -492,3 +492,53 @@ def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, mo
       twice.fraction,
       inference._from_close_up(np.array([0.1, 0.15, 0.8, 0.9]), window, (160, 120)), atol=1e-6)
   assert twice.fraction != once.fraction
+
+
+def test_the_photo_and_its_mirror_image_are_averaged(crop_workdir, monkeypatch):
+  """The whole prediction is made on the photo and on its mirror image; the mirror's box,
+  mirrored back, is averaged with the photo's, and its angle, negated, with the photo's."""
+  model = cropjax.load_model(crop_workdir)
+  photo = _photo(128, 128, 6)  # square: the letterbox leaves fractions alone
+  seen = []
+
+  def forward(images, batch_size=32):
+    seen.append(np.array(images))
+    # (0.1, 0.2, 0.5, 0.6) at 3 degrees on the photo; on the mirror image (0.6, 0.2, 0.8, 0.6)
+    # at -4 degrees, that is (0.2, 0.2, 0.4, 0.6) at 4 degrees mirrored back.
+    box, angle = ([0.1, 0.2, 0.5, 0.6], 3.0) if len(seen) == 1 else ([0.6, 0.2, 0.8, 0.6], -4.0)
+    return {'crop': np.tile(np.float32(box), (len(images), 1)),
+            'angle': np.full(len(images), angle, np.float32)}
+
+  monkeypatch.setattr(model, 'forward', forward)
+  options = model.config.data.autocrop_options
+  saved, options.refine = options.refine, 0.0
+  try:
+    r = inference.predict_crop(photo, model=model, straighten=False)
+  finally:
+    options.refine = saved
+  assert len(seen) == 2
+  np.testing.assert_array_equal(seen[1][0], seen[0][0][:, ::-1])
+  np.testing.assert_allclose(r.fraction, (0.15, 0.2, 0.45, 0.6), atol=1e-6)
+  assert r.angle == pytest.approx(3.5)
+
+
+def test_a_turned_suggestion_is_shrunk_into_the_photo(crop_workdir, monkeypatch):
+  """A near-full-frame box at 8 degrees would leave the photo: it comes back shrunk about its
+  centre, its shape and angle kept, every corner inside (writable as a sidecar)."""
+  model = cropjax.load_model(crop_workdir)
+  photo = _photo(128, 128, 7)
+  monkeypatch.setattr(model, 'forward', lambda images, batch_size=32: {
+      'crop': np.tile(np.float32([0.02, 0.05, 0.98, 0.95]), (len(images), 1)),
+      'angle': np.full(len(images), 8.0, np.float32)})
+  options = model.config.data.autocrop_options
+  saved, options.refine = options.refine, 0.0
+  try:
+    r = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
+  finally:
+    options.refine = saved
+  assert r.angle == pytest.approx(8.0)
+  metadata.check_crop(r.to_crop(), 128, 128)
+  l, t, right, b = r.fraction
+  assert (l + right) / 2 == pytest.approx(0.5) and (t + b) / 2 == pytest.approx(0.5)
+  assert (right - l) / (b - t) == pytest.approx(0.96 / 0.90)
+  assert right - l < 0.9  # shrunk

@@ -344,3 +344,29 @@ def test_write_sidecar_of_a_raw_file(tmp_path):
   l, t, r, b, a = (packet.get(n) for n in ('crop_left', 'crop_top', 'crop_right', 'crop_bottom', 'crop_angle'))
   stored = metadata.lightroom_to_crop(l, t, r, b, a, 600, 400)
   assert_crop(metadata.orient_crop(stored, 6), (0.1, 0.2, 0.9, 0.8, 5), 2e-6)
+
+
+def test_fit_in_frame_shrinks_a_turned_crop_just_enough_about_its_centre():
+  rng = np.random.default_rng(7)
+  shrunk = 0
+  for _ in range(300):
+    w, h = int(rng.integers(50, 400)), int(rng.integers(50, 400))
+    l, t = rng.uniform(0, 0.5, 2)
+    r, b = l + rng.uniform(0.05, 1 - l), t + rng.uniform(0.05, 1 - t)
+    crop = metadata.Crop(l, t, r, b, float(rng.uniform(-45, 45)))
+    fitted = metadata.fit_in_frame(crop, w, h)
+    metadata.check_crop(fitted, w, h)  # inside the frame: no error
+    centre = lambda c: ((c.left + c.right) / 2, (c.top + c.bottom) / 2)
+    np.testing.assert_allclose(centre(fitted), centre(crop), atol=1e-12)
+    ratio = (fitted.right - fitted.left) / (crop.right - crop.left)
+    assert ratio == pytest.approx((fitted.bottom - fitted.top) / (crop.bottom - crop.top))
+    assert fitted.angle == crop.angle and ratio <= 1
+    if ratio < 1:  # just enough: a corner touches the frame
+      shrunk += 1
+      xy = np.array(metadata.corners(fitted, w, h)) / [w, h]
+      assert min(xy.min(), 1 - xy.max()) == pytest.approx(0, abs=1e-6)
+    else:
+      assert fitted == crop
+  assert 50 < shrunk < 300
+  with pytest.raises(metadata.CropValueError, match='centre'):
+    metadata.fit_in_frame(metadata.Crop(1.2, 0.1, 1.4, 0.3, 5.0), 100, 100)
