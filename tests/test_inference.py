@@ -1,5 +1,6 @@
 """Prediction: image loading, cropjax.predict / predict_crop, the console app, eval and SIFT."""
 
+import contextlib
 import hashlib
 import io
 import json
@@ -28,6 +29,18 @@ CRS = '{http://ns.adobe.com/camera-raw-settings/1.0/}'
 
 def _photo(h=96, w=128, seed=0):
   return procedural.image(seed, 0, (w, h))
+
+
+@contextlib.contextmanager
+def _refine(model, share: float):
+  """The loaded auto-crop model with autocrop_options.refine set to `share` for a while
+  (0: its first look alone); pytest's monkeypatch cannot undo on a ConfigDict."""
+  options = model.config.data.autocrop_options
+  saved, options.refine = options.refine, share
+  try:
+    yield
+  finally:
+    options.refine = saved
 
 
 @pytest.fixture(scope='module')
@@ -268,12 +281,8 @@ def test_predict_crop_undoes_the_letterbox_of_the_training_pipeline(crop_workdir
       'crop': batch['crop'][:len(images)], 'angle': batch['angle'][:len(images)]})
   # The network's angle as it is (this procedural photo's shapes have edges at any angle),
   # and its first answer alone (no close-up pass).
-  options = model.config.data.autocrop_options
-  saved, options.refine = options.refine, 0.0
-  try:
+  with _refine(model, 0.0):
     r = cropjax.predict_crop(photo, model=model, straighten=False, mirror=False)
-  finally:
-    options.refine = saved
   np.testing.assert_allclose(r.fraction, crop, atol=1.5 / size)
   assert r.size == (200, 100) and r.angle == pytest.approx(angle)
   np.testing.assert_allclose((r.left, r.right), np.array(r.fraction)[[0, 2]] * 200, rtol=1e-6)
@@ -474,17 +483,12 @@ def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, mo
             'angle': np.zeros(len(images), np.float32)}
 
   monkeypatch.setattr(model, 'forward', forward)
-  options = model.config.data.autocrop_options
-  saved = options.refine  # (pytest's monkeypatch cannot undo on a ConfigDict)
-  try:
-    options.refine = 0.0
+  with _refine(model, 0.0):
     once = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
-    assert len(seen) == 1
-    options.refine = 0.3
-    seen.clear()
+  assert len(seen) == 1
+  seen.clear()
+  with _refine(model, 0.3):
     twice = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
-  finally:
-    options.refine = saved
   assert len(seen) == 2
   pixels, window = inference.close_up(Image.fromarray(photo), once.fraction, model.image_size)
   np.testing.assert_array_equal(seen[1][0], pixels)
@@ -510,12 +514,8 @@ def test_the_photo_and_its_mirror_image_are_averaged(crop_workdir, monkeypatch):
             'angle': np.full(len(images), angle, np.float32)}
 
   monkeypatch.setattr(model, 'forward', forward)
-  options = model.config.data.autocrop_options
-  saved, options.refine = options.refine, 0.0
-  try:
+  with _refine(model, 0.0):
     r = inference.predict_crop(photo, model=model, straighten=False)
-  finally:
-    options.refine = saved
   assert len(seen) == 2
   np.testing.assert_array_equal(seen[1][0], seen[0][0][:, ::-1])
   np.testing.assert_allclose(r.fraction, (0.15, 0.2, 0.45, 0.6), atol=1e-6)
@@ -530,12 +530,8 @@ def test_a_turned_suggestion_is_shrunk_into_the_photo(crop_workdir, monkeypatch)
   monkeypatch.setattr(model, 'forward', lambda images, batch_size=32: {
       'crop': np.tile(np.float32([0.02, 0.05, 0.98, 0.95]), (len(images), 1)),
       'angle': np.full(len(images), 8.0, np.float32)})
-  options = model.config.data.autocrop_options
-  saved, options.refine = options.refine, 0.0
-  try:
+  with _refine(model, 0.0):
     r = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
-  finally:
-    options.refine = saved
   assert r.angle == pytest.approx(8.0)
   metadata.check_crop(r.to_crop(), 128, 128)
   l, t, right, b = r.fraction
