@@ -8,10 +8,12 @@
 Learns the crop (left, top, right, bottom) and angle the photographer chose,
 from the annotated DATASET folder. The box head places each edge over the
 positions of the backbone's stride-4 map (merged with strides 8 and 32), and
-cannot leave the frame or invert; the angle is classified over 1-degree bins plus a residual, and
-training turns photos (and their crops with them) by up to `rotate` degrees.
-The loss also measures the turned crop's corners along the crop's own edges. Phase 1 trains the crop head on the
-frozen ImageNet backbone, phase 2 everything.
+cannot leave the frame or invert; the angle is classified over 1-degree bins
+plus a residual, and training turns photos (and their crops with them) by up
+to `rotate` degrees and mixes in close-ups round the crop (`refine`), which
+prediction's second look uses. The loss also measures the turned crop's
+corners along the crop's own edges. Phase 1 trains the crop head on the frozen
+ImageNet backbone, phase 2 everything.
 """
 
 import ml_collections
