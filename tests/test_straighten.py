@@ -196,9 +196,18 @@ def test_predict_cli_no_straighten(crop_model, tmp_path, capsys, monkeypatch):
     out, _ = capsys.readouterr()
     assert code == 0
     assert json.loads(out)['angle'] == pytest.approx(expected[s].angle, abs=1e-5)
-  code = predict_cli.main([str(photo), str(photo), '--no-straighten', '--model', 'M'])
-  _, err = capsys.readouterr()
-  assert code == 2 and 'need --crop' in err
+  for flag in ('--no-straighten', '--no-mirror'):
+    code = predict_cli.main([str(photo), str(photo), flag, '--model', 'M'])
+    _, err = capsys.readouterr()
+    assert code == 2 and 'need --crop' in err
+  # --no-mirror: the photo alone, as predict_crop(mirror=False) gives it.
+  alone = inference.predict_crop(photo, model=crop_model, mirror=False)
+  assert alone.fraction != expected[True].fraction  # (the default averages two)
+  code = predict_cli.main(['--crop', str(photo), '--model', 'M', '--json', '--no-mirror'])
+  out, _ = capsys.readouterr()
+  assert code == 0
+  np.testing.assert_allclose(json.loads(out)['fraction'], alone.fraction, atol=1e-5)
+  assert json.loads(out)['angle'] == pytest.approx(alone.angle, abs=1e-5)
 
 
 def test_the_evaluation_puts_network_and_straightened_side_by_side(crop_model, monkeypatch):

@@ -6,6 +6,7 @@
     python scripts/predict.py A.jpg B.jpg --no-align     # the network alone: fast, rough
     python scripts/predict.py --crop PHOTO [PHOTO ...] --model workdirs/autocrop [--write-xmp [--force]]
     python scripts/predict.py --crop PHOTO --no-straighten   # the network's angle, unsettled
+    python scripts/predict.py --crop PHOTO --no-mirror       # one prediction, not two averaged
 
 Pairs are checked and made exact by aligning the two images both ways
 (cropjax.matching): the result carries the refined box, the alignment score
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--no-straighten', action='store_true',
                  help="with --crop: the network's angle as it is, not settled by the photo's "
                  'straight lines')
+  p.add_argument('--no-mirror', action='store_true',
+                 help='with --crop: predict on the photo alone, not also on its mirror image '
+                 '(half the time, a little less exact)')
   p.add_argument('--write-xmp', action='store_true', help='with --crop: write sidecars')
   p.add_argument('--force', action='store_true', help='with --write-xmp: update existing sidecars')
   p.add_argument('--xmp-style', choices=('adobe', 'ext'), default='adobe',
@@ -61,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
   else:
     if len(args.images) != 2:
       return _usage(f'give two images A B (or --crop PHOTO...), got {len(args.images)}')
-    if args.write_xmp or args.force or args.no_straighten:
-      return _usage('--write-xmp, --force and --no-straighten need --crop')
+    if args.write_xmp or args.force or args.no_straighten or args.no_mirror:
+      return _usage('--write-xmp, --force, --no-straighten and --no-mirror need --crop')
   from cropjax import inference
   from cropjax import metadata
   try:
@@ -150,7 +154,8 @@ def _crops(args, model) -> int:
   for i in range(0, len(photos), args.batch_size):
     chunk = photos[i:i + args.batch_size]
     results += inference.predict_crops(chunk, model=model, batch_size=args.batch_size,
-                                       straighten=not args.no_straighten)
+                                       straighten=not args.no_straighten,
+                                       mirror=not args.no_mirror)
     now = time.perf_counter()
     if len(photos) > args.batch_size and now - last > 1.0:
       last = now
