@@ -490,10 +490,7 @@ def _network_pairs(m: Model, loaded, batch_size: int):
 def _pyramid(image: Image.Image):
   from cropjax.matching import Pyramid
   scale = min(1.0, ALIGN_MAX_SIDE / max(image.size))
-  if scale < 1:
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                         Image.Resampling.BOX)
-  return Pyramid(np.asarray(image)), scale
+  return Pyramid(np.asarray(_shrunk(image, ALIGN_MAX_SIDE))), scale
 
 
 def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
@@ -750,8 +747,7 @@ def _from_close_up(box: np.ndarray, window: tuple[int, int, int],
 
 def _shrunk(photo: Image.Image, side: int) -> Image.Image:
   """`photo`, its long side brought down (area averaged) to at most `side` pixels."""
+  from cropjax.annotate import target_size
   if max(photo.size) <= side:
     return photo
-  scale = side / max(photo.size)
-  return photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))),
-                      Image.Resampling.BOX)
+  return photo.resize(target_size(photo.size, side), Image.Resampling.BOX)

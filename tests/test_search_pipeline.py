@@ -13,10 +13,10 @@ pytest.importorskip('apache_beam', reason="Apache Beam is not installed (pip ins
 from cropjax import procedural  # noqa: E402
 from cropjax import search  # noqa: E402
 from cropjax.cli import find as find_cli  # noqa: E402
-from cropjax.search import descriptors  # noqa: E402
 from cropjax.search import index as index_lib  # noqa: E402
 from cropjax.search import pipeline  # noqa: E402
-from test_search import _library, model  # noqa: E402,F401  (model: the trained fixture)
+# model: the trained fixture
+from test_search import _counting, _library, model  # noqa: E402,F401
 
 
 def _same(a, b):
@@ -45,13 +45,7 @@ def test_the_pipeline_gives_the_in_process_index(model, tmp_path, monkeypatch):
       ['manifest.json'] + [f'{a}-{reopened.generation}.npy' for a in index_lib.ARRAYS])
 
   # Incremental as update_index: only the new photo is encoded, in the pipeline's workers.
-  encoded = []
-  real = descriptors.describe
-
-  def counting(images, model, settings):
-    encoded.append(len(images))
-    return real(images, model, settings)
-  monkeypatch.setattr(descriptors, 'describe', counting)
+  encoded = _counting(monkeypatch)
   Image.fromarray(next(procedural.images(12, 1, (150, 200)))).save(lib / 'new.jpg')
   again = pipeline.build_index([lib], tmp_path / 'beam', model=model.source)
   assert sum(encoded) == 1 and len(again) == 8
