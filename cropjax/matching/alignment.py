@@ -139,13 +139,21 @@ class Pyramid:
   def size(self) -> tuple[int, int]:
     return self.width, self.height
 
-  def template(self, size: tuple[int, int]) -> np.ndarray:
+  def template(self, size: tuple[int, int], exact: bool = False) -> np.ndarray:
     """The image area-resized to (w, h) from a level with at least twice the detail (close to
-    the exact average of each pixel's area). Kept: every start of a pair reads the same ones."""
+    the exact average of each pixel's area), or (`exact`) from the full image: a halved level
+    pads an odd side by its edge pixel, which stretches what is read from it by up to 2^k - 1
+    pixels of the image. Kept: every start of a pair reads the same ones."""
+    import cv2
     cache = self.__dict__.setdefault('_templates', {})
-    if size not in cache:
-      cache[size] = self.levels[0] if size == self.size else self.resized(size, oversample=2)
-    return cache[size]
+    if (size, exact) not in cache:
+      if size == self.size:
+        cache[size, exact] = self.levels[0]
+      elif exact:
+        cache[size, exact] = cv2.resize(self.levels[0], size, interpolation=cv2.INTER_AREA)
+      else:
+        cache[size, exact] = self.resized(size, oversample=2)
+    return cache[size, exact]
 
   def read(self, affine: np.ndarray, out: tuple[int, int],
            step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +208,8 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
   on each side) at the template's sampling step, on the box's turned axes; in
   canvas pixels the box then starts at (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
   tw, th = _template_size(crop, samples)
-  template = crop.template((tw, th))
+  # The finest stage's template is exact (its box is the answer); coarser ones are cheaper.
+  template = crop.template((tw, th), exact=samples >= STAGES[-1][0])
   mw, mh = round(margin * tw), round(margin * th)
   cw, ch = tw + 2 * mw, th + 2 * mh
   grown = np.array([box[0] - (box[2] - box[0]) * mw / tw, box[1] - (box[3] - box[1]) * mh / th,
@@ -382,13 +391,14 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
 
 def _blur(a, times: int = 1):
   """`times` passes of the separable binomial filter [1, 4, 6, 4, 1] / 16 (edges repeated)."""
+  import jax
   import jax.numpy as jnp
   k = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
   for _ in range(times):
     for axis in (0, 1):
       p = jnp.pad(a, [(2, 2) if ax == axis else (0, 0) for ax in (0, 1)], mode='edge')
-      n = a.shape[axis]
-      a = sum(w * jnp.take(p, jnp.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+      n = a.shape[axis]  # static slices, not gathers: XLA fuses them into one pass
+      a = sum(w * jax.lax.slice_in_dim(p, i, i + n, axis=axis) for i, w in enumerate(k))
   return a
 
 
