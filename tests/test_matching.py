@@ -52,6 +52,19 @@ def test_a_resized_jpeg_crop_is_found_to_half_a_pixel_from_a_start_ten_percent_o
   assert a.peak > 0.05  # and only there
 
 
+@pytest.mark.parametrize('name', sorted(PHOTOS))
+def test_a_large_crop_with_odd_sides_is_found_without_stretching(name):
+  # Sides odd at every halving: a template read from a padded pyramid level came out up to
+  # 2^k - 1 pixels too wide, and the box with it (0.8-1.7 px on the far edges).
+  photo = PHOTOS[name]
+  big = Image.fromarray(photo).resize((1536, round(1536 * photo.shape[0] / photo.shape[1])),
+                                      Image.Resampling.BICUBIC)
+  box = (211.0, 97.0, 211.0 + 1003, 97.0 + 763)
+  crop = np.asarray(big.crop(tuple(int(v) for v in box)))
+  a = align(np.asarray(big), crop, np.array(box) + [12, -9, 20, -3])
+  assert np.abs(np.array(a.box) - box).max() < 0.4, (a.box, box)
+
+
 def test_flat_content_matches_without_a_peak():
   y, x = np.mgrid[0:300, 0:400].astype(np.float64)
   sky = np.clip(np.stack([90 + 0.2 * y, 140 + 0.15 * y + 0.02 * x, 220 - 0.05 * y], -1), 0, 255)
