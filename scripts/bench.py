@@ -766,7 +766,7 @@ def section_neighbours(args) -> list[Result]:
                             d[:, :3].astype(np.float16))
     picked = index.descriptors[rng.choice(len(index.descriptors), (100, 3))].astype(np.float32)
     queries = unit(picked + 0.75 * unit(rng.standard_normal(picked.shape)))
-    index.whitening  # learned once, as an open index does, before any timing
+    index.whitening, index.hubness  # learned once (an index saves its hubness), before timing
     found = {}
     for kind in kinds:
       built, extra = 0.0, ''

@@ -70,7 +70,8 @@ def test_index_round_trip_and_the_library_untouched(model, tmp_path):
   assert _snapshot(lib) == before  # only read
   again = search.open_index(tmp_path / 'idx')
   assert [p.path for p in again.photos] == [str(p.resolve()) for p in sorted(lib.iterdir())]
-  for name in index_lib.ARRAYS:
+  assert 'hubness' in again.__dict__  # read with the index, not made again
+  for name in index_lib.ARRAYS + index_lib.DERIVED:
     np.testing.assert_array_equal(getattr(again, name), getattr(built, name))
   n = len(descriptors.windows())
   assert again.descriptors.shape == (6 * n, built.settings['dim'])
@@ -117,11 +118,16 @@ def test_an_interrupted_build_resumes(model, tmp_path, monkeypatch):
     search.update_index([lib], tmp_path / 'idx', model=model, batch_size=2, save_every=2)
   kept = search.open_index(tmp_path / 'idx')
   assert len(kept) == 4  # saved after the second batch; the killed batch left nothing half-done
+  # A build's intermediate saves leave out the hubness (it depends on every photo): an index
+  # opened from one makes it when first used.
+  assert not list((tmp_path / 'idx').glob('hubness-*')) and 'hubness' not in kept.__dict__
+  assert kept.hubness.shape == (len(kept.descriptors),)
   encoded = _counting(monkeypatch)
   done = search.update_index([lib], tmp_path / 'idx', model=model, batch_size=2)
   assert sum(encoded) == 2 and len(done) == 6
   assert sorted(f.name for f in (tmp_path / 'idx').iterdir()) == sorted(
-      ['manifest.json'] + [f'{a}-{done.generation}.npy' for a in index_lib.ARRAYS])
+      ['manifest.json'] + [f'{a}-{done.generation}.npy'
+                           for a in index_lib.ARRAYS + index_lib.DERIVED])
 
 
 def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
@@ -136,7 +142,13 @@ def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
   (tmp_path / 'idx' / 'manifest.json').write_text('{"format": 1, "generat')
   with pytest.raises(search.SearchIndexError, match='a corrupt cropjax index'):
     search.open_index(tmp_path / 'idx')
-  search.update_index([lib], tmp_path / 'idx2', model=model)
+  idx2 = search.update_index([lib], tmp_path / 'idx2', model=model)
+  hub = tmp_path / 'idx2' / f'hubness-{idx2.generation}.npy'
+  good = hub.read_bytes()
+  hub.write_bytes(good[:-4])
+  with pytest.raises(search.SearchIndexError, match='hubness-1.npy is missing or does not match'):
+    search.open_index(tmp_path / 'idx2')
+  hub.write_bytes(good)
   with pytest.raises(search.SearchIndexError, match='built by another model'):
     search.open_index(tmp_path / 'idx2', fingerprint='0' * 64)
   with pytest.raises(search.SearchIndexError, match='no cropjax index here'):
@@ -201,9 +213,17 @@ def test_similarity_keeps_each_photos_best_region(model, tmp_path):
   np.testing.assert_allclose(np.sort(np.diag(cov)), np.sort(expected), atol=0.02)
   assert (np.diag(cov) > 0.9).sum() > 16
   d = white(idx.descriptors.astype(np.float32))
+  # Hubness: each region's mean cosine with its nearest whole photos at the query scales, its
+  # own photo left out (here all 6 vectors of the two others: fewer than HUB_NEIGHBOURS).
+  ref = white(q.reshape(-1, q.shape[-1]))
+  ref_owner = np.repeat(np.arange(3), q.shape[1])
+  hub = [np.sort(ref[ref_owner != o] @ r)[::-1][:index_lib.HUB_NEIGHBOURS].mean()
+         for r, o in zip(d, idx.regions[:, 0])]
+  np.testing.assert_allclose(idx.hubness, hub, atol=1e-5)
   for i in range(3):
     for k, p in enumerate(idx.photos):
-      expected = (d[slice(*p.rows)] @ white(q[i]).T).max()
+      rows = slice(*p.rows)
+      expected = (d[rows] @ white(q[i]).T - index_lib.HUB_WEIGHT * idx.hubness[rows, None]).max()
       assert sims[i, k] == pytest.approx(expected, abs=1e-5)
   assert all(np.argmax(sims[i]) == i for i in range(3))  # a photo's best match is itself
 

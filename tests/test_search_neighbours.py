@@ -61,7 +61,7 @@ def test_faiss_flat_gives_numpys_candidates():
 @needs_faiss
 def test_the_graphs_recall_at_10_against_the_exact_search():
   index = synthetic_index(300)                                  # 26,400 regions of 64 dims
-  q = index.whiten(_queries(index, 200, noise=0.75)[:, 0])
+  q = index.query_vectors(_queries(index, 200, noise=0.75)[:, 0])
   _, exact = index.neighbours('flat').search(q, 10)
   _, graph = index.neighbours('hnsw').search(q, 10)
   recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, graph)])
@@ -101,3 +101,53 @@ def test_auto_picks_by_size_and_queries():
   assert neighbours.choose(large, queries=10) == 'flat'          # too few to pay for a graph
   assert neighbours.choose(large, queries=many) == 'hnsw'
   assert neighbours.choose(10 ** 7, 'numpy') == 'numpy'
+
+
+@pytest.mark.parametrize('with_faiss', [False, pytest.param(True, marks=needs_faiss)])
+def test_hubness_is_the_mean_cosine_with_the_nearest_other_photos(monkeypatch, with_faiss):
+  monkeypatch.setattr(neighbours, 'available', lambda: with_faiss)
+  monkeypatch.setattr(index_lib, 'HUB_REFERENCE', 100)          # of the 150 query vectors
+  index = synthetic_index(50, regions=12, dim=16)
+  hub = index.hubness
+  # By brute force: the reference (an even subset of the photos' query vectors), whitened.
+  q = index.whiten(index.queries.reshape(-1, 16))
+  take = np.unique(np.linspace(0, len(q) - 1, 100).round().astype(int))
+  ref, ref_owner = q[take], np.repeat(np.arange(50), 3)[take]
+  d = index.whiten(index.descriptors)
+  expected = [np.sort(ref[ref_owner != o] @ r)[::-1][:index_lib.HUB_NEIGHBOURS].mean()
+              for r, o in zip(d, index.regions[:, 0].astype(int))]
+  np.testing.assert_allclose(hub, expected, atol=1e-5)
+
+
+def test_a_region_like_many_photos_no_longer_crowds_out_the_original():
+  # Photo 0 holds the crop's region (cosine 0.8 with the query); photo 1 holds a region a
+  # little nearer the query (0.85) that is also what 15 other photos look like (a sky, say):
+  # a hub. By cosine alone it wins; discounted by its hubness, the original does.
+  rng = np.random.default_rng(3)
+  index = synthetic_index(40, regions=8, dim=32)
+  mean, w = index.whitening
+  unwhiten = lambda x: (x @ np.linalg.pinv(w) + mean).astype(np.float16)  # whiten's inverse
+
+  def orthogonal(*to):
+    v = rng.standard_normal(32)
+    for u in to:
+      v = v - (v @ u) * u
+    return _unit(v)
+  common = _unit(rng.standard_normal(32))
+  query = _unit(0.85 * common + np.sqrt(1 - 0.85 ** 2) * orthogonal(common))
+  crop_region = _unit(0.8 * query + 0.6 * orthogonal(_unit(query), common))
+  descriptors, queries = index.descriptors.copy(), index.queries.copy()
+  descriptors[3] = unwhiten(crop_region)        # photo 0's region 3
+  descriptors[8 + 5] = unwhiten(common)         # photo 1's region 5
+  for p in range(2, 17):                        # photos that look like it
+    queries[p, 0] = unwhiten(_unit(common + 0.2 * _unit(rng.standard_normal(32))))
+  index = index_lib.Index(index.folder, index.fingerprint, index.settings, index.photos,
+                          descriptors, index.regions, queries)
+  index.__dict__['whitening'] = (mean, w)       # the same space, so the cosines hold
+  asked = np.repeat(unwhiten(query)[None, None].astype(np.float32), 3, 1)
+  assert index.hubness[8 + 5] > index.hubness[3] + 0.2
+  cosine = index.whiten(descriptors.astype(np.float32)) @ index.whiten(asked[0, 0])
+  assert cosine[8 + 5] > cosine[3] > 0.75        # by cosine alone the hub wins
+  assert search.candidates(index, asked, 1, search='numpy')[0][0][0] == 0
+  if neighbours.available():
+    assert search.candidates(index, asked, 1, search='flat')[0][0][0] == 0

@@ -26,6 +26,7 @@ def _same(a, b):
   np.testing.assert_array_equal(a.regions, b.regions)
   np.testing.assert_allclose(a.queries.astype(np.float32), b.queries.astype(np.float32),
                              atol=2e-3)
+  np.testing.assert_allclose(a.hubness, b.hubness, atol=2e-3)
   assert sorted(a.skipped) == sorted(b.skipped)
   assert (a.fingerprint, a.settings) == (b.fingerprint, b.settings)
 
@@ -42,7 +43,8 @@ def test_the_pipeline_gives_the_in_process_index(model, tmp_path, monkeypatch):
                                settings=local.settings)
   _same(reopened, local)
   assert sorted(f.name for f in (tmp_path / 'beam').iterdir()) == sorted(  # no shard left
-      ['manifest.json'] + [f'{a}-{reopened.generation}.npy' for a in index_lib.ARRAYS])
+      ['manifest.json'] + [f'{a}-{reopened.generation}.npy'
+                           for a in index_lib.ARRAYS + index_lib.DERIVED])
 
   # Incremental as update_index: only the new photo is encoded, in the pipeline's workers.
   encoded = _counting(monkeypatch)

@@ -1,7 +1,9 @@
 """Which library photo is each query cut from, and where: retrieval, then verification.
 
 For each query the index's region descriptors are compared with the query's
-descriptors (cosine after PCA whitening learned from the index itself: faiss's
+descriptors (cosine after PCA whitening learned from the index itself, less half
+each region's hubness, `Index.hubness`: CSLS, so regions that resemble every
+photo stop crowding out the original; faiss's
 exact flat index, or its HNSW graph for large indexes, where faiss is
 installed; else exact numpy, a matrix product over the index in chunks; see
 `neighbours`), each photo scoring its best region; the `top` photos go through
@@ -41,16 +43,16 @@ class Match:
 
 
 def similarities(index: Index, queries: np.ndarray, chunk: int = 65536) -> np.ndarray:
-  """[n, P]: for queries [n, S, D], each photo's best region cosine (whitened descriptors,
-  `Index.whiten`) over the query's scales."""
+  """[n, P]: for queries [n, S, D], each photo's best region score over the query's scales:
+  the whitened cosine less HUB_WEIGHT x the region's hubness (`Index.search_vectors`)."""
   n, photos = len(queries), len(index.photos)
   best = np.full((photos, n), -np.inf, np.float32)
   if not photos or not n:
     return best.T
-  q = index.whiten(queries.reshape(-1, queries.shape[-1]))          # [n * S, D]
+  q = index.query_vectors(queries.reshape(-1, queries.shape[-1]))  # [n * S, D + 1]
   owner = index.regions[:, 0].astype(np.int64)
   for start in range(0, len(index.descriptors), chunk):
-    d = index.whiten(index.descriptors[start:start + chunk])
+    d = index.search_vectors(start, start + chunk)
     s = (d @ q.T).reshape(len(d), n, -1).max(-1)                     # [rows, n]
     o = owner[start:start + chunk]
     firsts = np.r_[0, np.flatnonzero(np.diff(o)) + 1]                # rows of a photo are together
@@ -90,7 +92,7 @@ def _nearest_photos(index: Index, queries: np.ndarray, top: int,
   scale, whose best regions all lie within that many regions of the scale's ranking."""
   n, scales, dim = queries.shape
   per_photo = max(p.rows[1] - p.rows[0] for p in index.photos)
-  scores, rows = index.neighbours(kind).search(index.whiten(queries.reshape(-1, dim)),
+  scores, rows = index.neighbours(kind).search(index.query_vectors(queries.reshape(-1, dim)),
                                                (top + 1) * per_photo)
   scores, rows = scores.reshape(n, -1), rows.reshape(n, -1)
   owner = index.regions[:, 0].astype(np.int64)

@@ -9,7 +9,8 @@ SHA-256 of its bytes, upright size and its rows) and the arrays of one
 generation (`descriptors-G.npy`: float16 [R, D] unit-length region
 descriptors; `regions-G.npy`: float32 [R, 5] photo index and box as
 fractions; `queries-G.npy`: float16 [P, S, D] each photo's own descriptors at
-the query scales). Arrays are written first, under a new generation, then the
+the query scales; `hubness-G.npy`: float32 [R], each region's `hubness`, written by
+the last save of a build). Arrays are written first, under a new generation, then the
 manifest that names them, each through a temporary file renamed over the
 target: a run killed at any point leaves the previous index whole, and the
 next run resumes from what the last save kept (every `save_every` photos).
@@ -44,6 +45,14 @@ from cropjax.search import neighbours as neighbours_lib
 FORMAT = 1
 MANIFEST = 'manifest.json'
 ARRAYS = ('descriptors', 'regions', 'queries')
+DERIVED = ('hubness',)  # computed from the arrays; saved by a build's last save, else made on use
+# Hubness (CSLS, Conneau et al. 2018, its published k and weight): a region's mean cosine with
+# its HUB_NEIGHBOURS nearest photos, each seen whole at the query scales (its own photo left
+# out; at most HUB_REFERENCE such vectors, evenly spaced, so the cost grows with the library,
+# not its square); retrieval scores cosine - HUB_WEIGHT * hubness.
+HUB_NEIGHBOURS = 10
+HUB_WEIGHT = 0.5
+HUB_REFERENCE = 10000
 
 
 class SearchIndexError(ValueError):
@@ -80,12 +89,11 @@ class Index:
     return len(self.photos)
 
   def neighbours(self, kind: str) -> 'neighbours_lib.Neighbours':
-    """The faiss index ('flat' or 'hnsw') over the whitened region descriptors, built on
+    """The faiss index ('flat' or 'hnsw') over the regions' `search_vectors`, built on
     first use and kept with this open index (see cropjax/search/neighbours.py)."""
     if kind not in self._neighbours:
       self._neighbours[kind] = neighbours_lib.Neighbours.build(
-          kind, len(self.descriptors), self.descriptors.shape[1],
-          lambda start, stop: self.whiten(self.descriptors[start:stop]))
+          kind, len(self.descriptors), self.descriptors.shape[1] + 1, self.search_vectors)
     return self._neighbours[kind]
 
   @functools.cached_property
@@ -115,10 +123,67 @@ class Index:
     y = (x.astype(np.float32) - mean) @ w
     return y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-6)
 
+  @functools.cached_property
+  def hubness(self) -> np.ndarray:
+    """float32 [R]: each region's mean whitened cosine with its `HUB_NEIGHBOURS` nearest
+    whole photos of the library (their own descriptors at the query scales, its own photo
+    left out). A region that resembles every photo (flat texture, a common layout) is near
+    many queries of photos it is not in; retrieval discounts it (`search_vectors`). Loaded
+    with the index where its last build saved it, else computed here."""
+    return _hubness(self)
+
+  def search_vectors(self, start: int, stop: int) -> np.ndarray:
+    """float32 [stop - start, D + 1]: regions' whitened descriptors and -HUB_WEIGHT x their
+    hubness, so that with `query_vectors` an inner product is cosine - HUB_WEIGHT x hubness."""
+    d = self.whiten(self.descriptors[start:stop])
+    return np.concatenate([d, -HUB_WEIGHT * self.hubness[start:stop, None]], 1)
+
+  def query_vectors(self, queries: np.ndarray) -> np.ndarray:
+    """float32 [n, D + 1]: query descriptors whitened, and a 1 (see `search_vectors`)."""
+    q = self.whiten(queries)
+    return np.concatenate([q, np.ones((len(q), 1), np.float32)], 1)
+
   @property
   def bytes_per_photo(self) -> float:
     total = self.descriptors.nbytes + self.regions.nbytes + self.queries.nbytes
+    total += 4 * len(self.descriptors)  # hubness
     return total / max(len(self.photos), 1)
+
+
+def _hubness(index: Index, chunk: int = 16384) -> np.ndarray:
+  """`Index.hubness`, through faiss's exact search where it is installed, else numpy."""
+  photos, scales = index.queries.shape[:2]
+  out = np.zeros(len(index.descriptors), np.float32)
+  if photos < 2:
+    return out
+  reference = index.whiten(index.queries.reshape(photos * scales, -1))
+  ref_owner = np.repeat(np.arange(photos), scales)
+  take = np.unique(np.linspace(0, len(reference) - 1, min(len(reference), HUB_REFERENCE))
+                   .round().astype(np.int64))
+  reference, ref_owner = np.ascontiguousarray(reference[take], np.float32), ref_owner[take]
+  k = min(HUB_NEIGHBOURS, len(reference) - scales)  # at least one photo besides its own
+  if k < 1:
+    return out
+  want = min(len(reference), k + scales)  # its own photo's come out after the search
+  owner = index.regions[:, 0].astype(np.int64)
+  flat = None
+  if neighbours_lib.available():
+    import faiss
+    flat = faiss.IndexFlatIP(reference.shape[1])
+    flat.add(reference)
+  for start in range(0, len(out), chunk):
+    d = np.ascontiguousarray(index.whiten(index.descriptors[start:start + chunk]), np.float32)
+    if flat is not None:
+      scores, rows = flat.search(d, want)
+    else:
+      s = d @ reference.T
+      rows = np.argpartition(-s, want - 1, axis=1)[:, :want] if want < s.shape[1] else \
+          np.broadcast_to(np.arange(s.shape[1]), s.shape)
+      scores = np.take_along_axis(s, rows, 1)
+    scores = np.where(ref_owner[rows] == owner[start:start + chunk, None], -np.inf, scores)
+    best = -np.sort(-scores, axis=1)[:, :k]
+    out[start:start + chunk] = best.mean(1)
+  return out
 
 
 # ------------------------------------------------------------------ reading
@@ -153,6 +218,15 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
       if _sha256_file(file) != m['arrays'][name]:
         raise ValueError(f'{file.name} does not match its checksum (changed or truncated)')
       arrays[name] = np.load(file, allow_pickle=False)
+    derived = {}
+    for name in DERIVED:
+      if name in m['arrays']:  # saved by the build's last save; else made when first used
+        file = folder / f'{name}-{gen}.npy'
+        if not file.is_file() or _sha256_file(file) != m['arrays'][name]:
+          raise ValueError(f'{file.name} is missing or does not match its checksum')
+        derived[name] = np.load(file, allow_pickle=False)
+        if derived[name].shape != (len(arrays['descriptors']),):
+          raise ValueError(f'{file.name} disagrees with the descriptors in length')
     photos = [Photo(**{**p, 'rows': tuple(p['rows'])}) for p in m['photos']]
     if photos and photos[-1].rows[1] != len(arrays['descriptors']):
       raise ValueError('its photos and its arrays disagree')
@@ -166,6 +240,7 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
   index = Index(folder, m['fingerprint'], m['settings'], photos, arrays['descriptors'],
                 arrays['regions'], arrays['queries'], [tuple(s) for s in m.get('skipped', [])],
                 gen)
+  index.__dict__.update(derived)  # the cached properties, as saved
   if fingerprint is not None and index.fingerprint != fingerprint:
     raise SearchIndexError(f'{folder}: built by another model (fingerprint '
                            f'{index.fingerprint[:12]}, this model {fingerprint[:12]}); its '
@@ -196,14 +271,17 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = 'wb') ->
     raise
 
 
-def save(index: Index) -> None:
-  """Writes the index as a new generation (see the module docstring), then drops the old one."""
+def save(index: Index, derived: bool = True) -> None:
+  """Writes the index as a new generation (see the module docstring), then drops the old one.
+  `derived`: with `hubness` (computed if need be; a build's intermediate saves leave it out, as
+  it depends on every photo)."""
   folder = index.folder
   folder.mkdir(parents=True, exist_ok=True)
   gen = index.generation + 1
+  names = ARRAYS + (DERIVED if derived else ())
   digests = {name: _atomic_write(folder / f'{name}-{gen}.npy',
                                  lambda f, a=getattr(index, name): np.save(f, a))
-             for name in ARRAYS}
+             for name in names}
   manifest = {'format': FORMAT, 'generation': gen, 'fingerprint': index.fingerprint,
               'settings': index.settings, 'arrays': digests,
               'photos': [dataclasses.asdict(p) for p in index.photos],
@@ -211,7 +289,7 @@ def save(index: Index) -> None:
   _atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), 'w')
   for old in folder.glob('*-*.npy'):
     stem = old.stem.rsplit('-', 1)
-    if stem[0] in ARRAYS and stem[1] != str(gen):
+    if stem[0] in ARRAYS + DERIVED and stem[1] != str(gen):
       old.unlink(missing_ok=True)
   index.generation = gen
 
@@ -262,7 +340,7 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
       progress(done, len(todo))
     if done % save_every < batch_size and done < len(todo):
       add_photos(index, pending)
-      save(index)  # a run killed from here on resumes after these photos
+      save(index, derived=False)  # a run killed from here on resumes after these photos
   add_photos(index, pending)
   save(index)
   return index
@@ -337,6 +415,7 @@ def add_photos(index: Index, pending: list) -> None:
     return
   index._neighbours.clear()               # built from the old descriptors
   index.__dict__.pop('whitening', None)
+  index.__dict__.pop('hubness', None)
   n, first = len(index.descriptors), len(index.photos)
   blocks, regions = [index.descriptors], [index.regions]
   for k, (photo, d, boxes, _) in enumerate(pending):

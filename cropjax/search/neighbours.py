@@ -1,10 +1,11 @@
 """Nearest region descriptors for retrieval: faiss where it is installed, numpy otherwise.
 
     kind = neighbours.choose(len(index.descriptors))      # 'numpy', 'flat' or 'hnsw'
-    scores, rows = index.neighbours(kind).search(whitened_queries, k)
+    scores, rows = index.neighbours(kind).search(index.query_vectors(queries), k)
 
 faiss (`pip install -e '.[faiss]'`) searches the index's whitened, unit-length
-region descriptors (`Index.whiten`) by inner product, that is cosine: exactly
+region descriptors, each with its hubness appended (`Index.search_vectors`), by
+inner product, that is cosine less half the hubness (CSLS): exactly
 (`IndexFlatIP`) below `APPROXIMATE_FROM` regions, approximately above
 (`IndexHNSWFlat`, a graph: no training, recall@10 against the exact search
 above 0.95 on photo-like sets, see tests/test_search_neighbours.py) when
@@ -73,7 +74,7 @@ def choose(regions: int, kind: str = 'auto', queries: int | None = None) -> str:
 
 
 class Neighbours:
-  """A faiss index over whitened region descriptors (rows in the index's order)."""
+  """A faiss index over the regions' search vectors (rows in the index's order)."""
 
   def __init__(self, kind: str, dim: int):
     import faiss
