@@ -195,6 +195,26 @@ def test_a_planted_crop_is_found_among_distractors_with_its_box(model, tmp_path)
   assert m.original_size == (260, 180)
 
 
+@pytest.mark.parametrize('cells', [1, 2])
+def test_region_descriptors_are_the_unit_mean_features_of_their_window(cells):
+  rng = np.random.default_rng(0)
+  features = rng.standard_normal((2, 8, 8, 5)).astype(np.float32)
+  extents = np.array([[1.0, 1.0], [1.0, 0.5]], np.float32)   # the second fills half the height
+  boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.25, 0.5, 0.75, 1.0]], np.float32)
+  got = descriptors._pooled(features, extents, boxes, cells).reshape(2, 2, cells, cells, 5)
+  unit = lambda v: v / np.linalg.norm(v)
+  for b, rows in ((0, 8), (1, 4)):            # the feature rows each image covers
+    for r, (x0, y0, x1, y1) in enumerate(boxes):
+      for i in range(cells):
+        for j in range(cells):
+          ys = slice(round(rows * (y0 + (y1 - y0) * i / cells)),
+                     round(rows * (y0 + (y1 - y0) * (i + 1) / cells)))
+          xs = slice(round(8 * (x0 + (x1 - x0) * j / cells)),
+                     round(8 * (x0 + (x1 - x0) * (j + 1) / cells)))
+          expected = unit(features[b, ys, xs].mean((0, 1))) / cells
+          np.testing.assert_allclose(got[b, r, i, j], expected, atol=1e-5)
+
+
 def test_similarity_keeps_each_photos_best_region(model, tmp_path):
   lib = _library(tmp_path / 'lib', count=3)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)

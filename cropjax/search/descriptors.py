@@ -105,7 +105,11 @@ def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray,
   b, h, w, dim = features.shape
   wy = heads.pool_weights(boxes[:, [1, 3]], extents[:, 1], h, cells)  # [B, R, cells, h]
   wx = heads.pool_weights(boxes[:, [0, 2]], extents[:, 0], w, cells)  # [B, R, cells, w]
-  d = np.einsum('brkh,bhwd,brlw->brkld', wy, features.astype(np.float32), wx)
+  # d[b, r, k, l] = wy[b, r, k] @ features[b] @ wx[b, r, l], as two batched matrix products
+  # (BLAS; numpy's einsum of the three loops in C was a seventh of an index build).
+  rows = np.matmul(wy.reshape(b, -1, h), features.astype(np.float32).reshape(b, h, w * dim))
+  rows = rows.reshape(b, len(boxes), cells, w, dim).transpose(0, 1, 2, 4, 3)  # [B, R, K, D, w]
+  d = np.matmul(rows, np.swapaxes(wx, 2, 3)[:, :, None]).transpose(0, 1, 2, 4, 3)
   d /= np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
   return d.reshape(b, len(boxes), -1) / cells
 
