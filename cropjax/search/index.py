@@ -171,6 +171,8 @@ def _hubness(index: Index, chunk: int = 16384) -> np.ndarray:
     import faiss
     flat = faiss.IndexFlatIP(reference.shape[1])
     flat.add(reference)
+  if flat is None:  # numpy holds a [chunk, reference] block of scores and its ranking
+    chunk = max(1, min(chunk, (1 << 28) // (12 * len(reference))))
   for start in range(0, len(out), chunk):
     d = np.ascontiguousarray(index.whiten(index.descriptors[start:start + chunk]), np.float32)
     if flat is not None:
