@@ -149,6 +149,13 @@ def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
   with pytest.raises(search.SearchIndexError, match='hubness-1.npy is missing or does not match'):
     search.open_index(tmp_path / 'idx2')
   hub.write_bytes(good)
+  # One made with other settings (an older cropjax) is made again, not used nor refused.
+  manifest = json.loads((tmp_path / 'idx2' / 'manifest.json').read_text())
+  manifest['derived']['hubness']['neighbours'] = 5
+  (tmp_path / 'idx2' / 'manifest.json').write_text(json.dumps(manifest))
+  other = search.open_index(tmp_path / 'idx2')
+  assert 'hubness' not in other.__dict__
+  np.testing.assert_allclose(other.hubness, idx2.hubness, atol=1e-6)
   with pytest.raises(search.SearchIndexError, match='built by another model'):
     search.open_index(tmp_path / 'idx2', fingerprint='0' * 64)
   with pytest.raises(search.SearchIndexError, match='no cropjax index here'):

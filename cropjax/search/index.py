@@ -10,7 +10,8 @@ generation (`descriptors-G.npy`: float16 [R, D] unit-length region
 descriptors; `regions-G.npy`: float32 [R, 5] photo index and box as
 fractions; `queries-G.npy`: float16 [P, S, D] each photo's own descriptors at
 the query scales; `hubness-G.npy`: float32 [R], each region's `hubness`, written by
-the last save of a build). Arrays are written first, under a new generation, then the
+the last save of a build, with what it was made with under `derived` in the manifest).
+Arrays are written first, under a new generation, then the
 manifest that names them, each through a temporary file renamed over the
 target: a run killed at any point leaves the previous index whole, and the
 next run resumes from what the last save kept (every `save_every` photos).
@@ -53,6 +54,11 @@ DERIVED = ('hubness',)  # computed from the arrays; saved by a build's last save
 HUB_NEIGHBOURS = 10
 HUB_WEIGHT = 0.5
 HUB_REFERENCE = 10000
+
+
+def _derived_settings() -> dict[str, Any]:
+  """What a saved hubness was computed with: one made otherwise is made again, not used."""
+  return {'hubness': {'neighbours': HUB_NEIGHBOURS, 'reference': HUB_REFERENCE}}
 
 
 class SearchIndexError(ValueError):
@@ -221,8 +227,10 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
         raise ValueError(f'{file.name} does not match its checksum (changed or truncated)')
       arrays[name] = np.load(file, allow_pickle=False)
     derived = {}
+    made_as = m.get('derived', {})
     for name in DERIVED:
-      if name in m['arrays']:  # saved by the build's last save; else made when first used
+      # Saved by the build's last save with today's settings; else made when first used.
+      if name in m['arrays'] and made_as.get(name) == _derived_settings()[name]:
         file = folder / f'{name}-{gen}.npy'
         if not file.is_file() or _sha256_file(file) != m['arrays'][name]:
           raise ValueError(f'{file.name} is missing or does not match its checksum')
@@ -286,6 +294,7 @@ def save(index: Index, derived: bool = True) -> None:
              for name in names}
   manifest = {'format': FORMAT, 'generation': gen, 'fingerprint': index.fingerprint,
               'settings': index.settings, 'arrays': digests,
+              'derived': {k: v for k, v in _derived_settings().items() if k in digests},
               'photos': [dataclasses.asdict(p) for p in index.photos],
               'skipped': [list(s) for s in index.skipped]}
   _atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), 'w')
