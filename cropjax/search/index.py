@@ -174,10 +174,9 @@ def _hubness(index: Index, chunk: int = 16384) -> np.ndarray:
   owner = index.regions[:, 0].astype(np.int64)
   flat = None
   if neighbours_lib.available():
-    import faiss
-    flat = faiss.IndexFlatIP(reference.shape[1])
-    flat.add(reference)
-  if flat is None:  # numpy holds a [chunk, reference] block of scores and its ranking
+    flat = neighbours_lib.Neighbours.build('flat', len(reference), reference.shape[1],
+                                           lambda start, stop: reference[start:stop])
+  else:  # numpy holds a [chunk, reference] block of scores and its ranking
     chunk = max(1, min(chunk, (1 << 28) // (12 * len(reference))))
   for start in range(0, len(out), chunk):
     d = np.ascontiguousarray(index.whiten(index.descriptors[start:start + chunk]), np.float32)
@@ -205,6 +204,16 @@ def _sha256_file(path: Path) -> str:
   return h.hexdigest()
 
 
+def _read_array(folder: Path, name: str, gen: int, digest: str) -> np.ndarray:
+  """One array of generation `gen`, checked against the manifest's SHA-256."""
+  file = folder / f'{name}-{gen}.npy'
+  if not file.is_file():
+    raise ValueError(f'{file.name} is missing')
+  if _sha256_file(file) != digest:
+    raise ValueError(f'{file.name} does not match its checksum (changed or truncated)')
+  return np.load(file, allow_pickle=False)
+
+
 def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
                settings: dict[str, Any] | None = None) -> Index:
   """Reads an index; SearchIndexError when it is corrupt, or (given `fingerprint` and
@@ -218,25 +227,14 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
     if m.get('format') != FORMAT:
       raise ValueError(f'index format {m.get("format")!r}, this cropjax reads {FORMAT}')
     gen = int(m['generation'])
-    arrays = {}
-    for name in ARRAYS:
-      file = folder / f'{name}-{gen}.npy'
-      if not file.is_file():
-        raise ValueError(f'{file.name} is missing')
-      if _sha256_file(file) != m['arrays'][name]:
-        raise ValueError(f'{file.name} does not match its checksum (changed or truncated)')
-      arrays[name] = np.load(file, allow_pickle=False)
-    derived = {}
+    arrays = {name: _read_array(folder, name, gen, m['arrays'][name]) for name in ARRAYS}
     made_as = m.get('derived', {})
-    for name in DERIVED:
-      # Saved by the build's last save with today's settings; else made when first used.
-      if name in m['arrays'] and made_as.get(name) == _derived_settings()[name]:
-        file = folder / f'{name}-{gen}.npy'
-        if not file.is_file() or _sha256_file(file) != m['arrays'][name]:
-          raise ValueError(f'{file.name} is missing or does not match its checksum')
-        derived[name] = np.load(file, allow_pickle=False)
-        if derived[name].shape != (len(arrays['descriptors']),):
-          raise ValueError(f'{file.name} disagrees with the descriptors in length')
+    # Saved by the build's last save with today's settings; else made when first used.
+    derived = {name: _read_array(folder, name, gen, m['arrays'][name]) for name in DERIVED
+               if name in m['arrays'] and made_as.get(name) == _derived_settings()[name]}
+    for name, a in derived.items():
+      if a.shape != (len(arrays['descriptors']),):
+        raise ValueError(f'{name}-{gen}.npy disagrees with the descriptors in length')
     photos = [Photo(**{**p, 'rows': tuple(p['rows'])}) for p in m['photos']]
     if photos and photos[-1].rows[1] != len(arrays['descriptors']):
       raise ValueError('its photos and its arrays disagree')
