@@ -2,9 +2,11 @@
 corrupt or another model's; a planted crop found among distractors; the console program."""
 
 import hashlib
+import io
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +19,8 @@ from cropjax import train
 from cropjax.cli import find as find_cli
 from cropjax.search import descriptors
 from cropjax.search import index as index_lib
+from cropjax.search import rerank
+from skimage import data as skimage_data
 
 CROP_OF = 3                      # the library photo the planted crop is cut from
 WINDOW = (52.0, 40.0, 196.0, 136.0)  # its window, upright pixels of that photo
@@ -45,6 +49,13 @@ def _library(folder, count=6):
   for i, a in enumerate(procedural.images(11, count, (260, 180))):
     Image.fromarray(a).save(folder / f'photo{i:02d}.jpg', quality=92)
   return folder
+
+
+def _jpeg(image, quality):
+  buf = io.BytesIO()
+  image.save(buf, 'JPEG', quality=quality)
+  buf.seek(0)
+  return buf
 
 
 def _snapshot(folder):
@@ -79,6 +90,14 @@ def test_index_round_trip_and_the_library_untouched(model, tmp_path):
   np.testing.assert_allclose(np.linalg.norm(again.descriptors.astype(np.float32), axis=1), 1.0,
                              atol=2e-3)
   assert (again.photos[0].width, again.photos[0].height) == (260, 180)
+  # Each photo's grey thumbnail, its long side THUMB_SIDE, at the top left.
+  side = descriptors.THUMB_SIDE
+  assert again.thumbs.shape == (6, side, side) and again.thumbs.dtype == np.uint8
+  image, _ = descriptors.read_photo(lib / 'photo02.jpg', built.settings['library_side'])
+  np.testing.assert_array_equal(again.thumbs[2], descriptors.thumbnail(image, side))
+  w, h = descriptors.thumb_size(260, 180, side)
+  assert (w, h) == (side, 66) and again.thumbs[2, :h, :w].std() > 10
+  assert not again.thumbs[:, h:].any()
 
 
 def test_a_second_run_encodes_only_new_and_changed_photos(model, tmp_path, monkeypatch):
@@ -101,6 +120,8 @@ def test_a_second_run_encodes_only_new_and_changed_photos(model, tmp_path, monke
   for p in idx.photos:  # the same descriptors as an index built from scratch
     q = by_path[p.path]
     np.testing.assert_array_equal(idx.descriptors[slice(*p.rows)], fresh.descriptors[slice(*q.rows)])
+    np.testing.assert_array_equal(idx.thumbs[idx.photos.index(p)],
+                                  fresh.thumbs[fresh.photos.index(q)])
 
 
 def test_an_interrupted_build_resumes(model, tmp_path, monkeypatch):
@@ -164,6 +185,11 @@ def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
     search.update_index([lib], lib / 'idx', model=model)
   rebuilt = search.update_index([lib], tmp_path / 'idx', model=model, rebuild=True)
   assert len(search.open_index(tmp_path / 'idx')) == len(rebuilt) == 2
+  # An index of an older cropjax (format 1: no thumbnails) is refused, saying what to do.
+  manifest = json.loads((tmp_path / 'idx' / 'manifest.json').read_text())
+  (tmp_path / 'idx' / 'manifest.json').write_text(json.dumps({**manifest, 'format': 1}))
+  with pytest.raises(search.SearchIndexError, match=r'an older cropjax \(format 1.*--rebuild'):
+    search.update_index([lib], tmp_path / 'idx', model=model)
 
 
 def test_unreadable_files_are_skipped_and_listed(model, tmp_path):
@@ -200,6 +226,72 @@ def test_a_planted_crop_is_found_among_distractors_with_its_box(model, tmp_path)
   assert os.path.basename(m.original) == f'photo{CROP_OF:02d}.jpg'
   np.testing.assert_allclose(m.box, WINDOW, atol=1.5)
   assert m.original_size == (260, 180)
+
+
+def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path):
+  lib, queries = _planted(tmp_path)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  image = descriptors.read_photo(queries / 'crop.jpg', max(idx.settings['query_sides']))[0]
+  described = descriptors.query_descriptors([image], model, idx.settings)
+  grey = rerank.query_grey(image, 2 * idx.settings['thumb_side'])
+  everything = search.candidates(idx, described, len(idx))[0]
+  shortlist = search.shortlist(idx, described, [grey], top=3, rerank=len(idx))[0]
+  assert shortlist[0][0] == CROP_OF and len(shortlist) == 3
+  assert sorted(shortlist) == sorted(c for c in everything if c[0] in {k for k, _ in shortlist})
+  assert search.shortlist(idx, described, [grey], top=3, rerank=0)[0] == everything[:3]
+  # A library searched against itself: its own thumbnails stand in for the queries.
+  own = search.shortlist(idx, idx.queries.astype(np.float32), [None] * len(idx), top=2,
+                         exclude=list(range(len(idx))))
+  assert all(len(c) == 2 and i not in [k for k, _ in c] for i, c in enumerate(own))
+
+
+def _photo(name):
+  return Image.fromarray(getattr(skimage_data, name)()).convert('RGB')
+
+
+@pytest.mark.parametrize('area', [0.3, 0.06])
+def test_template_matching_finds_a_real_photos_crop(area):
+  """A crop of a real photo, resized and re-encoded, scores near 1 on its original's thumbnail
+  and clearly lower on other photos and as its mirror image."""
+  photo = _photo('astronaut')
+  w, h = photo.size
+  side = np.sqrt(area * w * h)
+  box = (0.3 * w, 0.2 * h, 0.3 * w + side * 1.1, 0.2 * h + side / 1.1)
+  crop = photo.resize((round(side * 0.6), round(side * 0.6 / 1.21)), Image.Resampling.LANCZOS,
+                      box=box)
+  crop = Image.open(_jpeg(crop, 40))
+  grey = rerank.query_grey(crop, 2 * descriptors.THUMB_SIDE)
+  canvas = lambda im: descriptors.thumbnail(im, descriptors.THUMB_SIDE)[
+      :descriptors.thumb_size(*im.size, descriptors.THUMB_SIDE)[1],
+      :descriptors.thumb_size(*im.size, descriptors.THUMB_SIDE)[0]].astype(np.float32)
+  own = rerank.template_score(grey, canvas(photo))
+  others = [rerank.template_score(grey, canvas(_photo(n)))
+            for n in ('coffee', 'chelsea', 'rocket', 'immunohistochemistry')]
+  mirrored = rerank.template_score(np.ascontiguousarray(grey[:, ::-1]), canvas(photo))
+  assert own > 0.85 and own > max(others) + 0.15 and own > mirrored + 0.15
+
+
+def test_template_matching_of_many_canvases_is_each_on_its_own():
+  """Canvases matched together (stacked in one column) score as each alone, and a query that
+  would fit only across two of them fits neither."""
+  rng = np.random.default_rng(1)
+  canvases = cv2.GaussianBlur(rng.uniform(0, 255, (5, 40, 64)).astype(np.float32).reshape(200, 64),
+                              (0, 0), 2).reshape(5, 40, 64)
+  inside = canvases[3, 5:30, 10:50].copy()
+  across = np.concatenate([canvases[1, 28:], canvases[2, :13]])[:, 10:50].copy()  # 25 x 40
+  for query in (inside, across):
+    together = rerank.template_scores(query, canvases)
+    alone = [rerank.template_score(query, c) for c in canvases]
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+  assert rerank.template_scores(inside, canvases).argmax() == 3
+  assert rerank.template_scores(inside, canvases)[3] > 0.95
+  assert rerank.template_scores(across, canvases).max() < 0.8   # 0.97 were it counted
+
+
+def test_template_matching_of_a_flat_or_oversized_query_is_no_match():
+  canvas = np.random.default_rng(0).uniform(0, 255, (60, 90)).astype(np.float32)
+  assert rerank.template_score(np.full((20, 30), 128.0, np.float32), canvas) == -1.0
+  assert rerank.template_score(np.zeros((4, 400), np.float32), canvas) == -1.0   # no size fits
 
 
 @pytest.mark.parametrize('cells', [1, 2])
@@ -270,6 +362,9 @@ def test_the_console_program(model, tmp_path, capsys):
   assert (tmp_path / 'out.csv').read_text().count('\n') == 2
   assert (tmp_path / 'out.html').read_text().count('<img') == 2
   assert _snapshot(lib) == before
+  assert find_cli.main([str(lib), '--model', model.source, '--index', str(tmp_path / 'idx'),
+                        '--rerank', '-1']) == 2
+  assert '--rerank at least 0' in capsys.readouterr().err
   (tmp_path / 'idx' / 'manifest.json').write_text('garbage')
   assert find_cli.main([str(lib), '--model', model.source, '--index', str(tmp_path / 'idx')]) == 2
   assert 'a corrupt cropjax index' in capsys.readouterr().err

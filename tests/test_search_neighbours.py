@@ -32,7 +32,8 @@ def synthetic_index(photos: int, regions: int = 88, dim: int = 64, spread: float
   owner = np.repeat(np.arange(photos), regions).astype(np.float32)[:, None]
   return index_lib.Index(Path('/nowhere'), '0' * 64, {'dim': dim}, entries,
                          d.reshape(-1, dim).astype(np.float16),
-                         np.concatenate([owner, boxes], 1), d[:, :3].astype(np.float16))
+                         np.concatenate([owner, boxes], 1), d[:, :3].astype(np.float16),
+                         np.zeros((photos, 8, 8), np.uint8))
 
 
 def _queries(index: index_lib.Index, n: int, noise: float, seed: int = 1) -> np.ndarray:
@@ -142,7 +143,7 @@ def test_a_region_like_many_photos_no_longer_crowds_out_the_original():
   for p in range(2, 17):                        # photos that look like it
     queries[p, 0] = unwhiten(_unit(common + 0.2 * _unit(rng.standard_normal(32))))
   index = index_lib.Index(index.folder, index.fingerprint, index.settings, index.photos,
-                          descriptors, index.regions, queries)
+                          descriptors, index.regions, queries, index.thumbs)
   index.__dict__['whitening'] = (mean, w)       # the same space, so the cosines hold
   asked = np.repeat(unwhiten(query)[None, None].astype(np.float32), 3, 1)
   assert index.hubness[8 + 5] > index.hubness[3] + 0.2

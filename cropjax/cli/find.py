@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
                  help='a further Beam pipeline flag, repeated as needed, e.g. '
                  '--pipeline-option=--flink_master=host:8081')
   p.add_argument('--top', type=int, default=5, help='candidates verified per query (default 5)')
+  p.add_argument('--rerank', type=int, metavar='N',
+                 help='photos retrieved per query and ordered by template matching on their '
+                 'thumbnails before the --top first are verified (default 100; 0: by '
+                 'descriptor alone)')
   p.add_argument('--neighbours', default='auto', choices=['auto', 'numpy', 'flat', 'hnsw'],
                  help="retrieval: faiss's exact flat index or its HNSW graph, or exact numpy "
                  '(default auto: faiss where installed, the graph from 1,000,000 regions '
@@ -74,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
   from cropjax import search
   from cropjax.search import index as index_lib
   from cropjax.search import report
-  if args.top < 1:
-    print('cropjax-find: --top must be at least 1', file=sys.stderr)
+  if args.rerank is None:
+    from cropjax.search.find import RERANK
+    args.rerank = RERANK
+  if args.top < 1 or args.rerank < 0:
+    print('cropjax-find: --top must be at least 1 and --rerank at least 0', file=sys.stderr)
     return 2
   started = time.perf_counter()
   try:
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.queries:
       queries = [str(p) for p in index_lib.library_files(args.queries)]
     matches, skipped = search.find(idx, queries, model=model, top=args.top,
-                                   progress=_progress('verifying'), search=args.neighbours)
+                                   rerank=args.rerank, progress=_progress('verifying'),
+                                   search=args.neighbours)
   except (inference.InputError, inference.ModelError, search.SearchIndexError,
           FileNotFoundError, ValueError) as e:
     print(f'cropjax-find: {e}', file=sys.stderr)

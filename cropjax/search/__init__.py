@@ -6,16 +6,17 @@
     matches, skipped = cropjax.search.find(index, ['crop.jpg'], model=model)
     matches, _ = cropjax.search.find(index, model=model)     # crop relations inside the library
 
-`index` keeps region descriptors of every photo on disk (incremental, resumable,
-checked); `find` retrieves candidates by descriptor similarity and reports only
-the pairs that alignment and the verdict confirm. Retrieval goes through
+`index` keeps region descriptors and a grey thumbnail of every photo on disk
+(incremental, resumable, checked); `find` retrieves candidates by descriptor
+similarity, orders the best hundred by template matching on their thumbnails
+(`rerank`) and reports only the pairs that alignment and the verdict confirm. Retrieval goes through
 faiss where it is installed (`neighbours`); the index can also be built as an
 Apache Beam pipeline (`cropjax.search.pipeline`, the beam extra). The console
 program is `cropjax-find` (`scripts/find.py`).
 """
 
-from cropjax.search.find import Match, candidates, find, similarities
+from cropjax.search.find import Match, candidates, find, shortlist, similarities
 from cropjax.search.index import Index, SearchIndexError, open_index, update_index
 
 __all__ = ['Index', 'Match', 'SearchIndexError', 'candidates', 'find', 'open_index',
-           'similarities', 'update_index']
+           'shortlist', 'similarities', 'update_index']

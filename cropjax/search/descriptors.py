@@ -8,7 +8,9 @@ the model's own input size in those features, as a query is when encoded at
 the input size. A query is encoded whole at each of `QUERY_SCALES` times the
 input size (a crop of any size meets some window near its own scale), and the
 same descriptors are kept for every library photo, so a library can be
-searched against itself without encoding anything again.
+searched against itself without encoding anything again. Each photo's grey
+thumbnail (long side `THUMB_SIDE`) is kept as well, for re-ranking candidates
+by template matching (`cropjax.search.rerank`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25)
 CELLS = 1  # each descriptor: the window's features pooled over CELLS x CELLS cells, concatenated
 LIBRARY_SCALE = 4
 QUERY_SCALES = (1, 2, 4)
+THUMB_SIDE = 96  # each photo's grey thumbnail: its long side, in pixels
 
 
 def settings(model) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def settings(model) -> dict[str, Any]:
           'dim': CELLS * CELLS * int(model.variables['params']['match_proj']['kernel'].shape[-1]),
           'cells': CELLS,
           'library_side': LIBRARY_SCALE * n, 'query_sides': [s * n for s in QUERY_SCALES],
-          'fractions': list(FRACTIONS)}
+          'fractions': list(FRACTIONS), 'thumb_side': THUMB_SIDE}
 
 
 def fingerprint(model) -> str:
@@ -133,10 +136,25 @@ def query_descriptors(images: Sequence[Image.Image], model, settings: dict[str, 
   return np.stack(out, 1)
 
 
+def thumb_size(width: int, height: int, side: int) -> tuple[int, int]:
+  """(width, height) of a photo's thumbnail: its long side `side`, its aspect ratio kept."""
+  scale = side / max(width, height)
+  return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thumbnail(image: Image.Image, side: int) -> np.ndarray:
+  """uint8 [side, side]: the image in grey, its long side brought to `side` (area-averaged),
+  at the top left; zero beyond (`thumb_size` says how much of it is the photo)."""
+  w, h = thumb_size(*image.size, side)
+  out = np.zeros((side, side), np.uint8)
+  out[:h, :w] = np.asarray(image.convert('L').resize((w, h), Image.Resampling.BOX))
+  return out
+
+
 def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
-             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
   """For each library photo: (region descriptors [R, D], their boxes [R, 4], query
-  descriptors [S, D])."""
+  descriptors [S, D], grey thumbnail [T, T] uint8)."""
   if not images:
     return
   boxes = windows(settings['fractions'])
@@ -145,4 +163,4 @@ def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
   # The first window is the whole photo: its query descriptor at the library's side.
   queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
   for i in range(len(images)):
-    yield regions[i], boxes, queries[i]
+    yield regions[i], boxes, queries[i], thumbnail(images[i], settings['thumb_side'])

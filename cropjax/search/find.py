@@ -6,9 +6,11 @@ each region's hubness, `Index.hubness`: CSLS, so regions that resemble every
 photo stop crowding out the original; faiss's
 exact flat index, or its HNSW graph for large indexes, where faiss is
 installed; else exact numpy, a matrix product over the index in chunks; see
-`neighbours`), each photo scoring its best region; the `top` photos go through
-`cropjax.predict_pairs` (the matching model, alignment both ways and the
-verdict), and only pairs the verdict accepts are reported, with the box
+`neighbours`), each photo scoring its best region; the `RERANK` best photos
+are ordered by how well the query, brought to a few sizes, matches a piece of
+each one's thumbnail (`rerank`: normalised cross-correlation), and the `top`
+first go through `cropjax.predict_pairs` (the matching model, alignment both
+ways and the verdict), and only pairs the verdict accepts are reported, with the box
 alignment found, in the original's upright pixels.
 """
 
@@ -22,7 +24,10 @@ import numpy as np
 
 from cropjax.search import descriptors
 from cropjax.search import neighbours
+from cropjax.search import rerank as rerank_lib
 from cropjax.search.index import Index
+
+RERANK = 100  # photos re-ranked by template matching per query (descriptors' best first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +114,42 @@ def _nearest_photos(index: Index, queries: np.ndarray, top: int,
   return out
 
 
+def shortlist(index: Index, queries: np.ndarray, greys: Sequence[np.ndarray | None], top: int,
+              rerank: int = RERANK, exclude: Sequence[int | None] | None = None,
+              search: str = 'auto') -> list[list[tuple[int, float]]]:
+  """The `top` photos (index, cosine) to verify for each query (descriptors [n, S, D], grey
+  image `rerank.query_grey`, or None for library photo i, whose thumbnail stands in): the
+  `rerank` best by descriptor (`candidates`), ordered by template matching on their
+  thumbnails (`rerank.order`; `rerank=0`: by descriptor alone)."""
+  found = candidates(index, queries, max(top, rerank), exclude, search)
+  if rerank:
+    side = index.thumbs.shape[-1]
+    for i, cands in enumerate(found):
+      grey = greys[i]
+      if grey is None:
+        p = index.photos[i]
+        w, h = descriptors.thumb_size(p.width, p.height, side)
+        grey = index.thumbs[i, :h, :w].astype(np.float32)
+      found[i] = [cands[j] for j in rerank_lib.order(index, grey, [k for k, _ in cands])]
+  return [c[:top] for c in found]
+
+
 def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, top: int = 5,
-         progress: Callable[[int, int], None] | None = None, batch_size: int = 32,
-         search: str = 'auto') -> tuple[list[Match], list[tuple[str, str]]]:
+         rerank: int = RERANK, progress: Callable[[int, int], None] | None = None,
+         batch_size: int = 32, search: str = 'auto'
+         ) -> tuple[list[Match], list[tuple[str, str]]]:
   """(matches, skipped queries as (path, why)): each query's verified originals in the index, or
-  with `queries=None` the crop relations inside the library itself (each pair once). `search`:
-  the nearest-neighbour search of `candidates`."""
+  with `queries=None` the crop relations inside the library itself (each pair once). The
+  `rerank` best photos by descriptor (`candidates`; `search`: its nearest-neighbour search)
+  are ordered by template matching on their thumbnails (`cropjax.search.rerank`; 0: not),
+  and the `top` first are verified."""
   from cropjax import inference
   settings = index.settings
   skipped: list[tuple[str, str]] = []
   if queries is None:
     names = [p.path for p in index.photos]
     query_desc = index.queries.astype(np.float32)
+    greys = [None] * len(names)  # each photo's own thumbnail, when it is needed
     exclude: list[int | None] = list(range(len(names)))
   else:
     names, images = [], []
@@ -130,10 +159,11 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
         names.append(str(q))
       except Exception as e:  # noqa: BLE001 -- unreadable query: skipped and listed
         skipped.append((str(q), f'{type(e).__name__}: {e}'))
+    greys = [rerank_lib.query_grey(im, 2 * settings['thumb_side']) for im in images]
     query_desc = (descriptors.query_descriptors(images, model, settings) if images
                   else np.zeros((0, len(settings['query_sides']), settings['dim']), np.float32))
     exclude = [None] * len(names)
-  found = candidates(index, query_desc, top, exclude, search)
+  found = shortlist(index, query_desc, greys, top, rerank, exclude, search)
   jobs, seen = [], set()
   for i, cands in enumerate(found):
     for k, sim in cands:

@@ -9,8 +9,10 @@ SHA-256 of its bytes, upright size and its rows) and the arrays of one
 generation (`descriptors-G.npy`: float16 [R, D] unit-length region
 descriptors; `regions-G.npy`: float32 [R, 5] photo index and box as
 fractions; `queries-G.npy`: float16 [P, S, D] each photo's own descriptors at
-the query scales; `hubness-G.npy`: float32 [R], each region's `hubness`, written by
-the last save of a build, with what it was made with under `derived` in the manifest).
+the query scales; `thumbs-G.npy`: uint8 [P, T, T] each photo's grey thumbnail, for
+re-ranking candidates (`cropjax.search.rerank`); `hubness-G.npy`: float32 [R], each
+region's `hubness`, written by the last save of a build, with what it was made with under
+`derived` in the manifest).
 Arrays are written first, under a new generation, then the
 manifest that names them, each through a temporary file renamed over the
 target: a run killed at any point leaves the previous index whole, and the
@@ -43,9 +45,9 @@ from cropjax import metadata
 from cropjax.search import descriptors
 from cropjax.search import neighbours as neighbours_lib
 
-FORMAT = 1
+FORMAT = 2  # 2: with thumbnails
 MANIFEST = 'manifest.json'
-ARRAYS = ('descriptors', 'regions', 'queries')
+ARRAYS = ('descriptors', 'regions', 'queries', 'thumbs')
 DERIVED = ('hubness',)  # computed from the arrays; saved by a build's last save, else made on use
 # Hubness (CSLS, Conneau et al. 2018, its published k and weight): a region's mean cosine with
 # its HUB_NEIGHBOURS nearest photos, each seen whole at the query scales (its own photo left
@@ -86,6 +88,7 @@ class Index:
   descriptors: np.ndarray  # float16 [R, D]
   regions: np.ndarray      # float32 [R, 5]: photo index, x0, y0, x1, y1 (fractions)
   queries: np.ndarray      # float16 [P, S, D]
+  thumbs: np.ndarray       # uint8 [P, T, T]: grey thumbnails (descriptors.thumbnail)
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, why)
   generation: int = 0
   _neighbours: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False,
@@ -151,7 +154,8 @@ class Index:
 
   @property
   def bytes_per_photo(self) -> float:
-    total = self.descriptors.nbytes + self.regions.nbytes + self.queries.nbytes
+    total = (self.descriptors.nbytes + self.regions.nbytes + self.queries.nbytes
+             + self.thumbs.nbytes)
     total += 4 * len(self.descriptors)  # hubness
     return total / max(len(self.photos), 1)
 
@@ -224,6 +228,9 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
     raise SearchIndexError(f'{folder}: no cropjax index here ({MANIFEST} missing)')
   try:
     m = json.loads(path.read_text())
+    if isinstance(m, dict) and isinstance(m.get('format'), int) and m['format'] < FORMAT:
+      raise SearchIndexError(f'{folder}: an index of an older cropjax (format {m["format"]}, '
+                             f'this cropjax reads {FORMAT}); pass --rebuild to build it again')
     if m.get('format') != FORMAT:
       raise ValueError(f'index format {m.get("format")!r}, this cropjax reads {FORMAT}')
     gen = int(m['generation'])
@@ -238,7 +245,8 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
     photos = [Photo(**{**p, 'rows': tuple(p['rows'])}) for p in m['photos']]
     if photos and photos[-1].rows[1] != len(arrays['descriptors']):
       raise ValueError('its photos and its arrays disagree')
-    if len(arrays['queries']) != len(photos) or len(arrays['regions']) != len(arrays['descriptors']):
+    if (len(arrays['queries']) != len(photos) or len(arrays['thumbs']) != len(photos)
+        or len(arrays['regions']) != len(arrays['descriptors'])):
       raise ValueError('its arrays disagree in length')
   except SearchIndexError:
     raise
@@ -246,8 +254,8 @@ def open_index(folder: str | os.PathLike, *, fingerprint: str | None = None,
     raise SearchIndexError(f'{folder}: a corrupt cropjax index ({e}); delete the folder (or '
                            'pass --rebuild) to build it again') from None
   index = Index(folder, m['fingerprint'], m['settings'], photos, arrays['descriptors'],
-                arrays['regions'], arrays['queries'], [tuple(s) for s in m.get('skipped', [])],
-                gen)
+                arrays['regions'], arrays['queries'], arrays['thumbs'],
+                [tuple(s) for s in m.get('skipped', [])], gen)
   index.__dict__.update(derived)  # the cached properties, as saved
   if fingerprint is not None and index.fingerprint != fingerprint:
     raise SearchIndexError(f'{folder}: built by another model (fingerprint '
@@ -333,7 +341,7 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   index, todo = plan_update(roots, folder, fingerprint=descriptors.fingerprint(model),
                             settings=descriptors.settings(model), rebuild=rebuild)
   settings = index.settings
-  pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray]] = []
+  pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
   done = 0
   for start in range(0, len(todo), batch_size):
     chunk = todo[start:start + batch_size]
@@ -373,7 +381,8 @@ def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *
   else:
     old = Index(folder, fingerprint, settings, [], np.zeros((0, settings['dim']), np.float16),
                 np.zeros((0, 5), np.float32),
-                np.zeros((0, len(settings['query_sides']), settings['dim']), np.float16))
+                np.zeros((0, len(settings['query_sides']), settings['dim']), np.float16),
+                np.zeros((0, settings['thumb_side'], settings['thumb_side']), np.uint8))
     if (folder / MANIFEST).exists():  # --rebuild: the old generation is replaced on save
       try:
         old.generation = int(json.loads((folder / MANIFEST).read_text())['generation'])
@@ -415,11 +424,13 @@ def _subset(index: Index, kept: Iterable[tuple[int, Photo]]) -> Index:
   return Index(index.folder, index.fingerprint, index.settings, photos,
                index.descriptors[take], regions,
                index.queries[[k for k, _ in kept]].reshape(-1, *index.queries.shape[1:]),
+               index.thumbs[[k for k, _ in kept]].reshape(-1, *index.thumbs.shape[1:]),
                list(index.skipped), index.generation)
 
 
 def add_photos(index: Index, pending: list) -> None:
-  """Moves the pending (photo, descriptors, boxes, query descriptors) into the index."""
+  """Moves the pending (photo, descriptors, boxes, query descriptors, thumbnail) into the
+  index."""
   if not pending:
     return
   index._neighbours.clear()               # built from the old descriptors
@@ -427,7 +438,7 @@ def add_photos(index: Index, pending: list) -> None:
   index.__dict__.pop('hubness', None)
   n, first = len(index.descriptors), len(index.photos)
   blocks, regions = [index.descriptors], [index.regions]
-  for k, (photo, d, boxes, _) in enumerate(pending):
+  for k, (photo, d, boxes, *_) in enumerate(pending):
     index.photos.append(dataclasses.replace(photo, rows=(n, n + len(d))))
     n += len(d)
     blocks.append(d.astype(np.float16))
@@ -436,7 +447,8 @@ def add_photos(index: Index, pending: list) -> None:
   index.descriptors = np.concatenate(blocks)
   index.regions = np.concatenate(regions)
   index.queries = np.concatenate([index.queries,
-                                  np.stack([q for *_, q in pending]).astype(np.float16)])
+                                  np.stack([q for *_, q, _ in pending]).astype(np.float16)])
+  index.thumbs = np.concatenate([index.thumbs, np.stack([t for *_, t in pending])])
   pending.clear()
 
 

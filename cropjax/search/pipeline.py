@@ -69,7 +69,7 @@ class Describe(beam.DoFn):
 
   def start_bundle(self) -> None:
     self.photos: list[dict[str, Any]] = []
-    self.arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    self.arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     self.failures: list[tuple[str, str]] = []
 
   def process(self, batch: Sequence[tuple[str, int, int, str]]) -> Iterator[str]:
@@ -79,24 +79,26 @@ class Describe(beam.DoFn):
                                    self.settings)
     for (path, size, mtime_ns, digest), r in zip(batch, read):
       if r is not None:
-        d, boxes, queries = next(encoded)
+        d, boxes, queries, thumb = next(encoded)
         self.photos.append({'path': path, 'size': size, 'mtime_ns': mtime_ns, 'sha256': digest,
                             'width': r[1][0], 'height': r[1][1], 'regions': len(d)})
-        self.arrays.append((d, boxes, queries))
+        self.arrays.append((d, boxes, queries, thumb))
     return iter(())
 
   def finish_bundle(self) -> Iterator[WindowedValue]:
     if not self.photos and not self.failures:
       return
     path = FileSystems.join(self.shards, f'shard-{uuid.uuid4().hex}.npz')
-    dim = self.settings['dim']
+    dim, side = self.settings['dim'], self.settings['thumb_side']
     buf = io.BytesIO()
     np.savez(buf, photos=np.array(json.dumps(self.photos)),
              failures=np.array(json.dumps(self.failures)),
-             descriptors=np.concatenate([d for d, _, _ in self.arrays] or [np.zeros((0, dim))]),
-             boxes=np.concatenate([b for _, b, _ in self.arrays] or [np.zeros((0, 4))]),
-             queries=np.stack([q for _, _, q in self.arrays]) if self.arrays
-             else np.zeros((0, len(self.settings['query_sides']), dim)))
+             descriptors=np.concatenate([a[0] for a in self.arrays] or [np.zeros((0, dim))]),
+             boxes=np.concatenate([a[1] for a in self.arrays] or [np.zeros((0, 4))]),
+             queries=np.stack([a[2] for a in self.arrays]) if self.arrays
+             else np.zeros((0, len(self.settings['query_sides']), dim)),
+             thumbs=np.stack([a[3] for a in self.arrays]) if self.arrays
+             else np.zeros((0, side, side), np.uint8))
     with FileSystems.create(path) as f:
       f.write(buf.getvalue())
     yield WindowedValue(path, GlobalWindow().max_timestamp(), [GlobalWindow()])
@@ -108,8 +110,8 @@ def _write_listing(shards: list[str], where: str) -> None:
 
 
 def _read_shard(path: str) -> tuple[list[tuple[index_lib.Photo, np.ndarray, np.ndarray,
-                                               np.ndarray]], list[tuple[str, str]]]:
-  """A shard's (photo, region descriptors, boxes, query descriptors) and failures."""
+                                               np.ndarray, np.ndarray]], list[tuple[str, str]]]:
+  """A shard's (photo, region descriptors, boxes, query descriptors, thumbnail) and failures."""
   with FileSystems.open(path) as f:
     with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
       data = {name: npz[name] for name in npz.files}
@@ -117,7 +119,7 @@ def _read_shard(path: str) -> tuple[list[tuple[index_lib.Photo, np.ndarray, np.n
   for k, p in enumerate(json.loads(str(data['photos']))):
     n = p.pop('regions')
     out.append((index_lib.Photo(**p, rows=(0, 0)), data['descriptors'][start:start + n],
-                data['boxes'][start:start + n], data['queries'][k]))
+                data['boxes'][start:start + n], data['queries'][k], data['thumbs'][k]))
     start += n
   return out, [tuple(f) for f in json.loads(str(data['failures']))]
 
