@@ -10,9 +10,11 @@ sizes and slid over a candidate's thumbnail (`cv2.matchTemplate`, zero-mean
 normalised cross-correlation, the classical test for "is this a piece of
 that", as the coarse search of `cropjax.align` does) peaks near 1 on the
 original and lower on photos that merely look alike. The peak over sizes
-orders the candidates, coarse to fine (all at half size, the best ten again at
-full size: a third of the time of matching all at full size, and the same
-order on the benchmark's queries); the best of them go on to verification.
+orders the candidates, coarse to fine: all of them at half size and sizes 25 %
+apart, the best ten again at full size and sizes 12 % apart (a sixth of the
+time of matching all at full size, and the same order on the benchmark's
+queries). The best of them go on to verification; nothing is accepted or
+rejected here.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SCALES = tuple(np.geomspace(0.18, 1.0, 16))
 MIN_SIDE = 6  # a smaller template says too little to rank by
 MIN_SPREAD = 0.5  # nor does a flat one (standard deviation in grey levels)
 FINE = 10  # candidates matched again at full size after all are matched at half size
+COARSE_SCALES = SCALES[::2]  # sizes tried at half size: 25 % apart
 
 
 def query_grey(image: Image.Image, side: int) -> np.ndarray:
@@ -43,9 +46,10 @@ def query_grey(image: Image.Image, side: int) -> np.ndarray:
 
 
 def template_scores(query: np.ndarray, canvases: np.ndarray,
-                    cache: dict[tuple[int, int], np.ndarray | None] | None = None) -> np.ndarray:
+                    cache: dict[tuple[int, int], np.ndarray | None] | None = None,
+                    scales: Sequence[float] = SCALES) -> np.ndarray:
   """float32 [n]: for each canvas (grey [n, H, W], all of one size), the best zero-mean
-  normalised cross-correlation of the query (grey [h, w]), brought to each of `SCALES` of the
+  normalised cross-correlation of the query (grey [h, w]), brought to each of `scales` of the
   canvas's width at its own aspect ratio (or to the canvas's height, where that is the
   tighter), over every place in the canvas: near 1 where the query is a piece of it; -1 where
   no size fits or the query is flat. `cache`: templates by size, shared across calls.
@@ -58,7 +62,7 @@ def template_scores(query: np.ndarray, canvases: np.ndarray,
   column = np.ascontiguousarray(canvases, np.float32).reshape(n * ch, cw)
   best = np.full(n, -1.0, np.float32)
   seen = set()
-  for s in SCALES:
+  for s in scales:
     w = round(s * cw)
     h = round(w * qh / qw)
     if h > ch:
@@ -93,8 +97,9 @@ def _halved(grey: np.ndarray) -> np.ndarray:
 
 
 def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False) -> np.ndarray:
-  """float32 [len(photos)]: `template_score` of the query on each photo's thumbnail (the
-  thumbnails of one size matched together); `halved`: query and thumbnails at half size."""
+  """float32 [len(photos)]: `template_scores` of the query on each photo's thumbnail (the
+  thumbnails of one size matched together); `halved`: query and thumbnails at half size,
+  `COARSE_SCALES` rather than `SCALES`."""
   side = index.thumbs.shape[-1]
   groups: dict[tuple[int, int], list[int]] = {}
   for i, k in enumerate(photos):
@@ -105,7 +110,8 @@ def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False
   out = np.full(len(photos), -1.0, np.float32)
   for (w, h), members in groups.items():
     canvases = index.thumbs[[photos[i] for i in members], :h, :w].astype(np.float32)
-    out[members] = template_scores(query, _halved(canvases) if halved else canvases, cache)
+    out[members] = (template_scores(query, _halved(canvases), cache, COARSE_SCALES) if halved
+                    else template_scores(query, canvases, cache))
   return out
 
 
