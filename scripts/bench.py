@@ -534,6 +534,8 @@ def section_search(args) -> list[Result]:
   from cropjax.search import rerank
 
   model = inference.load_model(args.search_model, task='pairs')
+  if args.search_rerank is None:
+    args.search_rerank = search.RERANK
   photos = yardstick.photos()
   root = tempfile.mkdtemp(prefix='cropjax-bench-search-')
   try:
@@ -580,15 +582,19 @@ def section_search(args) -> list[Result]:
     start = time.perf_counter()
     by_descriptor = search.candidates(index, described, args.search_top)
     retrieval_ms = (time.perf_counter() - start) / len(queries) * 1e3
-    start = time.perf_counter()
     greys = [rerank.query_grey(im, 2 * index.settings['thumb_side']) for im in images]
-    found = search.shortlist(index, described, greys, args.search_top, args.search_rerank)
-    shortlist_ms = (time.perf_counter() - start) / len(queries) * 1e3
     stem = lambda p: os.path.splitext(os.path.basename(p))[0]
-    start = time.perf_counter()
-    matches, _ = search.find(index, queries, model=model, top=args.search_top,
-                             rerank=args.search_rerank)
-    find_ms = (time.perf_counter() - start) / len(queries) * 1e3
+    runs = {}  # re-ranked count -> (shortlist ms, shortlists, matches, find ms)
+    for rerank_count in [args.search_rerank] + [k for k in args.search_also_rerank
+                                                if k != args.search_rerank]:
+      start = time.perf_counter()
+      found = search.shortlist(index, described, greys, args.search_top, rerank_count)
+      shortlist_ms = (time.perf_counter() - start) / len(queries) * 1e3
+      start = time.perf_counter()
+      matches, _ = search.find(index, queries, model=model, top=args.search_top,
+                               rerank=rerank_count)
+      runs[rerank_count] = (shortlist_ms, found, matches,
+                            (time.perf_counter() - start) / len(queries) * 1e3)
     library = [p.path for p in index.photos]
     few = args.search_crop_resistant_photos
     distractors = [p for p in library if os.path.basename(p).startswith('distractor')]
@@ -596,18 +602,11 @@ def section_search(args) -> list[Result]:
                              + distractors[:few] if few else None)
   finally:
     shutil.rmtree(root, ignore_errors=True)
-  first = {}
-  for m in matches:
-    first.setdefault(m.query, m)
-  right = [m for m in matches if truth[m.query][0] == stem(m.original)]
   print(f'search   library {len(index)} photos ({len(photos)} yardstick + '
         f'{args.search_distractors} distractors): index {build:.1f} photos/s, '
-        f'{index.bytes_per_photo / 1024:.1f} KiB/photo', flush=True)
-  print(f'search   a query: reading and encoding {encode_ms:.0f} ms, the top {args.search_top} by '
-        f'descriptor {retrieval_ms:.0f} ms, or the best {args.search_rerank} by descriptor '
-        f're-ranked by template {shortlist_ms:.0f} ms; in all (no verification) '
-        f'{encode_ms + shortlist_ms:.0f} ms; find with the top {args.search_top} verified '
-        f'{find_ms:.0f} ms', flush=True)
+        f'{index.bytes_per_photo / 1024:.1f} KiB/photo; a query: reading and encoding '
+        f'{encode_ms:.0f} ms, the top {args.search_top} by descriptor {retrieval_ms:.0f} ms',
+        flush=True)
 
   def ranks(lists, band):
     out = []
@@ -616,23 +615,34 @@ def section_search(args) -> list[Result]:
       if truth[q][2] == band:
         out.append(names.index(truth[q][0]) if truth[q][0] in names else None)
     return out
-  for band in ('10-85 %', '5-10 %'):
-    qs = [q for q in queries if truth[q][2] == band]
-    hit = [q for q in qs if q in first and stem(first[q].original) == truth[q][0]]
-    tl = [np.hypot(*(np.array(first[q].box[:2]) - truth[q][1][:2])) / first[q].original_size[0]
-          for q in hit]
-    line = []
-    for what, lists in (('descriptors', by_descriptor), ('re-ranked', found)):
-      r = ranks(lists, band)
-      line.append(f'{what}: recall@1 {np.mean([k == 0 for k in r]):.3f}, in the top '
-                  f'{args.search_top} {np.mean([k is not None for k in r]):.3f}')
-    print(f'search   crops of {band:8s} ({len(qs)}): ' + '; '.join(line) + f'; found recall@1 '
-          f'{len(hit) / len(qs):.3f}; top-left error median '
-          f'{np.median(tl) if tl else float("nan"):.4f}', flush=True)
   negatives = [q for q in queries if truth[q][0] is None]
-  print(f'search   reported pairs {len(matches)}, right {len(right)}: precision '
-        f'{len(right) / max(len(matches), 1):.3f}; negatives (mirrored, not in the library) '
-        f'reported {sum(q in first for q in negatives)} of {len(negatives)}', flush=True)
+  for rerank_count, (shortlist_ms, found, matches, find_ms) in runs.items():
+    first = {}
+    for m in matches:
+      first.setdefault(m.query, m)
+    right = [m for m in matches if truth[m.query][0] == stem(m.original)]
+    label = f'search   [rerank {rerank_count}]'
+    what = (f'the best {rerank_count} by descriptor re-ranked by template' if rerank_count
+            else f'the top {args.search_top} by descriptor alone')
+    print(f'{label} {what} {shortlist_ms:.0f} ms a query; in all (no verification) '
+          f'{encode_ms + shortlist_ms:.0f} ms; find with the top {args.search_top} verified '
+          f'{find_ms:.0f} ms', flush=True)
+    for band in ('10-85 %', '5-10 %'):
+      qs = [q for q in queries if truth[q][2] == band]
+      hit = [q for q in qs if q in first and stem(first[q].original) == truth[q][0]]
+      tl = [np.hypot(*(np.array(first[q].box[:2]) - truth[q][1][:2]))
+            / first[q].original_size[0] for q in hit]
+      line = []
+      for what, lists in (('descriptors', by_descriptor), ('re-ranked', found)):
+        r = ranks(lists, band)
+        line.append(f'{what}: recall@1 {np.mean([k == 0 for k in r]):.3f}, in the top '
+                    f'{args.search_top} {np.mean([k is not None for k in r]):.3f}')
+      print(f'{label} crops of {band:8s} ({len(qs)}): ' + '; '.join(line) +
+            f'; found recall@1 {len(hit) / len(qs):.3f}; top-left error median '
+            f'{np.median(tl) if tl else float("nan"):.4f}', flush=True)
+    print(f'{label} reported pairs {len(matches)}, right {len(right)}: precision '
+          f'{len(right) / max(len(matches), 1):.3f}; negatives (mirrored, not in the library) '
+          f'reported {sum(q in first for q in negatives)} of {len(negatives)}', flush=True)
   if peers is None:
     return []
   for method, p in peers.items():
@@ -854,8 +864,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--search-distractors', type=int, default=1000,
                       help='search: procedural distractor photos in the library (default 1000)')
   parser.add_argument('--search-top', type=int, default=5, help='search: candidates verified')
-  parser.add_argument('--search-rerank', type=int, default=100,
-                      help='search: candidates re-ranked by template matching (0: none)')
+  parser.add_argument('--search-rerank', type=int,
+                      help="search: candidates re-ranked by template matching (0: none; "
+                      "default: cropjax-find's)")
+  parser.add_argument('--search-also-rerank', type=lambda v: [int(x) for x in v.split(',')],
+                      default=[], help='search: more re-ranked counts measured in the same run, '
+                      'e.g. 300 or 0,300')
   parser.add_argument('--search-crop-resistant-photos', type=int, default=0,
                       help='search: give imagehash\'s crop-resistant hash (about 4 photos/s) only '
                            'the yardstick photos and this many distractors (default 0: all)')

@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
   from cropjax.search import index as index_lib
   from cropjax.search import report
   if args.rerank is None:
-    from cropjax.search.find import RERANK
-    args.rerank = RERANK
+    args.rerank = search.RERANK
   if args.top < 1 or args.rerank < 0:
     print('cropjax-find: --top must be at least 1 and --rerank at least 0', file=sys.stderr)
     return 2

@@ -15,8 +15,8 @@ Apache Beam pipeline (`cropjax.search.pipeline`, the beam extra). The console
 program is `cropjax-find` (`scripts/find.py`).
 """
 
-from cropjax.search.find import Match, candidates, find, shortlist, similarities
+from cropjax.search.find import RERANK, Match, candidates, find, shortlist, similarities
 from cropjax.search.index import Index, SearchIndexError, open_index, update_index
 
-__all__ = ['Index', 'Match', 'SearchIndexError', 'candidates', 'find', 'open_index',
+__all__ = ['RERANK', 'Index', 'Match', 'SearchIndexError', 'candidates', 'find', 'open_index',
            'shortlist', 'similarities', 'update_index']
