@@ -469,8 +469,9 @@ def test_close_up_window_and_its_way_back():
 
 
 def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, monkeypatch):
-  """A model trained with close-ups looks again at a close-up round its first answer; the
-  answer there, mapped back to the photo, is the prediction."""
+  """A model trained with close-ups looks again at close-ups round its first answer, one at
+  each of CLOSE_UP_GROWTHS; the mean of the answers there, mapped back to the photo, is the
+  prediction."""
   model = cropjax.load_model(crop_workdir)
   photo = _photo(120, 160, 5)
   seen = []
@@ -489,12 +490,16 @@ def test_the_close_up_pass_refines_where_the_config_asks_for_it(crop_workdir, mo
   seen.clear()
   with _refine(model, 0.3):
     twice = inference.predict_crop(photo, model=model, straighten=False, mirror=False)
-  assert len(seen) == 2
-  pixels, window = inference.close_up(Image.fromarray(photo), once.fraction, model.image_size)
-  np.testing.assert_array_equal(seen[1][0], pixels)
-  np.testing.assert_allclose(
-      twice.fraction,
-      inference._from_close_up(np.array([0.1, 0.15, 0.8, 0.9]), window, (160, 120)), atol=1e-6)
+  assert len(seen) == 1 + len(inference.CLOSE_UP_GROWTHS) == 4
+  expected = []
+  for look, growth in zip(seen[1:], inference.CLOSE_UP_GROWTHS):
+    pixels, window = inference.close_up(Image.fromarray(photo), once.fraction, model.image_size,
+                                        growth)
+    np.testing.assert_array_equal(look[0], pixels)
+    expected.append(inference._from_close_up(np.array([0.1, 0.15, 0.8, 0.9]), window,
+                                              (160, 120)))
+  assert len({tuple(np.round(e, 6)) for e in expected}) == 3   # three different windows
+  np.testing.assert_allclose(twice.fraction, np.mean(expected, 0), atol=1e-6)
   assert twice.fraction != once.fraction
 
 
