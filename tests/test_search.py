@@ -228,7 +228,7 @@ def test_a_planted_crop_is_found_among_distractors_with_its_box(model, tmp_path)
   assert m.original_size == (260, 180)
 
 
-def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path):
+def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path, monkeypatch):
   lib, queries = _planted(tmp_path)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)
   image = descriptors.read_photo(queries / 'crop.jpg', max(idx.settings['query_sides']))[0]
@@ -240,9 +240,17 @@ def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path):
   assert sorted(shortlist) == sorted(c for c in everything if c[0] in {k for k, _ in shortlist})
   assert search.shortlist(idx, described, [grey], top=3, rerank=0)[0] == everything[:3]
   # A library searched against itself: its own thumbnails stand in for the queries.
+  asked = []
+  real = rerank.order
+  monkeypatch.setattr(rerank, 'order', lambda index, grey, photos: asked.append(grey) or
+                      real(index, grey, photos))
   own = search.shortlist(idx, idx.queries.astype(np.float32), [None] * len(idx), top=2,
                          exclude=list(range(len(idx))))
   assert all(len(c) == 2 and i not in [k for k, _ in c] for i, c in enumerate(own))
+  w, h = descriptors.thumb_size(260, 180, idx.settings['thumb_side'])
+  assert len(asked) == len(idx)
+  for i, grey in enumerate(asked):
+    np.testing.assert_array_equal(grey, idx.thumbs[i, :h, :w])
 
 
 def _photo(name):
@@ -292,6 +300,17 @@ def test_template_matching_of_a_flat_or_oversized_query_is_no_match():
   canvas = np.random.default_rng(0).uniform(0, 255, (60, 90)).astype(np.float32)
   assert rerank.template_score(np.full((20, 30), 128.0, np.float32), canvas) == -1.0
   assert rerank.template_score(np.zeros((4, 400), np.float32), canvas) == -1.0   # no size fits
+
+
+def test_crops_inside_the_library_are_found_once_crop_first(model, tmp_path):
+  lib, queries = _planted(tmp_path)
+  (queries / 'crop.jpg').rename(lib / 'zz-crop.jpg')          # the crop is a library photo too
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  matches, skipped = search.find(idx, model=model, top=1)   # each photo's best candidate
+  assert not skipped
+  assert [(os.path.basename(m.query), os.path.basename(m.original)) for m in matches] == [
+      ('zz-crop.jpg', f'photo{CROP_OF:02d}.jpg')]
+  np.testing.assert_allclose(matches[0].box, WINDOW, atol=1.5)
 
 
 @pytest.mark.parametrize('cells', [1, 2])
