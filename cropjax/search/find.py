@@ -123,13 +123,8 @@ def shortlist(index: Index, queries: np.ndarray, greys: Sequence[np.ndarray | No
   thumbnails (`rerank.order`; `rerank=0`: by descriptor alone)."""
   found = candidates(index, queries, max(top, rerank), exclude, search)
   if rerank:
-    side = index.thumbs.shape[-1]
     for i, cands in enumerate(found):
-      grey = greys[i]
-      if grey is None:
-        p = index.photos[i]
-        w, h = descriptors.thumb_size(p.width, p.height, side)
-        grey = index.thumbs[i, :h, :w].astype(np.float32)
+      grey = rerank_lib.photo_grey(index, i) if greys[i] is None else greys[i]
       found[i] = [cands[j] for j in rerank_lib.order(index, grey, [k for k, _ in cands])]
   return [c[:top] for c in found]
 

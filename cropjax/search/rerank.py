@@ -96,15 +96,25 @@ def _halved(grey: np.ndarray) -> np.ndarray:
   return np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in grey])
 
 
+def thumb_extent(index, k: int) -> tuple[int, int]:
+  """(width, height) of the part of photo k's stored thumbnail that is the photo."""
+  p = index.photos[k]
+  return descriptors.thumb_size(p.width, p.height, index.thumbs.shape[-1])
+
+
+def photo_grey(index, k: int) -> np.ndarray:
+  """float32 [h, w]: photo k's thumbnail, as a query (a library searched against itself)."""
+  w, h = thumb_extent(index, k)
+  return index.thumbs[k, :h, :w].astype(np.float32)
+
+
 def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False) -> np.ndarray:
   """float32 [len(photos)]: `template_scores` of the query on each photo's thumbnail (the
   thumbnails of one size matched together); `halved`: query and thumbnails at half size,
   `COARSE_SCALES` rather than `SCALES`."""
-  side = index.thumbs.shape[-1]
   groups: dict[tuple[int, int], list[int]] = {}
   for i, k in enumerate(photos):
-    p = index.photos[k]
-    groups.setdefault(descriptors.thumb_size(p.width, p.height, side), []).append(i)
+    groups.setdefault(thumb_extent(index, k), []).append(i)
   query = _halved(query) if halved else query
   cache: dict[tuple[int, int], np.ndarray | None] = {}
   out = np.full(len(photos), -1.0, np.float32)
