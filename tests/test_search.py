@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -294,6 +295,33 @@ def test_template_matching_of_many_canvases_is_each_on_its_own():
   assert rerank.template_scores(inside, canvases).argmax() == 3
   assert rerank.template_scores(inside, canvases)[3] > 0.95
   assert rerank.template_scores(across, canvases).max() < 0.8   # 0.97 were it counted
+
+
+@pytest.mark.parametrize('halved', [False, True])
+def test_scores_matched_in_parts_on_threads_equal_one_pass(monkeypatch, halved):
+  """`rerank.scores` splits the candidates by thumbnail size and into parts, one a core:
+  whatever the parts, each photo scores as its thumbnail matched alone."""
+  rng = np.random.default_rng(2)
+  thumbs = cv2.GaussianBlur(rng.uniform(0, 255, (40 * 96, 96)).astype(np.float32), (0, 0), 2)
+  thumbs = np.clip((thumbs - 128) * 4 + 128, 0, 255).astype(np.uint8).reshape(40, 96, 96)
+  sizes = [(1024, 768) if k % 3 else (600, 800) for k in range(40)]   # two thumbnail extents
+  photos = [index_lib.Photo(f'p{k}', 1, 1, '', w, h, (k, k + 1))
+            for k, (w, h) in enumerate(sizes)]
+  idx = index_lib.Index(Path('.'), '', {}, photos, np.zeros((40, 4), np.float16),
+                        np.zeros((40, 5), np.float32), np.zeros((40, 3, 4), np.float16), thumbs)
+  query = cv2.resize(thumbs[7, 10:50, 20:70].astype(np.float32), (75, 60))
+  asked = list(rng.permutation(40)[:33])
+  alone = []
+  for k in asked:
+    w, h = rerank.thumb_extent(idx, k)
+    canvas = thumbs[k, :h, :w].astype(np.float32)
+    alone.append(rerank.template_scores(rerank._halved(query), rerank._halved(canvas)[None],
+                                        scales=rerank.COARSE_SCALES)[0] if halved
+                 else rerank.template_score(query, canvas))
+  for workers in (1, 3):
+    monkeypatch.setattr(rerank, '_workers', lambda: workers)
+    np.testing.assert_allclose(rerank.scores(idx, query, asked, halved), alone, atol=1e-5)
+  assert asked[int(np.argmax(alone))] == 7
 
 
 def test_template_matching_of_a_flat_or_oversized_query_is_no_match():

@@ -1,5 +1,6 @@
-"""Retrieval through faiss (cropjax.search.neighbours): the exact flat index gives numpy's
-candidates, the HNSW graph nearly all of them; numpy is the fallback without faiss."""
+"""Retrieval (cropjax.search.neighbours, find.candidates): the exact search, with the region
+vectors held or made on each call, gives each photo's best region by brute force; faiss's
+HNSW graph nearly the same photos; without faiss the exact search serves."""
 
 from __future__ import annotations
 
@@ -44,19 +45,26 @@ def _queries(index: index_lib.Index, n: int, noise: float, seed: int = 1) -> np.
   return _unit(d + noise * _unit(rng.standard_normal(d.shape)))
 
 
-@needs_faiss
-def test_faiss_flat_gives_numpys_candidates():
+def test_the_exact_search_is_each_photos_best_region_by_brute_force():
   index = synthetic_index(120, regions=20, dim=32)
   queries = _queries(index, 40, noise=1.0)
   exclude = [k if k % 3 == 0 else None for k in range(40)]
-  for top in (1, 5, 12):
-    exact = search.candidates(index, queries, top, exclude, search='numpy')
-    flat = search.candidates(index, queries, top, exclude, search='flat')
-    assert [[k for k, _ in c] for c in flat] == [[k for k, _ in c] for c in exact]
-    np.testing.assert_allclose([[s for _, s in c] for c in flat],
-                               [[s for _, s in c] for c in exact], atol=1e-5)
-    assert all(k != exclude[i] for i, c in enumerate(flat) for k, _ in c)
-  assert index.neighbours('flat') is index.neighbours('flat')  # built once, kept
+  # Brute force: every region's whitened cosine (best over the query's scales) less half its
+  # hubness; each photo its best region.
+  owner = index.regions[:, 0].astype(int)
+  cos = np.einsum('rd,nsd->nrs', index.whiten(index.descriptors), index.whiten(queries)).max(-1)
+  cos = cos - index_lib.HUB_WEIGHT * index.hubness[None]
+  best = np.stack([cos[:, owner == k].max(1) for k in range(120)], 1)  # [40, 120]
+  for top in (1, 5, 12, 120, 500):
+    want = [[k for k in np.argsort(-row, kind='stable') if k != exclude[i]][:top]
+            for i, row in enumerate(best)]
+    for kind in ('numpy', 'flat'):
+      found = search.candidates(index, queries, top, exclude, search=kind)
+      assert [[k for k, _ in c] for c in found] == want, (kind, top)
+      np.testing.assert_allclose([s for c in found for _, s in c],
+                                 [best[i, k] for i, w in enumerate(want) for k in w], atol=1e-5)
+  assert index.search_matrix is index.search_matrix  # made once, kept with the open index
+  np.testing.assert_array_equal(index.search_matrix[100:140], index.search_vectors(100, 140))
 
 
 @needs_faiss
@@ -78,12 +86,13 @@ def test_the_graphs_recall_at_10_against_the_exact_search():
 def test_numpy_without_faiss_and_a_word_only_when_it_matters(monkeypatch, capsys):
   monkeypatch.setattr(neighbours, 'available', lambda: False)
   monkeypatch.setattr(neighbours, '_told', [])
-  assert neighbours.choose(1000) == 'numpy'
+  assert neighbours.choose(1000) == 'flat'
   assert capsys.readouterr().err == ''
-  assert neighbours.choose(neighbours.SLOW_WITHOUT_FAISS) == 'numpy'
+  assert neighbours.choose(neighbours.SLOW_WITHOUT_FAISS) == 'flat'
   assert "pip install -e '.[faiss]'" in capsys.readouterr().err
-  assert neighbours.choose(10 ** 7) == 'numpy'
+  assert neighbours.choose(10 ** 7) == 'flat'
   assert capsys.readouterr().err == ''                          # said once
+  assert neighbours.choose(10 ** 7, 'numpy') == 'numpy'
   with pytest.raises(ValueError, match='needs faiss'):
     neighbours.choose(10, 'hnsw')
   with pytest.raises(ValueError, match='unknown nearest-neighbour search'):
@@ -91,7 +100,7 @@ def test_numpy_without_faiss_and_a_word_only_when_it_matters(monkeypatch, capsys
   index = synthetic_index(10, regions=4, dim=8)
   queries = _queries(index, 3, noise=0.5)
   assert search.candidates(index, queries, 2) == search.candidates(index, queries, 2,
-                                                                   search='numpy')
+                                                                   search='flat')
 
 
 @needs_faiss
@@ -150,5 +159,4 @@ def test_a_region_like_many_photos_no_longer_crowds_out_the_original():
   cosine = index.whiten(descriptors.astype(np.float32)) @ index.whiten(asked[0, 0])
   assert cosine[8 + 5] > cosine[3] > 0.75        # by cosine alone the hub wins
   assert search.candidates(index, asked, 1, search='numpy')[0][0][0] == 0
-  if neighbours.available():
-    assert search.candidates(index, asked, 1, search='flat')[0][0][0] == 0
+  assert search.candidates(index, asked, 1, search='flat')[0][0][0] == 0

@@ -50,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                  'thumbnails before the --top first are verified (default 100; 0: by '
                  'descriptor alone)')
   p.add_argument('--neighbours', default='auto', choices=['auto', 'numpy', 'flat', 'hnsw'],
-                 help="retrieval: faiss's exact flat index or its HNSW graph, or exact numpy "
-                 '(default auto: faiss where installed, the graph from 1,000,000 regions '
-                 'and 700 queries)')
+                 help='retrieval: exact with the region vectors held in memory (flat) or made '
+                 "on each search (numpy), or faiss's approximate HNSW graph (default auto: "
+                 'flat; the graph from 1,000,000 regions and 700 queries where faiss is '
+                 'installed)')
   p.add_argument('--csv', metavar='OUT.csv', help='also write the matches as CSV')
   p.add_argument('--report', metavar='OUT.html', help='an HTML page: crop, original with the box')
   p.add_argument('--output', metavar='OUT.jsonl', help='JSON lines here instead of stdout')

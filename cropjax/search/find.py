@@ -3,10 +3,10 @@
 For each query the index's region descriptors are compared with the query's
 descriptors (cosine after PCA whitening learned from the index itself, less half
 each region's hubness, `Index.hubness`: CSLS, so regions that resemble every
-photo stop crowding out the original; faiss's
-exact flat index, or its HNSW graph for large indexes, where faiss is
-installed; else exact numpy, a matrix product over the index in chunks; see
-`neighbours`), each photo scoring its best region; the `RERANK` best photos
+photo stop crowding out the original; exactly, by a
+matrix product over the region vectors held in memory, or through faiss's
+HNSW graph for large indexes; see `neighbours`), each photo scoring its best
+region; the `RERANK` best photos
 are ordered by how well the query, brought to a few sizes, matches a piece of
 each one's thumbnail (`rerank`: normalised cross-correlation), and the `top`
 first go through `cropjax.predict_pairs` (the matching model, alignment both
@@ -47,17 +47,22 @@ class Match:
     return dataclasses.asdict(self)
 
 
-def similarities(index: Index, queries: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def similarities(index: Index, queries: np.ndarray, chunk: int = 65536,
+                 held: bool = False) -> np.ndarray:
   """[n, P]: for queries [n, S, D], each photo's best region score over the query's scales:
-  the whitened cosine less HUB_WEIGHT x the region's hubness (`Index.search_vectors`)."""
+  the whitened cosine less HUB_WEIGHT x the region's hubness (`Index.search_vectors`);
+  `held`: the region vectors from `Index.search_matrix` (made once, kept), else made
+  chunk by chunk."""
   n, photos = len(queries), len(index.photos)
   best = np.full((photos, n), -np.inf, np.float32)
   if not photos or not n:
     return best.T
   q = index.query_vectors(queries.reshape(-1, queries.shape[-1]))  # [n * S, D + 1]
   owner = index.regions[:, 0].astype(np.int64)
+  held_vectors = index.search_matrix if held else None
   for start in range(0, len(index.descriptors), chunk):
-    d = index.search_vectors(start, start + chunk)
+    d = (held_vectors[start:start + chunk] if held_vectors is not None
+         else index.search_vectors(start, start + chunk))
     s = (d @ q.T).reshape(len(d), n, -1).max(-1)                     # [rows, n]
     o = owner[start:start + chunk]
     firsts = np.r_[0, np.flatnonzero(np.diff(o)) + 1]                # rows of a photo are together
@@ -71,19 +76,20 @@ def candidates(index: Index, queries: np.ndarray, top: int,
                search: str = 'auto') -> list[list[tuple[int, float]]]:
   """The `top` photos (index, cosine) for each query, best first; `exclude[i]`: a photo to
   leave out for query i (itself, when the library is searched against itself). `search`:
-  'numpy' or faiss's 'flat' (both exact: the same photos) or 'hnsw' (approximate), 'auto'
+  'flat' or 'numpy' (both exact: the same photos) or faiss's 'hnsw' (approximate), 'auto'
   by whether faiss is installed, by size and by the number of queries (`neighbours.choose`)."""
   kind = neighbours.choose(len(index.descriptors), search, len(queries))
-  if kind != 'numpy' and len(index.descriptors) and len(queries):
+  if kind == 'hnsw' and len(index.descriptors) and len(queries):
     return _nearest_photos(index, queries, top, exclude, kind)
-  sims = similarities(index, queries)
+  sims = similarities(index, queries, held=kind == 'flat')
   if exclude is not None:
     for i, k in enumerate(exclude):
       if k is not None:
         sims[i, k] = -np.inf
   out = []
   for row in sims:
-    order = np.argsort(-row, kind='stable')[:top]
+    best = np.argpartition(-row, top - 1)[:top] if 0 < top < len(row) else np.arange(len(row))
+    order = best[np.lexsort((best, -row[best]))][:top]           # best first; ties: lower photo
     out.append([(int(k), float(row[k])) for k in order if np.isfinite(row[k])])
   return out
 
@@ -91,10 +97,10 @@ def candidates(index: Index, queries: np.ndarray, top: int,
 def _nearest_photos(index: Index, queries: np.ndarray, top: int,
                     exclude: Sequence[int | None] | None, kind: str
                     ) -> list[list[tuple[int, float]]]:
-  """`candidates` through faiss: each query descriptor's nearest regions, each photo scoring
-  its best. Asking for (top + 1) x the most regions a photo has makes the flat search exact:
-  a photo among a query's `top` best (by its best scale) is among the `top` best of that
-  scale, whose best regions all lie within that many regions of the scale's ranking."""
+  """`candidates` through faiss's graph: each query descriptor's nearest regions, each photo
+  scoring its best. Asking for (top + 1) x the most regions a photo has would make an exact
+  search exact: a photo among a query's `top` best (by its best scale) is among the `top`
+  best of that scale, whose best regions all lie within that many regions of its ranking."""
   n, scales, dim = queries.shape
   per_photo = max(p.rows[1] - p.rows[0] for p in index.photos)
   scores, rows = index.neighbours(kind).search(index.query_vectors(queries.reshape(-1, dim)),

@@ -147,6 +147,16 @@ class Index:
     d = self.whiten(self.descriptors[start:stop])
     return np.concatenate([d, -HUB_WEIGHT * self.hubness[start:stop, None]], 1)
 
+  @functools.cached_property
+  def search_matrix(self) -> np.ndarray:
+    """float32 [R, D + 1]: every region's `search_vectors`, made on first use and kept with
+    this open index (4 (D + 1) bytes a region, as a faiss flat index holds) for the exact
+    'flat' search (`cropjax.search.find.similarities`)."""
+    out = np.empty((len(self.descriptors), self.descriptors.shape[1] + 1), np.float32)
+    for start in range(0, len(out), 65536):
+      out[start:start + 65536] = self.search_vectors(start, start + 65536)
+    return out
+
   def query_vectors(self, queries: np.ndarray) -> np.ndarray:
     """float32 [n, D + 1]: query descriptors whitened, and a 1 (see `search_vectors`)."""
     q = self.whiten(queries)
@@ -436,6 +446,7 @@ def add_photos(index: Index, pending: list) -> None:
   index._neighbours.clear()               # built from the old descriptors
   index.__dict__.pop('whitening', None)
   index.__dict__.pop('hubness', None)
+  index.__dict__.pop('search_matrix', None)
   n, first = len(index.descriptors), len(index.photos)
   blocks, regions = [index.descriptors], [index.regions]
   for k, (photo, d, boxes, *_) in enumerate(pending):

@@ -1,21 +1,27 @@
-"""Nearest region descriptors for retrieval: faiss where it is installed, numpy otherwise.
+"""Nearest regions for retrieval: an exact matrix product, or faiss's graph for large indexes.
 
     kind = neighbours.choose(len(index.descriptors))      # 'numpy', 'flat' or 'hnsw'
-    scores, rows = index.neighbours(kind).search(index.query_vectors(queries), k)
+    photos = find.candidates(index, queries, top, search=kind)
 
-faiss (`pip install -e '.[faiss]'`) searches the index's whitened, unit-length
-region descriptors, each with its hubness appended (`Index.search_vectors`), by
-inner product, that is cosine less half the hubness (CSLS): exactly
-(`IndexFlatIP`) below `APPROXIMATE_FROM` regions, approximately above
-(`IndexHNSWFlat`, a graph: no training, recall@10 against the exact search
-above 0.95 on photo-like sets, see tests/test_search_neighbours.py) when
-there are enough queries to pay for building it. The faiss index is built in
-memory from the index's descriptors the first time an open index is searched
-and kept with it, never written to disk: a flat index is a copy (about 2 s a
-million regions), a graph about 100 s a million regions on 2 cores. Without
-faiss the exact numpy search (`find.similarities`) is
-used, with one line on stderr when the index is large enough for that to be
-slow.
+The index's whitened, unit-length region descriptors, each with its hubness
+appended (`Index.search_vectors`), are scored by inner product with the
+query's (cosine less half the hubness: CSLS) and each photo keeps its best
+region. 'flat' (exact) holds those vectors in memory after the first search
+(`Index.search_matrix`, as faiss's flat index would) and scores them all by
+one matrix product, a photo's best region by a maximum over its rows: the
+cost does not grow with the number of photos asked for (faiss's
+`IndexFlatIP` must be asked for (top + 1) x 88 regions a query to be exact,
+and its top-k selection over that many costs more than the product: 26 ms a
+query for the best 100 photos of 10,000, 84 ms for 300; see
+docs/search.md). 'numpy' is the same search making the vectors chunk by chunk
+on every call (no memory held). 'hnsw' (`pip install -e '.[faiss]'`) is faiss's
+`IndexHNSWFlat` (a graph: no training, approximate, recall@10 against the
+exact search above 0.95 on photo-like sets, see tests/test_search_neighbours.py),
+chosen above `APPROXIMATE_FROM` regions when there are enough queries to pay for
+building it (about 100 s a million regions on 2 cores); without faiss the
+exact search serves there too, with one line on stderr. The graph is built
+in memory the first time an open index is searched and kept with it, never
+written to disk.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ APPROXIMATE_FROM = 1_000_000  # regions (about 11,000 photos of 88 windows): a g
 # ... for this many queries at least: building the graph (about 100 us a region on 2 cores)
 # costs as much as searching the flat index (about 0.15 us a region) for about 700 queries.
 GRAPH_PAYS_FROM = 700
-SLOW_WITHOUT_FAISS = 200_000  # regions from which numpy's exact search is worth a word
+SLOW_WITHOUT_FAISS = APPROXIMATE_FROM  # regions from which the exact search is worth a word
 HNSW_M = 32                   # graph neighbours a node (faiss's M)
 HNSW_EF_SEARCH = 128          # candidates kept while searching the graph (at least k)
 # Fewer query vectors than this are searched on one thread: OpenMP's threads waking for a
@@ -50,31 +56,32 @@ def available() -> bool:
 
 
 def choose(regions: int, kind: str = 'auto', queries: int | None = None) -> str:
-  """The search for an index of `regions` region descriptors: 'numpy' (exact), 'flat' (faiss,
-  exact) or 'hnsw' (faiss, approximate); `kind` 'auto' picks by whether faiss is installed,
-  by size and, given the number of `queries`, whether building the graph pays; anything else
-  is taken as asked (ValueError when faiss is asked for and missing)."""
+  """The search for an index of `regions` region descriptors: 'flat' (exact, the vectors held),
+  'numpy' (exact, the vectors made on each search) or 'hnsw' (faiss, approximate); `kind`
+  'auto' picks 'hnsw' by size and, given the number of `queries`, whether building the graph
+  pays, where faiss is installed, and 'flat' otherwise; anything else is taken as asked
+  (ValueError when faiss is asked for and missing)."""
   if kind not in KINDS:
     raise ValueError(f'unknown nearest-neighbour search {kind!r}; choose from {list(KINDS)}')
-  if kind == 'numpy':
+  if kind in ('numpy', 'flat'):
     return kind
   if not available():
     if kind != 'auto':
       raise ValueError(f"the {kind!r} search needs faiss: pip install -e '.[faiss]' "
-                       '(or choose numpy)')
+                       '(or choose flat)')
     if regions >= SLOW_WITHOUT_FAISS and not _told:
       _told.append(True)
-      print(f'cropjax.search: faiss is not installed; exact numpy search over {regions:,} '
-            "regions (pip install -e '.[faiss]' for faster retrieval)", file=sys.stderr)
-    return 'numpy'
-  if kind == 'auto':
-    large = regions >= APPROXIMATE_FROM and (queries is None or queries >= GRAPH_PAYS_FROM)
-    return 'hnsw' if large else 'flat'
-  return kind
+      print(f'cropjax.search: faiss is not installed; exact search over {regions:,} '
+            "regions (pip install -e '.[faiss]' for faster retrieval in large libraries)",
+            file=sys.stderr)
+    return 'flat'
+  large = regions >= APPROXIMATE_FROM and (queries is None or queries >= GRAPH_PAYS_FROM)
+  return 'hnsw' if large else 'flat'
 
 
 class Neighbours:
-  """A faiss index over the regions' search vectors (rows in the index's order)."""
+  """A faiss index ('flat' or 'hnsw') over vectors (rows in the order added): the graph for
+  retrieval in large indexes, the flat index for the hubness's reference search."""
 
   def __init__(self, kind: str, dim: int):
     import faiss

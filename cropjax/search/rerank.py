@@ -19,6 +19,9 @@ rejected here.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import os
 from typing import Sequence
 
 import cv2
@@ -110,19 +113,41 @@ def photo_grey(index, k: int) -> np.ndarray:
 
 def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False) -> np.ndarray:
   """float32 [len(photos)]: `template_scores` of the query on each photo's thumbnail (the
-  thumbnails of one size matched together); `halved`: query and thumbnails at half size,
-  `COARSE_SCALES` rather than `SCALES`."""
+  thumbnails of one size matched together, in up to one part a core, on threads: OpenCV's
+  matchTemplate runs on one); `halved`: query and thumbnails at half size, `COARSE_SCALES`
+  rather than `SCALES`."""
   groups: dict[tuple[int, int], list[int]] = {}
   for i, k in enumerate(photos):
     groups.setdefault(thumb_extent(index, k), []).append(i)
   query = _halved(query) if halved else query
   cache: dict[tuple[int, int], np.ndarray | None] = {}
-  out = np.full(len(photos), -1.0, np.float32)
-  for (w, h), members in groups.items():
+  parts = max(1, min(_workers(), len(photos) // MIN_PART))
+  jobs = [(extent, part) for extent, members in groups.items()
+          for part in np.array_split(members, min(parts, len(members)))]
+
+  def match(job):
+    (w, h), members = job
     canvases = index.thumbs[[photos[i] for i in members], :h, :w].astype(np.float32)
-    out[members] = (template_scores(query, _halved(canvases), cache, COARSE_SCALES) if halved
-                    else template_scores(query, canvases, cache))
+    if halved:
+      return template_scores(query, _halved(canvases), cache, COARSE_SCALES)
+    return template_scores(query, canvases, cache)
+  out = np.full(len(photos), -1.0, np.float32)
+  found = _pool().map(match, jobs) if len(jobs) > 1 else map(match, jobs)
+  for (_, members), got in zip(jobs, found):
+    out[members] = got
   return out
+
+
+MIN_PART = 4  # thumbnails a thread matches at least
+
+
+def _workers() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(_workers(), thread_name_prefix='cropjax-rerank')
 
 
 def order(index, query: np.ndarray, photos: Sequence[int]) -> list[int]:
