@@ -97,10 +97,11 @@ def candidates(index: Index, queries: np.ndarray, top: int,
 def _nearest_photos(index: Index, queries: np.ndarray, top: int,
                     exclude: Sequence[int | None] | None, kind: str
                     ) -> list[list[tuple[int, float]]]:
-  """`candidates` through faiss's graph: each query descriptor's nearest regions, each photo
-  scoring its best. Asking for (top + 1) x the most regions a photo has would make an exact
-  search exact: a photo among a query's `top` best (by its best scale) is among the `top`
-  best of that scale, whose best regions all lie within that many regions of its ranking."""
+  """`candidates` through a faiss index (the graph; scripts/bench.py also times the flat
+  index this way): each query descriptor's nearest regions, each photo scoring its best.
+  Asking for (top + 1) x the most regions a photo has makes the flat index exact: a photo
+  among a query's `top` best (by its best scale) is among the `top` best of that scale,
+  whose best regions all lie within that many regions of its ranking."""
   n, scales, dim = queries.shape
   per_photo = max(p.rows[1] - p.rows[0] for p in index.photos)
   scores, rows = index.neighbours(kind).search(index.query_vectors(queries.reshape(-1, dim)),
