@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cropjax import metadata
+from cropjax import threads
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 ENV = 'CROPJAX_MODEL'
@@ -510,11 +511,10 @@ def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
 
 def _aligned_evidence(loaded, network: list[PairPrediction]):
   from cropjax.matching import verify
-  pyramids, scales, made = [], [], {}
+  images = {id(image): image for pair in loaded for image in pair}  # in several pairs: once
+  made = dict(zip(images, threads.map(_pyramid, images.values())))
+  pyramids, scales = [], []
   for ia, ib in loaded:
-    for image in (ia, ib):  # an image in several pairs: one pyramid
-      if id(image) not in made:
-        made[id(image)] = _pyramid(image)
     (pa, sa), (pb, sb) = made[id(ia)], made[id(ib)]
     pyramids.append((pa, pb))
     scales.append({'a': sa, 'b': sb})

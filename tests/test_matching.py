@@ -1,5 +1,6 @@
 """Alignment, verification and the verdict (cropjax/matching), and the real-photo yardstick."""
 
+import dataclasses
 import io
 import json
 
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from cropjax import procedural
+from cropjax import threads
 from cropjax.datasets import splits
 from cropjax.datasets import yardstick
 from cropjax.matching import AlignError, Pyramid, align, align_batch
@@ -162,6 +164,21 @@ def test_the_direction_is_found_both_ways_round():
   for ev in (first, second):
     np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
     assert ev.alignment.score > ev.reverse.score
+
+
+def test_verification_on_threads_equals_one_core(monkeypatch):
+  box = (201.6, 90.2, 530.5, 370.8)
+  pairs = lambda: [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),
+                   (Pyramid(_crop('astronaut', (100.3, 140.7, 380.2, 350.9), 0.7)),
+                    Pyramid(PHOTOS['astronaut'])),
+                   (Pyramid(PHOTOS['chelsea']), Pyramid(_crop('coffee', box, 0.5)))]
+  found = {}
+  for workers in (1, 3):
+    monkeypatch.setattr(threads, 'workers', lambda: workers)
+    found[workers] = verify.verify_batch(pairs(), [{'a': [box]}, {}, {}])
+  for one, many in zip(found[1], found[3]):  # the same numbers (NaN where left out)
+    np.testing.assert_equal(dataclasses.asdict(one), dataclasses.asdict(many))
+  assert [ev.original for ev in found[3][:2]] == ['a', 'b']
 
 
 def test_a_window_cut_partly_beyond_the_original_aligns_partly_outside_it():

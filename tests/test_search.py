@@ -16,6 +16,7 @@ from configs import tiny
 from cropjax import inference
 from cropjax import procedural
 from cropjax import search
+from cropjax import threads
 from cropjax import train
 from cropjax.cli import find as find_cli
 from cropjax.search import descriptors
@@ -319,7 +320,7 @@ def test_scores_matched_in_parts_on_threads_equal_one_pass(monkeypatch, halved):
                                         scales=rerank.COARSE_SCALES)[0] if halved
                  else rerank.template_score(query, canvas))
   for workers in (1, 3):
-    monkeypatch.setattr(rerank, '_workers', lambda: workers)
+    monkeypatch.setattr(threads, 'workers', lambda: workers)
     np.testing.assert_allclose(rerank.scores(idx, query, asked, halved), alone, atol=1e-5)
   assert asked[int(np.argmax(alone))] == 7
 

@@ -41,6 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
+from cropjax import threads
+
 # (template samples across the crop's long side, margin read around the box as a
 # fraction of its size, solver steps at most) per stage, coarse to fine.
 STAGES = ((32, 0.35, 20), (64, 0.2, 10), (128, 0.08, 8))
@@ -482,8 +484,13 @@ class _Batch:
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
-  items = [_stage_inputs(o, c, b, a, samples, margin)
-           for o, c, b, a in zip(originals, crops, boxes, angles)]
+
+  def one(job):  # a pair's reads (and seed) on one core: OpenCV releases the GIL
+    items = _stage_inputs(*job, samples, margin)
+    template, canvas, _, start, _ = items
+    return items, (_seed(template, canvas, start) if seed else start)
+  done = threads.map(one, zip(originals, crops, boxes, angles))
+  items = [d[0] for d in done]
   m = _bucket(n)
   mg = round(margin * samples)  # one shape per stage: one compilation per stage and batch size
   tshape, cshape = (samples, samples), (samples + 2 * mg, samples + 2 * mg)
@@ -501,7 +508,7 @@ def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=
   p0 = np.zeros((m, 5 if with_angle else 4), np.float32)
   p0[:, 2:4] = 1.0
   # with an angle the canvas is read on the box's turned axes: relative angle 0
-  p0[:n, :4] = [_seed(t, c, start) if seed else start for t, c, _, start, _ in items]
+  p0[:n, :4] = [d[1] for d in done]
   return _Batch((template, tmask, tsize, canvas, cmask), p0, [a for *_, a in items], n)
 
 

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cropjax import threads
 from cropjax.matching import alignment
 from cropjax.matching.alignment import Alignment, Pyramid
 
@@ -132,17 +133,19 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  search_top: int = 2, mirror: bool = True) -> list[Evidence]:
   """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
   `starts[i]['b']` boxes of a in b. `mirror=False` leaves out the mirrored crop's alignment."""
+  directions = [(i, direction, orig, crop) for i, (pa, pb) in enumerate(pairs)
+                for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa)))]
+  searched = threads.map(lambda d: search(d[2], d[3], top=search_top), directions)  # on all cores
   jobs = []  # (pair, direction, original, crop, box)
-  for i, (pa, pb) in enumerate(pairs):
-    for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa))):
-      boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
-      boxes = [b for b in boxes if _inside(b, orig.size)]
-      for box, _ in search(orig, crop, top=search_top):
-        if all(_iou(box, b) < 0.7 for b in boxes):
-          boxes.append(box)
-      if not boxes:  # nothing fits (the crop would be larger than the original): the full frame
-        boxes.append(np.array([0.0, 0.0, orig.width, orig.height]))
-      jobs += [(i, direction, orig, crop, b) for b in boxes]
+  for (i, direction, orig, crop), found in zip(directions, searched):
+    boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
+    boxes = [b for b in boxes if _inside(b, orig.size)]
+    for box, _ in found:
+      if all(_iou(box, b) < 0.7 for b in boxes):
+        boxes.append(box)
+    if not boxes:  # nothing fits (the crop would be larger than the original): the full frame
+      boxes.append(np.array([0.0, 0.0, orig.width, orig.height]))
+    jobs += [(i, direction, orig, crop, b) for b in boxes]
   # Every start through the first stage; each direction's best through the second; the better
   # direction's through the last (the other keeps its second-stage alignment: enough to say it
   # fits worse).

@@ -19,15 +19,13 @@ rejected here.
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
-import os
 from typing import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from cropjax import threads
 from cropjax.search import descriptors
 
 # The query's width as a share of a candidate's: from a crop of 5 % of the area at an aspect
@@ -121,7 +119,7 @@ def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False
     groups.setdefault(thumb_extent(index, k), []).append(i)
   query = _halved(query) if halved else query
   cache: dict[tuple[int, int], np.ndarray | None] = {}
-  parts = max(1, min(_workers(), len(photos) // MIN_PART))
+  parts = max(1, min(threads.workers(), len(photos) // MIN_PART))
   jobs = [(extent, part) for extent, members in groups.items()
           for part in np.array_split(members, min(parts, len(members)))]
 
@@ -132,22 +130,13 @@ def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False
       return template_scores(query, _halved(canvases), cache, COARSE_SCALES)
     return template_scores(query, canvases, cache)
   out = np.full(len(photos), -1.0, np.float32)
-  found = _pool().map(match, jobs) if len(jobs) > 1 else map(match, jobs)
+  found = threads.map(match, jobs)
   for (_, members), got in zip(jobs, found):
     out[members] = got
   return out
 
 
 MIN_PART = 4  # thumbnails a thread matches at least
-
-
-def _workers() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=1)
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-  return concurrent.futures.ThreadPoolExecutor(_workers(), thread_name_prefix='cropjax-rerank')
 
 
 def order(index, query: np.ndarray, photos: Sequence[int]) -> list[int]:
