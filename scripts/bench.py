@@ -27,7 +27,9 @@ so drift on a shared machine hits both. FLOPs per example come from XLA's cost
 analysis of the compiled cropjax computation and are used for both frameworks.
 Memory: the compiled step's working set from XLA's memory analysis
 (arguments + outputs + temporaries) next to the peak of torch's live
-allocations during one step (torch.profiler), plus the process's peak RSS.
+allocations during one step (torch.profiler; on a GPU, CUDA's peak), plus the
+process's peak RSS. Where JAX runs on a GPU, torch runs there too (TF32, cuDNN
+autotuned; `--torch-device`).
 """
 
 from __future__ import annotations
@@ -175,11 +177,15 @@ def _flops_without_onednn(fn, *args) -> float:
 
 
 def _xla_flops(compiled) -> float:
-  """FLOPs of a compiled or lowered computation, by XLA's cost analysis."""
+  """FLOPs of a compiled or lowered computation, by XLA's cost analysis (of the compiled
+  program where a backend does not analyse lowered ones, as on GPUs)."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
-  return float(cost.get('flops', 0.0)) if cost else 0.0
+  flops = float(cost.get('flops', 0.0)) if cost else 0.0
+  if not flops and hasattr(compiled, 'compile'):
+    return _xla_flops(compiled.compile())
+  return flops
 
 
 def _xla_memory(compiled) -> float:
@@ -223,15 +229,26 @@ def _torch_giou(a, b):
   return inter / union.clamp(min=1e-9) - (hull - union) / hull.clamp(min=1e-9)
 
 
+# Where the torch side runs: 'cpu', or 'cuda' when JAX runs on a GPU and torch sees one
+# (main() sets it from --torch-device), so that both frameworks use the same processor.
+TORCH_DEVICE = ['cpu']
+
+
+def _torch_sync() -> None:
+  """Waits for torch's queued GPU work (torch on the CPU returns when done)."""
+  if TORCH_DEVICE[0] != 'cpu':
+    torch.cuda.synchronize()
+
+
 def _torch_batch(batch: int, size: int):
   b = _pair_batch(batch, size)
   image = torch.from_numpy(b['image'].transpose(0, 3, 1, 2)).contiguous(
-      memory_format=torch.channels_last)
-  return image, {k: torch.from_numpy(v) for k, v in b.items() if k != 'image'}
+      memory_format=torch.channels_last).to(TORCH_DEVICE[0])
+  return image, {k: torch.from_numpy(v).to(TORCH_DEVICE[0]) for k, v in b.items() if k != 'image'}
 
 
 def _torch_train(arch: str, size: int, batch: int):
-  model = _TorchPairModel(arch).to(memory_format=torch.channels_last).train()
+  model = _TorchPairModel(arch).to(TORCH_DEVICE[0], memory_format=torch.channels_last).train()
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
   image, labels = _torch_batch(batch, size)
   ce = torch.nn.functional.cross_entropy
@@ -247,25 +264,32 @@ def _torch_train(arch: str, size: int, batch: int):
             + 2 * ((1 - _torch_giou(box, labels['box'])) * pos).sum() / n_pos)
     loss.backward()
     opt.step()
+    _torch_sync()
 
   run()
   return run
 
 
 def _torch_forward(arch: str, size: int, batch: int):
-  model = _TorchPairModel(arch).to(memory_format=torch.channels_last).eval()
+  model = _TorchPairModel(arch).to(TORCH_DEVICE[0], memory_format=torch.channels_last).eval()
   image, _ = _torch_batch(batch, size)
 
   def run():
     with torch.inference_mode():
       model(image)
+    _torch_sync()
 
   run()
   return run
 
 
 def _torch_peak_bytes(fn) -> float:
-  """Peak of live CPU allocations made while fn runs once."""
+  """Peak of live allocations (CPU, or the GPU's when torch runs there) made while fn runs once."""
+  if TORCH_DEVICE[0] != 'cpu':
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    return float(torch.cuda.max_memory_allocated() - before)
   with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                               profile_memory=True) as prof:
     fn()
@@ -285,9 +309,14 @@ def _torch_peak_bytes(fn) -> float:
 def section_matmul(args) -> list[Result]:
   n = 2048
   a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-  ja, ta = jnp.asarray(a), torch.from_numpy(a)
+  ja, ta = jnp.asarray(a), torch.from_numpy(a).to(TORCH_DEVICE[0])
   f = jax.jit(lambda x: x @ x)
-  jax_s, torch_s = _alternate(lambda: f(ja).block_until_ready(), lambda: ta @ ta,
+
+  def torch_matmul():
+    ta @ ta
+    _torch_sync()
+
+  jax_s, torch_s = _alternate(lambda: f(ja).block_until_ready(), torch_matmul,
                               args.seconds / 2, args.rounds)
   flops = 2 * n**3
   return [Result('matmul', f'{n}x{n}x{n} f32', flops / jax_s / 1e9, flops / torch_s / 1e9)]
@@ -850,6 +879,27 @@ def _print_row(r: Result, args) -> None:
         f'mem {r.jax_mem / 2**20:7.0f} MiB vs {r.torch_mem / 2**20:7.0f} MiB', flush=True)
 
 
+def _torch_device(choice: str) -> str:
+  """'cpu' or 'cuda' for --torch-device; on a GPU, torch gets the TF32 JAX uses by default."""
+  if choice == 'auto':
+    choice = 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
+  if choice == 'cuda':
+    if not torch.cuda.is_available():
+      raise SystemExit('bench.py: --torch-device cuda, but torch sees no GPU')
+    # XLA runs float32 convolutions and matrix products in TF32 on a GPU by default
+    # (jax_default_matmul_precision unset); torch does so for convolutions only.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True  # as XLA autotunes its convolutions
+  return choice
+
+
+def _torch_where() -> str:
+  if TORCH_DEVICE[0] == 'cpu':
+    return f'the CPU ({torch.get_num_threads()} threads)'
+  return f'{torch.cuda.get_device_name()} (TF32, cuDNN autotuned)'
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sections', default=','.join(DEFAULT_SECTIONS),
@@ -880,6 +930,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--neighbours-sizes', default='10000,100000',
                       type=lambda v: [int(x) for x in v.split(',')],
                       help='neighbours: synthetic region counts (default 10000,100000)')
+  parser.add_argument('--torch-device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                      help="where torch runs (auto: cuda when JAX's default backend is a GPU "
+                           "and torch sees one, else cpu)")
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   args.sections = args.sections.split(',')
@@ -891,8 +944,9 @@ def main(argv: list[str] | None = None) -> int:
     if c not in CONFIGS:
       parser.error(f'unknown config {c!r}; choose from {list(CONFIGS)}')
 
+  TORCH_DEVICE[0] = _torch_device(args.torch_device)
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, '
-        f'torch {torch.__version__} ({torch.get_num_threads()} threads), '
+        f'torch {torch.__version__} on {_torch_where()}, '
         f'{os.cpu_count()} CPUs, cropjax dtype {args.dtype}')
   print(f'oneDNN convolutions: {"on" if onednn.available() else "off"}; XLA host buffers '
         f'cached: {host_buffers.install() or "yes"}')
