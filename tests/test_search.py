@@ -69,9 +69,9 @@ def _counting(monkeypatch):
   encoded = []
   real = descriptors.describe
 
-  def describe(images, model, settings):
+  def describe(images, model, settings, sizes=None):
     encoded.append(len(images))
-    return real(images, model, settings)
+    return real(images, model, settings, sizes)
   monkeypatch.setattr(descriptors, 'describe', describe)
   return encoded
 
@@ -100,6 +100,30 @@ def test_index_round_trip_and_the_library_untouched(model, tmp_path):
   w, h = descriptors.thumb_size(260, 180, side)
   assert (w, h) == (side, 66) and again.thumbs[2, :h, :w].std() > 10
   assert not again.thumbs[:, h:].any()
+
+
+def test_a_thumbnail_is_the_part_re_ranking_reads_when_the_photo_is_decoded_smaller(model,
+                                                                                   tmp_path):
+  side, t = descriptors.settings(model)['library_side'], descriptors.THUMB_SIDE
+
+  def decoded(w, h):  # the size draft mode decodes a w x h JPEG at for the index
+    buf = io.BytesIO()
+    Image.new('RGB', (w, h)).save(buf, 'JPEG')
+    im = Image.open(buf)
+    im.draft('RGB', (side, side))
+    return im.size
+  # A photo whose reduced decoding rounds its thumbnail a pixel away from its full size's.
+  w, h = next((w, h) for w in range(900, 1100) for h in (701, 733, 751, 767)
+              if descriptors.thumb_size(*decoded(w, h), t) != descriptors.thumb_size(w, h, t))
+  lib = tmp_path / 'lib'
+  lib.mkdir()
+  ramp = np.linspace(60, 250, w * h).reshape(h, w)
+  Image.fromarray(np.stack([ramp] * 3, -1).astype(np.uint8)).save(lib / 'photo.jpg', quality=95)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  tw, th = rerank.thumb_extent(idx, 0)
+  assert (tw, th) == descriptors.thumb_size(w, h, t)
+  assert idx.thumbs[0, :th, :tw].min() > 0                        # all photo, no empty row
+  assert not idx.thumbs[0, th:].any() and not idx.thumbs[0, :, tw:].any()   # nothing beyond
 
 
 def test_a_second_run_encodes_only_new_and_changed_photos(model, tmp_path, monkeypatch):
@@ -131,11 +155,11 @@ def test_an_interrupted_build_resumes(model, tmp_path, monkeypatch):
   real = descriptors.describe
   calls = []
 
-  def dies_on_the_third_batch(images, model, settings):
+  def dies_on_the_third_batch(images, model, settings, sizes=None):
     calls.append(len(images))
     if len(calls) == 3:
       raise KeyboardInterrupt
-    return real(images, model, settings)
+    return real(images, model, settings, sizes)
   monkeypatch.setattr(descriptors, 'describe', dies_on_the_third_batch)
   with pytest.raises(KeyboardInterrupt):
     search.update_index([lib], tmp_path / 'idx', model=model, batch_size=2, save_every=2)

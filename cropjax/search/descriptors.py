@@ -142,19 +142,23 @@ def thumb_size(width: int, height: int, side: int) -> tuple[int, int]:
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def thumbnail(image: Image.Image, side: int) -> np.ndarray:
+def thumbnail(image: Image.Image, side: int, size: tuple[int, int] | None = None) -> np.ndarray:
   """uint8 [side, side]: the image in grey, its long side brought to `side` (area-averaged),
-  at the top left; zero beyond (`thumb_size` says how much of it is the photo)."""
-  w, h = thumb_size(*image.size, side)
+  at the top left; zero beyond. The part that is the photo is `thumb_size` of `size`, the
+  photo's full (width, height) where the image was decoded smaller (draft mode), so that it is
+  the part re-ranking reads (`rerank.thumb_extent`) to the pixel."""
+  w, h = thumb_size(*(size or image.size), side)
   out = np.zeros((side, side), np.uint8)
   out[:h, :w] = np.asarray(image.convert('L').resize((w, h), Image.Resampling.BOX))
   return out
 
 
-def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
+def describe(images: Sequence[Image.Image], model, settings: dict[str, Any],
+             sizes: Sequence[tuple[int, int]] | None = None
              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
   """For each library photo: (region descriptors [R, D], their boxes [R, 4], query
-  descriptors [S, D], grey thumbnail [T, T] uint8)."""
+  descriptors [S, D], grey thumbnail [T, T] uint8); `sizes`: the photos' full upright
+  (width, height) where they were read smaller (`read_photo`), for the thumbnails."""
   if not images:
     return
   boxes = windows(settings['fractions'])
@@ -163,4 +167,5 @@ def describe(images: Sequence[Image.Image], model, settings: dict[str, Any]
   # The first window is the whole photo: its query descriptor at the library's side.
   queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
   for i in range(len(images)):
-    yield regions[i], boxes, queries[i], thumbnail(images[i], settings['thumb_side'])
+    yield (regions[i], boxes, queries[i],
+           thumbnail(images[i], settings['thumb_side'], sizes[i] if sizes else None))

@@ -75,8 +75,9 @@ class Describe(beam.DoFn):
   def process(self, batch: Sequence[tuple[str, int, int, str]]) -> Iterator[str]:
     read, failures = descriptors.read_photos([Path(f) for f, *_ in batch], self.settings)
     self.failures += failures
-    encoded = descriptors.describe([r[0] for r in read if r is not None], self.model,
-                                   self.settings)
+    ok = [r for r in read if r is not None]
+    encoded = descriptors.describe([r[0] for r in ok], self.model, self.settings,
+                                   [r[1] for r in ok])
     for (path, size, mtime_ns, digest), r in zip(batch, read):
       if r is not None:
         d, boxes, queries, thumb = next(encoded)
