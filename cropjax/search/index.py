@@ -357,8 +357,8 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
     chunk = todo[start:start + batch_size]
     photos, failures = descriptors.read_photos([Path(f) for f, *_ in chunk], settings)
     index.skipped += failures
-    read = [r for r in photos if r is not None]
-    encoded = descriptors.describe([r[0] for r in read], model, settings, [r[1] for r in read])
+    ok = [r for r in photos if r is not None]
+    encoded = descriptors.describe([r[0] for r in ok], model, settings, [r[1] for r in ok])
     for (f, size, mtime_ns, digest), read in zip(chunk, photos):
       if read is not None:
         (width, height) = read[1]
