@@ -538,7 +538,7 @@ def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
 
 def _scores(batch: _Batch, p: np.ndarray, with_angle: bool, full: bool):
   out = _score_fn(with_angle, full)(np.float32(p), *batch.arrays)
-  return [np.array(v[:batch.n]) for v in out]
+  return [np.array(v)[:batch.n] for v in out]  # on the host, then sliced: no dispatch a slice
 
 
 # ------------------------------------------------------------------ public
