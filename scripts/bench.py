@@ -19,6 +19,8 @@ Sections (each a function registered in SECTIONS, so later work adds its own):
   search   library search (cropjax.search) with a trained model on the
            real-photo yardstick among procedural distractors, beside
            imagehash's pHash and crop-resistant hash (not default);
+  rerank   development queries (not the yardstick's) for the number of
+           photos search re-ranks (not default);
   neighbours retrieval latency on synthetic descriptors: numpy, faiss flat and
            HNSW (not default).
 
@@ -568,28 +570,14 @@ def section_search(args) -> list[Result]:
   photos = yardstick.photos()
   root = tempfile.mkdtemp(prefix='cropjax-bench-search-')
   try:
-    lib, qdir = os.path.join(root, 'library'), os.path.join(root, 'queries')
-    os.makedirs(lib)
-    os.makedirs(qdir)
-    for name, im in photos:
-      im.save(os.path.join(lib, f'{name}.jpg'), quality=90)
-    for i, a in enumerate(_distractors(args.search_distractors, (1024, 768))):
-      Image.fromarray(a).save(os.path.join(lib, f'distractor{i:06d}.jpg'), quality=90)
+    lib, qdir = _search_library(root, photos, args.search_distractors)
     rng = np.random.default_rng(0)
     truth = {}  # query path -> (photo name or None, box, band)
     for name, im in photos:
       for band, (lo, hi), count in (('10-85 %', (0.10, 0.85), 2), ('5-10 %', (0.05, 0.10), 1),
                                     ('mirrored', (0.10, 0.85), 1)):
         for k in range(count):
-          w, h = im.size
-          area, aspect = rng.uniform(lo, hi), rng.uniform(0.7, 1.4)
-          cw = min(w, np.sqrt(area * w * h * aspect))
-          ch = min(h, cw / aspect)
-          x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-          box = (x0, y0, x0 + cw, y0 + ch)
-          scale = rng.uniform(0.5, 1.0)
-          crop = im.resize((max(8, round(cw * scale)), max(8, round(ch * scale))),
-                           Image.Resampling.LANCZOS, box=box)
+          crop, box = _user_crop(im, lo, hi, rng)
           if band == 'mirrored':
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
           path = os.path.join(qdir, f'{name}-{band[:2]}{k}.jpg')
@@ -693,6 +681,109 @@ def section_search(args) -> list[Result]:
         f'imagehash pHash (Image.open + phash) {phash:.1f} photos/s: cropjax/pHash '
         f'{build / phash:.2f}x; crop-resistant hash {crh:.1f} photos/s', flush=True)
   return [Result('search', 'index vs pHash', build, phash)]
+
+
+def _search_library(root: str, photos, distractors: int) -> tuple[str, str]:
+  """The search benchmarks' library under root/library (the yardstick's `photos` and
+  `distractors` procedural ones, JPEG quality 90) and an empty root/queries."""
+  from PIL import Image
+  lib, qdir = os.path.join(root, 'library'), os.path.join(root, 'queries')
+  os.makedirs(lib)
+  os.makedirs(qdir)
+  for name, im in photos:
+    im.save(os.path.join(lib, f'{name}.jpg'), quality=90)
+  for i, a in enumerate(_distractors(distractors, (1024, 768))):
+    Image.fromarray(a).save(os.path.join(lib, f'distractor{i:06d}.jpg'), quality=90)
+  return lib, qdir
+
+
+def _user_crop(im, lo: float, hi: float, rng: np.random.Generator):
+  """(a crop of lo-hi of the area, aspect 0.7-1.4, resized 0.5-1x, the box it was cut from)."""
+  from PIL import Image
+  w, h = im.size
+  area, aspect = rng.uniform(lo, hi), rng.uniform(0.7, 1.4)
+  cw = min(w, np.sqrt(area * w * h * aspect))
+  ch = min(h, cw / aspect)
+  x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+  box = (x0, y0, x0 + cw, y0 + ch)
+  scale = rng.uniform(0.5, 1.0)
+  return im.resize((max(8, round(cw * scale)), max(8, round(ch * scale))),
+                   Image.Resampling.LANCZOS, box=box), box
+
+
+# Photographs in the yardstick's wallpaper packages that are not yardstick photos: the real
+# part of `section_rerank`'s development queries (those not installed are left out).
+DEVELOPMENT_PHOTOS = (
+    '/usr/share/backgrounds/Fossa_by_Jasper_Roks.jpg',
+    '/usr/share/backgrounds/umang_by_Abhishek_Mudgal.jpg',
+    '/usr/share/backgrounds/Painting-Colors_by__herobrine7gamer.jpg',
+    '/usr/share/backgrounds/mate/abstract/Elephants.jpg',
+    '/usr/share/wallpapers/Autumn/contents/images/1920x1080.jpg',
+    '/usr/share/wallpapers/PastelHills/contents/images/1920x1080.jpg',
+)
+
+
+def section_rerank(args) -> list[Result]:
+  """Development queries for choosing how many photos a query re-ranks (`search.RERANK`), never
+  the yardstick's: crops of 5-10 % of the area of library photos that are not yardstick photos
+  (six of each `DEVELOPMENT_PHOTOS` photo installed, added to the library, and one of each of
+  100 distractors), in the search section's library. Per re-ranked count
+  (`--rerank-counts`): the right photo first and in the top `--search-top`, and the time a
+  query's retrieval and re-ranking take (reading and encoding it come on top)."""
+  import shutil
+  import tempfile
+
+  from PIL import Image
+
+  from cropjax import inference
+  from cropjax import search
+  from cropjax.datasets import yardstick
+  from cropjax.search import rerank
+
+  model = inference.load_model(args.search_model, task='pairs')
+  root = tempfile.mkdtemp(prefix='cropjax-bench-rerank-')
+  try:
+    lib, qdir = _search_library(root, yardstick.photos(), args.search_distractors)
+    extra = [p for p in DEVELOPMENT_PHOTOS if os.path.exists(p)]
+    for k, path in enumerate(extra):
+      im = Image.open(path).convert('RGB')
+      im.thumbnail((yardstick.MAX_SIDE, yardstick.MAX_SIDE))
+      im.save(os.path.join(lib, f'development{k}.jpg'), quality=90)
+    rng = np.random.default_rng(123)
+    sources = ([f'development{k}' for k in range(len(extra)) for _ in range(6)]
+               + [f'distractor{i:06d}' for i in
+                  rng.choice(args.search_distractors, min(100, args.search_distractors),
+                             replace=False)])
+    for j, name in enumerate(sources):
+      crop, _ = _user_crop(Image.open(os.path.join(lib, f'{name}.jpg')), 0.05, 0.10, rng)
+      crop.save(os.path.join(qdir, f'{j:03d}-{name}.jpg'), quality=int(rng.integers(30, 96)))
+    index = search.update_index([lib], os.path.join(root, 'index'), model=model)
+    queries = sorted(os.path.join(qdir, f) for f in os.listdir(qdir))
+    images = [search.descriptors.read_photo(q, max(index.settings['query_sides']))[0]
+              for q in queries]
+    truth = [os.path.basename(q)[4:-4] for q in queries]
+    described = search.descriptors.query_descriptors(images, model, index.settings)
+    greys = [rerank.query_grey(im, 2 * index.settings['thumb_side']) for im in images]
+    stem = lambda p: os.path.splitext(os.path.basename(p))[0]
+    out = []
+    for count in args.rerank_counts:
+      start = time.perf_counter()
+      found = search.shortlist(index, described, greys, args.search_top, count)
+      ms = (time.perf_counter() - start) / len(queries) * 1e3
+      names = [[stem(index.photos[k].path) for k, _ in c] for c in found]
+      line = []
+      for part in ('development', 'distractor'):
+        sel = [i for i, t in enumerate(truth) if t.startswith(part)]
+        first = np.mean([names[i][:1] == [truth[i]] for i in sel]) if sel else float('nan')
+        top = np.mean([truth[i] in names[i] for i in sel]) if sel else float('nan')
+        line.append(f'{part} photos ({len(sel)}): first {first:.3f}, in the top '
+                    f'{args.search_top} {top:.3f}')
+      print(f'rerank   {count:4d} re-ranked: {ms:5.1f} ms a query; ' + '; '.join(line),
+            flush=True)
+      out.append(Result('rerank', str(count), 1e3 / max(ms, 1e-6), float('nan')))
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  return out
 
 
 def _distractors(count: int, size: tuple[int, int], pool: int = 300) -> Iterator[np.ndarray]:
@@ -860,6 +951,7 @@ SECTIONS: dict[str, Callable[[Any], list[Result]]] = {
     'loop': section_loop,
     'predict': section_predict,
     'search': section_search,
+    'rerank': section_rerank,
     'neighbours': section_neighbours,
 }
 DEFAULT_SECTIONS = ['matmul', 'train', 'forward', 'pipeline']
@@ -924,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--search-also-rerank', type=lambda v: [int(x) for x in v.split(',')],
                       default=[], help='search: more re-ranked counts measured in the same run, '
                       'e.g. 300 or 0,300')
+  parser.add_argument('--rerank-counts', type=lambda v: [int(x) for x in v.split(',')],
+                      default=[0, 100, 200, 300, 400],
+                      help='rerank: re-ranked counts measured (default 0,100,200,300,400)')
   parser.add_argument('--search-crop-resistant-photos', type=int, default=0,
                       help='search: give imagehash\'s crop-resistant hash (about 4 photos/s) only '
                            'the yardstick photos and this many distractors (default 0: all)')

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--top', type=int, default=5, help='candidates verified per query (default 5)')
   p.add_argument('--rerank', type=int, metavar='N',
                  help='photos retrieved per query and ordered by template matching on their '
-                 'thumbnails before the --top first are verified (default 100; 0: by '
+                 'thumbnails before the --top first are verified (default 300; 0: by '
                  'descriptor alone)')
   p.add_argument('--neighbours', default='auto', choices=['auto', 'numpy', 'flat', 'hnsw'],
                  help='retrieval: exact with the region vectors held in memory (flat) or made '

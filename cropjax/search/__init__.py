@@ -8,7 +8,7 @@
 
 `index` keeps region descriptors and a grey thumbnail of every photo on disk
 (incremental, resumable, checked); `find` retrieves candidates by descriptor
-similarity, orders the best hundred by template matching on their thumbnails
+similarity, orders the best 300 by template matching on their thumbnails
 (`rerank`) and reports only the pairs that alignment and the verdict confirm. Retrieval goes through
 faiss where it is installed (`neighbours`); the index can also be built as an
 Apache Beam pipeline (`cropjax.search.pipeline`, the beam extra). The console
