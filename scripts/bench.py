@@ -992,6 +992,11 @@ def _torch_where() -> str:
   return f'{torch.cuda.get_device_name()} (TF32, cuDNN autotuned)'
 
 
+def _ints(value: str) -> list[int]:
+  """A comma-separated list of integers, as the list options take them."""
+  return [int(x) for x in value.split(',')]
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sections', default=','.join(DEFAULT_SECTIONS),
@@ -1013,17 +1018,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--search-rerank', type=int,
                       help="search: candidates re-ranked by template matching (0: none; "
                       "default: cropjax-find's)")
-  parser.add_argument('--search-also-rerank', type=lambda v: [int(x) for x in v.split(',')],
+  parser.add_argument('--search-also-rerank', type=_ints,
                       default=[], help='search: more re-ranked counts measured in the same run, '
                       'e.g. 300 or 0,300')
-  parser.add_argument('--rerank-counts', type=lambda v: [int(x) for x in v.split(',')],
+  parser.add_argument('--rerank-counts', type=_ints,
                       default=[0, 100, 200, 300, 400],
                       help='rerank: re-ranked counts measured (default 0,100,200,300,400)')
   parser.add_argument('--search-crop-resistant-photos', type=int, default=0,
                       help='search: give imagehash\'s crop-resistant hash (about 4 photos/s) only '
                            'the yardstick photos and this many distractors (default 0: all)')
-  parser.add_argument('--neighbours-sizes', default='10000,100000',
-                      type=lambda v: [int(x) for x in v.split(',')],
+  parser.add_argument('--neighbours-sizes', default='10000,100000', type=_ints,
                       help='neighbours: synthetic region counts (default 10000,100000)')
   parser.add_argument('--torch-device', default='auto', choices=['auto', 'cpu', 'cuda'],
                       help="where torch runs (auto: cuda when JAX's default backend is a GPU "

@@ -486,9 +486,9 @@ def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=
   n = len(originals)
 
   def one(job):  # a pair's reads (and seed) on one core: OpenCV releases the GIL
-    items = _stage_inputs(*job, samples, margin)
-    template, canvas, _, start, _ = items
-    return items, (_seed(template, canvas, start) if seed else start)
+    inputs = _stage_inputs(*job, samples, margin)
+    template, canvas, _, start, _ = inputs
+    return inputs, (_seed(template, canvas, start) if seed else start)
   done = threads.map(one, zip(originals, crops, boxes, angles))
   items = [d[0] for d in done]
   m = _bucket(n)
