@@ -177,6 +177,23 @@ def test_an_interrupted_build_resumes(model, tmp_path, monkeypatch):
                            for a in index_lib.ARRAYS + index_lib.DERIVED])
 
 
+def test_a_build_read_ahead_in_small_chunks_equals_one_in_one_chunk(model, tmp_path):
+  # Files are decoded on threads, the next chunk's while this one's are encoded.
+  lib = _library(tmp_path / 'lib', count=5)
+  (lib / 'photo02b.jpg').write_text('not a photo')  # a failure inside a chunk
+  one = search.update_index([lib], tmp_path / 'one', model=model, batch_size=16)
+  small = search.update_index([lib], tmp_path / 'small', model=model, batch_size=2)
+  assert [p.path for p in small.photos] == [p.path for p in one.photos]
+  assert [os.path.basename(p) for p, _ in small.skipped] == ['photo02b.jpg']
+  assert [(p.width, p.height, p.rows) for p in small.photos] == [
+      (p.width, p.height, p.rows) for p in one.photos]
+  for name in ('regions', 'thumbs'):
+    np.testing.assert_array_equal(getattr(small, name), getattr(one, name))
+  for name in ('descriptors', 'queries'):  # batches of 2 and 8: the same up to float16
+    np.testing.assert_allclose(getattr(small, name).astype(np.float32),
+                               getattr(one, name).astype(np.float32), atol=2e-3)
+
+
 def test_a_corrupt_or_foreign_index_is_refused(model, tmp_path):
   lib = _library(tmp_path / 'lib', count=2)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)

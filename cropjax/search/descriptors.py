@@ -78,13 +78,18 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
 def read_photos(paths: Sequence[Path], settings: dict[str, Any]
                 ) -> tuple[list[tuple[Image.Image, tuple[int, int]] | None], list[tuple[str, str]]]:
   """Each path's `read_photo` (None where it cannot be read) and the (path, why) of those."""
-  photos, failures = [], []
-  for p in paths:
+  from cropjax import threads
+
+  def read(p: Path) -> tuple[Image.Image, tuple[int, int]] | str:
     try:
-      photos.append(read_photo(p, settings['library_side']))
+      return read_photo(p, settings['library_side'])
     except Exception as e:  # noqa: BLE001 -- any decoder failure: the file is skipped and listed
-      photos.append(None)
-      failures.append((str(p), f'{type(e).__name__}: {e}'))
+      return f'{type(e).__name__}: {e}'
+  photos, failures = [], []
+  for p, r in zip(paths, threads.map(read, paths)):  # decoders release the GIL: on every core
+    photos.append(None if isinstance(r, str) else r)
+    if isinstance(r, str):
+      failures.append((str(p), r))
   return photos, failures
 
 
@@ -119,7 +124,8 @@ def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray,
 
 def _encode(images: Sequence[Image.Image], model, side: int) -> tuple[np.ndarray, np.ndarray]:
   from cropjax import inference
-  sides = [inference._square(model, im, side) for im in images]
+  from cropjax import threads
+  sides = threads.map(lambda im: inference._square(model, im, side), images)
   features = model.encode(np.stack([p for p, _ in sides]), batch_size=16)
   return features, np.array([e for _, e in sides], np.float32)
 
@@ -166,6 +172,8 @@ def describe(images: Sequence[Image.Image], model, settings: dict[str, Any],
   regions = _pooled(features, extents, boxes, settings['cells'])
   # The first window is the whole photo: its query descriptor at the library's side.
   queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
+  from cropjax import threads
+  thumbs = threads.map(lambda i: thumbnail(images[i], settings['thumb_side'],
+                                           sizes[i] if sizes else None), range(len(images)))
   for i in range(len(images)):
-    yield (regions[i], boxes, queries[i],
-           thumbnail(images[i], settings['thumb_side'], sizes[i] if sizes else None))
+    yield regions[i], boxes, queries[i], thumbs[i]

@@ -29,6 +29,7 @@ again); files gone are forgotten. Library files are only read.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -353,25 +354,37 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   settings = index.settings
   pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
   done = 0
-  for start in range(0, len(todo), batch_size):
-    chunk = todo[start:start + batch_size]
-    photos, failures = descriptors.read_photos([Path(f) for f, *_ in chunk], settings)
-    index.skipped += failures
-    ok = [r for r in photos if r is not None]
-    encoded = descriptors.describe([r[0] for r in ok], model, settings, [r[1] for r in ok])
-    for (f, size, mtime_ns, digest), read in zip(chunk, photos):
-      if read is not None:
-        (width, height) = read[1]
-        pending.append((Photo(f, size, mtime_ns, digest, width, height, (0, 0)), *next(encoded)))
-    done += len(chunk)
-    if progress:
-      progress(done, len(todo))
-    if done % save_every < batch_size and done < len(todo):
-      add_photos(index, pending)
-      save(index, derived=False)  # a run killed from here on resumes after these photos
+  chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+  read = lambda chunk: descriptors.read_photos([Path(f) for f, *_ in chunk], settings)
+  # The next chunk's files are decoded while this one's are encoded.
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='cropjax-read') as reader:
+    ahead = reader.submit(read, chunks[0]) if chunks else None
+    for k, chunk in enumerate(chunks):
+      photos, failures = ahead.result()
+      ahead = reader.submit(read, chunks[k + 1]) if k + 1 < len(chunks) else None
+      _describe_chunk(index, chunk, photos, failures, model, pending)
+      done += len(chunk)
+      if progress:
+        progress(done, len(todo))
+      if done % save_every < batch_size and done < len(todo):
+        add_photos(index, pending)
+        save(index, derived=False)  # a run killed from here on resumes after these photos
   add_photos(index, pending)
   save(index)
   return index
+
+
+def _describe_chunk(index: Index, chunk: list[tuple[str, int, int, str]], photos: list,
+                    failures: list[tuple[str, str]], model, pending: list) -> None:
+  """Encodes one chunk's photos as read (`descriptors.read_photos`) into `pending` and lists the
+  files that could not be read in `index.skipped`."""
+  index.skipped += failures
+  ok = [r for r in photos if r is not None]
+  encoded = descriptors.describe([r[0] for r in ok], model, index.settings, [r[1] for r in ok])
+  for (f, size, mtime_ns, digest), read in zip(chunk, photos):
+    if read is not None:
+      (width, height) = read[1]
+      pending.append((Photo(f, size, mtime_ns, digest, width, height, (0, 0)), *next(encoded)))
 
 
 def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *,
