@@ -171,6 +171,22 @@ def test_photos_builder_demo_config(tmp_path):
   assert photos.Photos.BUILDER_CONFIGS[0].name == 'demo'  # the default needs no user data
 
 
+def test_photos_made_on_threads_equal_those_made_on_one_core(tmp_path, monkeypatch):
+  from cropjax import threads
+  config = photos.PhotosConfig(name='tiny_demo', procedural=9, procedural_size=64, skimage=False,
+                               max_size=48, validation_fraction=0.3)
+
+  def build(where):
+    builder = photos.Photos(data_dir=tmp_path / where, config=config)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(**SKIP_STATS))
+    return {split: [(ex['id'], ex['image'].tobytes()) for ex in items]
+            for split, items in _split_examples(builder).items()}
+  on_threads = build('threads')
+  monkeypatch.setattr(threads, 'workers', lambda: 1)
+  assert build('one') == on_threads
+  assert sum(len(v) for v in on_threads.values()) == 9
+
+
 def test_photos_folder_skips_broken_files(tmp_path, caplog):
   folder = tmp_path / 'photos'
   for i in range(4):
