@@ -33,6 +33,7 @@ from PIL import Image, ImageOps
 
 from cropjax import metadata
 from cropjax import procedural
+from cropjax import threads
 from cropjax.datasets import splits
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,6 @@ class Photos(tfds.core.GeneratorBasedBuilder):
     return out
 
   def _generate_examples(self, entries: list[_Entry]):
-    from cropjax import threads
     max_size = self.builder_config.max_size
 
     def encoded(e: _Entry) -> bytes | None:

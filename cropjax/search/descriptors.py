@@ -22,6 +22,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from cropjax import threads
+
 FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25)
 CELLS = 1  # each descriptor: the window's features pooled over CELLS x CELLS cells, concatenated
 LIBRARY_SCALE = 4
@@ -78,8 +80,6 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
 def read_photos(paths: Sequence[Path], settings: dict[str, Any]
                 ) -> tuple[list[tuple[Image.Image, tuple[int, int]] | None], list[tuple[str, str]]]:
   """Each path's `read_photo` (None where it cannot be read) and the (path, why) of those."""
-  from cropjax import threads
-
   def read(p: Path) -> tuple[Image.Image, tuple[int, int]] | str:
     try:
       return read_photo(p, settings['library_side'])
@@ -124,7 +124,6 @@ def _pooled(features: np.ndarray, extents: np.ndarray, boxes: np.ndarray,
 
 def _encode(images: Sequence[Image.Image], model, side: int) -> tuple[np.ndarray, np.ndarray]:
   from cropjax import inference
-  from cropjax import threads
   sides = threads.map(lambda im: inference._square(model, im, side), images)
   features = model.encode(np.stack([p for p, _ in sides]), batch_size=16)
   return features, np.array([e for _, e in sides], np.float32)
@@ -172,7 +171,6 @@ def describe(images: Sequence[Image.Image], model, settings: dict[str, Any],
   regions = _pooled(features, extents, boxes, settings['cells'])
   # The first window is the whole photo: its query descriptor at the library's side.
   queries = query_descriptors(images, model, settings, {settings['library_side']: regions[:, 0]})
-  from cropjax import threads
   thumbs = threads.map(lambda i: thumbnail(images[i], settings['thumb_side'],
                                            sizes[i] if sizes else None), range(len(images)))
   for i in range(len(images)):
