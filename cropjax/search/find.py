@@ -61,13 +61,20 @@ def similarities(index: Index, queries: np.ndarray, chunk: int = 65536,
   best = np.full((photos, n), -np.inf, np.float32)
   if not photos or not n:
     return best.T
-  q = index.query_vectors(queries.reshape(-1, queries.shape[-1]))  # [n * S, D + 1]
+  scales = queries.shape[1]
+  # Scale-major [S * n, D + 1]: a chunk's scores [rows, S * n] hold each scale's n columns
+  # together, so the best over scales is S - 1 elementwise maxima of contiguous blocks (numpy's
+  # max over a trailing axis of 3 took 8x the matrix product: 32 of 36 ms a query).
+  q = index.query_vectors(np.swapaxes(queries, 0, 1).reshape(-1, queries.shape[-1]))
   owner = index.regions[:, 0].astype(np.int64)
   held_vectors = index.search_matrix if held else None
   for start in range(0, len(index.descriptors), chunk):
     d = (held_vectors[start:start + chunk] if held_vectors is not None
          else index.search_vectors(start, start + chunk))
-    s = (d @ q.T).reshape(len(d), n, -1).max(-1)                     # [rows, n]
+    scores = d @ q.T                                                  # [rows, S * n]
+    s = scores[:, :n].copy()                                          # [rows, n]
+    for k in range(1, scales):
+      np.maximum(s, scores[:, k * n:(k + 1) * n], out=s)
     o = owner[start:start + chunk]
     firsts = np.r_[0, np.flatnonzero(np.diff(o)) + 1]                # rows of a photo are together
     per = np.maximum.reduceat(s, firsts, axis=0)                     # [photos in chunk, n]
