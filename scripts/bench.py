@@ -814,8 +814,8 @@ def section_build(args) -> list[Result]:
   people use it) over the same files, in alternating rounds (`--rounds`, the median reported),
   on two libraries of `--build-photos` each: camera-size photographs (the installed
   wallpaper-package photos of 8 MP or more, or those under `--build-from`, each saved again
-  `--build-photos` / their number times, a few pixels cut off each time and JPEG quality 92, so every file is a photo of its own)
-  and web-size ones (1024 x 768 procedural photos, quality 90, as the search section's
+  `--build-photos` / their number times, a few pixels cut off each time, JPEG quality 92: every
+  file a photo of its own) and web-size ones (1024 x 768 procedural photos, quality 90, as the search section's
   distractors). One small build first compiles the encoder (a library of thousands
   amortises that), so the rounds time reading, encoding, pooling and saving."""
   import shutil

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,8 @@ CELLS = 1  # each descriptor: the window's features pooled over CELLS x CELLS ce
 LIBRARY_SCALE = 4
 QUERY_SCALES = (1, 2, 4)
 THUMB_SIDE = 96  # each photo's grey thumbnail: its long side, in pixels
+
+T = TypeVar('T')
 
 
 def settings(model) -> dict[str, Any]:
@@ -87,9 +89,10 @@ def read_photos(paths: Sequence[Path], settings: dict[str, Any]
       return f'{type(e).__name__}: {e}'
   photos, failures = [], []
   for p, r in zip(paths, threads.map(read, paths)):  # decoders release the GIL: on every core
-    photos.append(None if isinstance(r, str) else r)
     if isinstance(r, str):
       failures.append((str(p), r))
+      r = None
+    photos.append(r)
   return photos, failures
 
 
@@ -156,6 +159,18 @@ def thumbnail(image: Image.Image, side: int, size: tuple[int, int] | None = None
   out = np.zeros((side, side), np.uint8)
   out[:h, :w] = np.asarray(image.convert('L').resize((w, h), Image.Resampling.BOX))
   return out
+
+
+def describe_read(items: Sequence[T], photos: Sequence[tuple[Image.Image, tuple[int, int]] | None],
+                  model, settings: dict[str, Any]
+                  ) -> Iterator[tuple[T, tuple[int, int], tuple[np.ndarray, ...]]]:
+  """`describe` over the photos `read_photos` could read: (item, the photo's full upright
+  (width, height), `describe`'s arrays) for each of `items` whose photo is not None, in order."""
+  ok = [r for r in photos if r is not None]
+  encoded = describe([r[0] for r in ok], model, settings, [r[1] for r in ok])
+  for item, read in zip(items, photos):
+    if read is not None:
+      yield item, read[1], next(encoded)
 
 
 def describe(images: Sequence[Image.Image], model, settings: dict[str, Any],

@@ -362,7 +362,10 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
     for k, chunk in enumerate(chunks):
       photos, failures = ahead.result()
       ahead = reader.submit(read, chunks[k + 1]) if k + 1 < len(chunks) else None
-      _describe_chunk(index, chunk, photos, failures, model, pending)
+      index.skipped += failures
+      for (f, size, mtime_ns, digest), (width, height), arrays in descriptors.describe_read(
+          chunk, photos, model, settings):
+        pending.append((Photo(f, size, mtime_ns, digest, width, height, (0, 0)), *arrays))
       done += len(chunk)
       if progress:
         progress(done, len(todo))
@@ -372,19 +375,6 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   add_photos(index, pending)
   save(index)
   return index
-
-
-def _describe_chunk(index: Index, chunk: list[tuple[str, int, int, str]], photos: list,
-                    failures: list[tuple[str, str]], model, pending: list) -> None:
-  """Encodes one chunk's photos as read (`descriptors.read_photos`) into `pending` and lists the
-  files that could not be read in `index.skipped`."""
-  index.skipped += failures
-  ok = [r for r in photos if r is not None]
-  encoded = descriptors.describe([r[0] for r in ok], model, index.settings, [r[1] for r in ok])
-  for (f, size, mtime_ns, digest), read in zip(chunk, photos):
-    if read is not None:
-      (width, height) = read[1]
-      pending.append((Photo(f, size, mtime_ns, digest, width, height, (0, 0)), *next(encoded)))
 
 
 def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *,

@@ -75,15 +75,11 @@ class Describe(beam.DoFn):
   def process(self, batch: Sequence[tuple[str, int, int, str]]) -> Iterator[str]:
     read, failures = descriptors.read_photos([Path(f) for f, *_ in batch], self.settings)
     self.failures += failures
-    ok = [r for r in read if r is not None]
-    encoded = descriptors.describe([r[0] for r in ok], self.model, self.settings,
-                                   [r[1] for r in ok])
-    for (path, size, mtime_ns, digest), r in zip(batch, read):
-      if r is not None:
-        d, boxes, queries, thumb = next(encoded)
-        self.photos.append({'path': path, 'size': size, 'mtime_ns': mtime_ns, 'sha256': digest,
-                            'width': r[1][0], 'height': r[1][1], 'regions': len(d)})
-        self.arrays.append((d, boxes, queries, thumb))
+    for (path, size, mtime_ns, digest), (width, height), arrays in descriptors.describe_read(
+        batch, read, self.model, self.settings):
+      self.photos.append({'path': path, 'size': size, 'mtime_ns': mtime_ns, 'sha256': digest,
+                          'width': width, 'height': height, 'regions': len(arrays[0])})
+      self.arrays.append(arrays)
     return iter(())
 
   def finish_bundle(self) -> Iterator[WindowedValue]:
