@@ -6,8 +6,9 @@
         --config.data.source=data/crops
 
 Learns the crop (left, top, right, bottom) and angle the photographer chose,
-from the annotated DATASET folder. The box head places each edge over the
-positions of the backbone's stride-4 map (merged with strides 8 and 32), and
+from the annotated DATASET folder. The box head maps which positions of the
+backbone's stride-4 map (merged with strides 8 and 32) lie in the crop (a
+dense loss, `inside`) and places each edge over those positions with it, and
 cannot leave the frame or invert; the angle is classified over 1-degree bins
 plus a residual, and training turns photos (and their crops with them) by up
 to `rotate` degrees and mixes in close-ups round the crop (`refine`), which
@@ -28,7 +29,8 @@ def get_config():
   c.angle_bins = 91                   # 1-degree bins over +-max_angle (0: one tanh regression)
   c.model.arch = 'resnet50'
   c.model.dtype = 'bfloat16'
-  c.model.crop_head = 'edges'         # each edge placed over the stride-4 positions
+  c.model.crop_head = 'inside'        # each edge placed over the stride-4 positions, with a map of
+                                      # which positions lie in the crop ('edges': without it)
   c.model.crop_levels = (1, 2, 4)
   c.init.checkpoint = 'weights/resnet50'
   c.image_size = 224
@@ -36,7 +38,8 @@ def get_config():
   c.num_steps = 10_000
   c.freeze_steps = 1_000
   c.warmup_steps = 500
-  c.loss_weights = ml_collections.ConfigDict({'l1': 5.0, 'giou': 2.0, 'angle': 1.0, 'corners': 5.0})
+  c.loss_weights = ml_collections.ConfigDict({'l1': 5.0, 'giou': 2.0, 'angle': 0.5, 'corners': 5.0,
+                                             'inside': 5.0})
   c.param_groups = ml_collections.ConfigDict({
       'backbone': r'backbone/.*',
       'head': r'(crop|angle)/.*',
@@ -45,7 +48,7 @@ def get_config():
   # refine: that share of training examples are close-ups round the crop, so that prediction
   # can look again at a close-up round its first answer (cropjax.inference.predict_crops).
   c.data.autocrop_options = ml_collections.ConfigDict({'resize': 'letterbox', 'rotate': 10.0,
-                                                       'refine': 0.3})
+                                                       'refine': 0.3, 'hue': 0.0})
   c.eval_every = 500
   c.checkpoint_every = 500
   return c

@@ -4,7 +4,8 @@
 
 The demo library (`cropjax.demo_library`: photos placed in distracting
 margins, the crop being the photo) is generated and annotated once into the
-tfds data dir. About 10 minutes on two CPU cores (9m54s measured); watch
+tfds data dir. About 10-11 minutes on two CPU cores (9m54s on a Xeon, 11m31s on
+an AMD EPYC with other work beside it); watch
 `tensorboard --logdir workdirs`. docs/autocrop.md has its figures on held-out
 photos.
 """
@@ -26,4 +27,7 @@ def get_config():
   c.eval_every = 250
   c.eval_batches = 4
   c.checkpoint_every = 250
+  # The demo's margins are coloured at random: turning the hue of every training view keeps
+  # the network from learning the training photos' margin colours (docs/autocrop.md).
+  c.data.autocrop_options.hue = 0.5
   return c

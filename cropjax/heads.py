@@ -246,11 +246,18 @@ class EdgeHead(nn.Module):
   """The crop's edges from where they lie: the backbone's maps merged top-down (FPN-style:
   each coarser map brought up to the finest's positions and added), pooled across each
   axis into a row of positions per axis, the coarsest map's pooled context added, and a
-  1-D convolution giving each edge's logits over the positions (`edge_box`)."""
+  1-D convolution giving each edge's logits over the positions (`edge_box`).
+
+  With `inside`, a map of logits of "inside the crop" at the finest positions is
+  also predicted (trained on `inside_target`, dense supervision that the four edges
+  alone do not give) and its profile along each axis (mean and max over the other
+  axis) joins that axis's row of positions: an edge is where the profile steps.
+  Returns the boxes, and with `inside` also the map's logits (B, H, W)."""
   channels: int = 128
+  inside: bool = False
 
   @nn.compact
-  def __call__(self, *maps: jax.Array) -> jax.Array:
+  def __call__(self, *maps: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
     maps = [m.astype(jnp.float32) for m in maps]
     b, h, w, _ = maps[0].shape
     conv = lambda n, k, name: nn.Conv(n, k, dtype=jnp.float32, name=name)
@@ -260,12 +267,36 @@ class EdgeHead(nn.Module):
                                (b, h, w, self.channels), 'bilinear')
     x = nn.relu(conv(self.channels, (3, 3), 'mix')(nn.relu(x)))
     context = nn.Dense(self.channels, dtype=jnp.float32, name='context')(maps[-1].mean((1, 2)))
+    if self.inside:
+      inside = conv(1, (1, 1), 'inside')(x)[..., 0]
+      p = jax.nn.sigmoid(inside)
     logits = []
     for axis, name in ((1, 'x'), (2, 'y')):  # pool the rows for the x edges, the columns for y
       line = x.mean(axis) + context[:, None]
+      if self.inside:
+        line = jnp.concatenate([line, p.mean(axis)[..., None], p.max(axis)[..., None]], -1)
       line = nn.relu(nn.Conv(self.channels, (3,), dtype=jnp.float32, name=f'{name}_conv')(line))
       logits.append(nn.Conv(2, (3,), dtype=jnp.float32, name=f'{name}_edges')(line))
-    return edge_box(*logits)
+    box = edge_box(*logits)
+    return (box, inside) if self.inside else box
+
+
+def inside_target(box: jax.Array, angle: jax.Array, height: int, width: int) -> jax.Array:
+  """(B, 4) unturned crops (fractions of a square input) and (B,) angles -> (B, height, width):
+  the share of each cell of a height x width grid over the input that the turned crop covers
+  (exact for an unturned crop; for a turned one, each cell's centre taken into the crop's
+  own frame and covered as if the cell were turned with it)."""
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+  centre = (box[:, :2] + box[:, 2:]) / 2
+  half = (box[:, 2:] - box[:, :2]) / 2
+  a = jnp.deg2rad(angle)
+  c, s = jnp.cos(a)[:, None, None], jnp.sin(a)[:, None, None]
+  dx = xs[None, None, :] - centre[:, 0, None, None]
+  dy = ys[None, :, None] - centre[:, 1, None, None]
+  u, v = c * dx + s * dy, -s * dx + c * dy  # turned back by the crop's angle (`turned_corners`)
+  cover = lambda d, h, cell: jnp.clip((h[:, None, None] - jnp.abs(d)) / cell + 0.5, 0.0, 1.0)
+  return cover(u, half[:, 0], 1.0 / width) * cover(v, half[:, 1], 1.0 / height)
 
 
 class CropModel(nn.Module):
@@ -274,7 +305,8 @@ class CropModel(nn.Module):
   `crop_head`: 'pooled' regresses the box from the globally pooled last map
   (`bounded_box`); 'edges' places each edge over the positions of the finest map
   the backbone returns (`EdgeHead`; `config.model.crop_levels`, the last of them
-  the deepest).
+  the deepest); 'inside' is 'edges' that also predicts which positions lie in the
+  crop (`inside`, logits [B, H, W], `EdgeHead.inside`) and places the edges with it.
   With `angle_bins` (K > 1) the angle is classified over K bins evenly spaced on
   [-max_angle, max_angle] plus a residual per bin (at most one bin width either
   way): `angle` is the best bin's centre plus its residual, and the outputs also
@@ -296,11 +328,15 @@ class CropModel(nn.Module):
     if self.crop_head == 'edges':  # the backbone's maps, finest first
       pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
       out = {'crop': EdgeHead(name='crop')(*features)}
+    elif self.crop_head == 'inside':
+      pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
+      box, inside = EdgeHead(inside=True, name='crop')(*features)
+      out = {'crop': box, 'inside': inside}
     elif self.crop_head == 'pooled':
       pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
       out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}
     else:
-      raise ValueError(f"crop_head: {self.crop_head!r}, use 'pooled' or 'edges'")
+      raise ValueError(f"crop_head: {self.crop_head!r}, use 'pooled', 'edges' or 'inside'")
     if self.angle_bins > 1:
       centres, width = angle_bins(self.max_angle, self.angle_bins)
       raw = nn.Dense(2 * self.angle_bins, dtype=jnp.float32, name='angle')(pooled)
@@ -371,7 +407,9 @@ def pair_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
 
 def crop_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
               weights: Any = None, max_angle: float = 45.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """L1 + GIoU on the unturned crop; the angle; the turned crop's corners.
+  """L1 + GIoU on the unturned crop; the angle; the turned crop's corners; with an
+  `inside` map (the 'inside' crop head), its binary cross-entropy against the share of
+  each position the turned crop covers (`inside_target`).
 
   The angle: with bins (`CropModel.angle_bins`), cross-entropy on the nearest
   bin plus L1 of that bin's residual in bin widths; without, L1 as a fraction
@@ -379,7 +417,7 @@ def crop_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
   crop's corners from the photographer's, measured along the true crop's own
   edges (its rotated frame), so the box and the angle are judged together.
   """
-  w = {'l1': 5.0, 'giou': 2.0, 'angle': 1.0, 'corners': 0.0, **dict(weights or {})}
+  w = {'l1': 5.0, 'giou': 2.0, 'angle': 1.0, 'corners': 0.0, 'inside': 1.0, **dict(weights or {})}
   terms = {
       'l1': jnp.abs(outputs['crop'] - batch['crop']).mean(-1).mean(),
       'giou': (1.0 - giou(outputs['crop'], batch['crop'])).mean(),
@@ -400,5 +438,9 @@ def crop_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
     c, s = jnp.cos(a), jnp.sin(a)  # turned back by the true angle: along its edges
     along = jnp.stack([c * error[..., 0] + s * error[..., 1], -s * error[..., 0] + c * error[..., 1]], -1)
     terms['corners'] = jnp.abs(along).mean((-1, -2)).mean()
+  if 'inside' in outputs:
+    logits = outputs['inside']
+    target = inside_target(batch['crop'], batch['angle'], *logits.shape[1:])
+    terms['inside'] = optax.sigmoid_binary_cross_entropy(logits, target).mean()
   total = sum(w[k] * v for k, v in terms.items())
   return total, terms

@@ -142,11 +142,12 @@ PAIRS = Task(
 # ------------------------------------------------------------------ auto-crop
 
 
-CROP_HEADS = ('pooled', 'edges')
+CROP_HEADS = ('pooled', 'edges', 'inside')
 
 
 def crop_head(config) -> str:
-  """'pooled' (the box regressed from the pooled last map) or 'edges' (`heads.EdgeHead`)."""
+  """'pooled' (the box regressed from the pooled last map), 'edges' (`heads.EdgeHead`) or
+  'inside' (the edge head that also maps which positions lie in the crop)."""
   return _choice(config, 'crop_head', CROP_HEADS)
 
 
@@ -179,13 +180,19 @@ def crop_datasets(config, start_step: int):
 
 
 def draw_crops(batch, outputs, count: int = 8) -> np.ndarray:
-  """Validation photos with the photographer's crop (green) and the predicted one (red)."""
+  """Validation photos with the photographer's crop (green) and the predicted one (red); with
+  an `inside` map (crop head 'inside'), the map beside each photo (white: in the crop)."""
   count = min(count, len(batch['image']))
   rows = []
   for i in range(count):
     img = np.asarray(batch['image'][i]).copy()
     rotated_rectangle(img, batch['crop'][i], float(batch['angle'][i]), (0, 255, 0))
     rotated_rectangle(img, np.asarray(outputs['crop'][i]), float(outputs['angle'][i]), (255, 0, 0))
+    if 'inside' in outputs:
+      p = 1 / (1 + np.exp(-np.asarray(outputs['inside'][i], np.float32)))
+      rows_, cols = -(-img.shape[0] // p.shape[0]), -(-img.shape[1] // p.shape[1])
+      p = np.repeat(np.repeat(p, rows_, 0), cols, 1)[:img.shape[0], :img.shape[1]]
+      img = np.concatenate([img, np.repeat(np.round(p * 255).astype(img.dtype)[..., None], 3, -1)], 1)
     rows.append(img)
   return np.stack(rows)
 
@@ -198,7 +205,7 @@ AUTOCROP = Task(
     loss=lambda out, batch, weights, config: heads.crop_loss(out, batch, weights, config.max_angle),
     metrics=crop_metrics, datasets=crop_datasets, draw=draw_crops, image_summary='val_crops',
     backbone=lambda config: ({'in_channels': 3, 'outputs': crop_levels(config)}
-                             if crop_head(config) == 'edges' else {'in_channels': 3}))
+                             if crop_head(config) != 'pooled' else {'in_channels': 3}))
 
 TASKS = {t.name: t for t in (PAIRS, AUTOCROP)}
 

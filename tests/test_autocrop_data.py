@@ -98,9 +98,29 @@ def test_deterministic_and_resumable():
     np.testing.assert_array_equal(again[k], a[2][k])
 
 
+def test_hue_turns_colours_only_and_leaves_the_other_draws_alone():
+  kw = dict(image_size=N, batch_size=32, seed=6, color_jitter=0.0)
+  plain = next(autocrop.dataset(RECORDS, **kw).as_numpy_iterator())
+  turned = next(autocrop.dataset(RECORDS, hue=0.5, **kw).as_numpy_iterator())
+  for k in ('crop', 'angle'):  # the same windows, flips and turns
+    np.testing.assert_array_equal(turned[k], plain[k])
+  # Grey stays grey; the red crop takes other hues, about as bright, at the same place.
+  a, b = plain['image'].astype(np.float64), turned['image'].astype(np.float64)
+  grey = np.ptp(a, -1) == 0
+  assert grey.mean() > 0.5 and np.abs(a - b)[grey].max() <= 1
+  red = (a[..., 0] > 150) & (a[..., 1] < 100)
+  hues = np.argmax(b[red], -1)
+  assert len(set(hues.tolist())) == 3  # red, green and blue among them
+  np.testing.assert_allclose(b[red].max(-1).mean(), a[red].max(-1).mean(), rtol=0.05)
+  np.testing.assert_array_equal(next(autocrop.dataset(RECORDS, hue=0.5, **kw).as_numpy_iterator())
+                                ['image'], turned['image'])
+
+
 def test_bad_options():
   with pytest.raises(ValueError, match='resize'):
     autocrop.dataset(RECORDS, image_size=32, batch_size=2, seed=0, resize='fit')
+  with pytest.raises(ValueError, match='hue'):
+    autocrop.dataset(RECORDS, image_size=32, batch_size=2, seed=0, hue=0.7)
 
 
 def test_end_to_end_from_an_annotated_library(tmp_path):

@@ -275,3 +275,51 @@ def test_edge_head_crop_model_places_edges_over_the_finest_map_and_learns_a_box(
   baseline = np.abs(boxes - boxes.mean(0)).mean()
   error = float(np.abs(np.asarray(out['crop']) - boxes).mean())
   assert error < 0.3 * baseline, (error, baseline)
+
+
+def test_inside_target_covers_the_turned_crop_as_its_corners_say():
+  from PIL import Image, ImageDraw
+
+  from cropjax import metadata
+  # An unturned crop on cell borders covers whole cells; one through their middles, halves.
+  t = np.asarray(heads.inside_target(jnp.array([[0.25, 0.125, 0.75, 0.5], [0.0625, 0, 1, 1]]),
+                                     jnp.zeros(2), 8, 8))
+  want = np.zeros((8, 8))
+  want[1:4, 2:6] = 1
+  np.testing.assert_allclose(t[0], want, atol=1e-6)
+  np.testing.assert_allclose(t[1][:, 0], 0.5, atol=1e-6)
+  np.testing.assert_allclose(t[1][:, 1:], 1.0, atol=1e-6)
+  # Turned crops: the cells agree with the polygon of `metadata.corners` drawn at 200 x 200,
+  # but along its border (turned the other way, they would not).
+  for angle in (-12.0, 8.0, 30.0):
+    crop = metadata.Crop(0.2, 0.3, 0.7, 0.6, angle)
+    t = np.asarray(heads.inside_target(jnp.array([crop.as_tuple()[:4]]), jnp.array([angle]),
+                                       200, 200))[0]
+    for sign, most in ((1, 0.005), (-1, None)):
+      polygon = metadata.corners(metadata.Crop(*crop.as_tuple()[:4], sign * angle), 200, 200)
+      image = Image.new('L', (200, 200))
+      ImageDraw.Draw(image).polygon([tuple(p) for p in polygon], fill=1)
+      wrong = np.mean(np.abs(t - np.asarray(image)) > 0.5)
+      assert (wrong < most) if most else wrong > 0.02, (angle, sign, wrong)
+    np.testing.assert_allclose(t.mean(), 0.5 * 0.3, rtol=0.01)
+
+
+def test_inside_head_maps_the_crop_at_the_finest_positions_and_its_loss_sees_it():
+  backbone = models.TinyResNet(num_classes=None, outputs=(2, 4))
+  model = heads.CropModel(backbone, max_angle=10.0, angle_bins=21, crop_head='inside')
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  out = model.apply(variables, x)
+  finest = backbone.apply({'params': variables['params']['backbone'],
+                          'batch_stats': variables['batch_stats']['backbone']}, x)[0]
+  assert out['inside'].shape == finest.shape[:3] and out['crop'].shape == (2, 4)
+  batch = {'crop': jnp.array([[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 0.5, 1.0]]),
+           'angle': jnp.array([0.0, 5.0])}
+  target = heads.inside_target(batch['crop'], batch['angle'], *out['inside'].shape[1:])
+  sure = dict(out, inside=jnp.where(target > 0.5, 30.0, -30.0))
+  _, terms = heads.crop_loss(sure, batch)
+  wrong = dict(out, inside=-sure['inside'])
+  _, wrong_terms = heads.crop_loss(wrong, batch)
+  # Only the border cells' shares keep a sure map's loss above zero; the opposite map pays 30 a cell.
+  assert float(terms['inside']) < 0.15 * 30 < float(wrong_terms['inside'])
+  assert 'inside' not in heads.crop_loss({k: out[k] for k in ('crop', 'angle')}, batch)[1]

@@ -243,7 +243,7 @@ def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tm
   c.num_steps, c.freeze_steps, c.checkpoint_every, c.max_angle = 5, 3, 100, 20.0
   model = train.build_model(c)
   assert model.max_angle == 20.0 and model.backbone.in_channels == 3
-  assert model.crop_head == 'edges' and model.backbone.outputs == (1, 2, 4)  # configs/autocrop.py
+  assert model.crop_head == 'inside' and model.backbone.outputs == (1, 2, 4)  # configs/autocrop.py
   for key, bad, message in (('crop_head', 'corners', "crop_head: 'corners'"),
                             ('crop_levels', (1, 2), 'ending with 4'),
                             ('crop_levels', (2, 1, 4), 'increasing')):
@@ -257,6 +257,7 @@ def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tm
   assert _same(frozen.params['backbone'], init['params']['backbone'])
   assert _same(frozen.batch_stats, init['batch_stats'])
   assert not _same(frozen.params['crop'], init['params']['crop'])
+  assert not _same(frozen.params['crop']['inside'], init['params']['crop']['inside'])
   assert not _same(frozen.params['angle'], init['params']['angle'])
   thawed = train.train_and_evaluate(c, str(tmp_path / 'a'))
   assert int(thawed.step) == 5
@@ -267,6 +268,8 @@ def test_autocrop_freezes_then_trains_and_writes_crop_summaries(crop_dataset, tm
   acc.Reload()
   tags = set(acc.Tags()['tensors'])
   assert {'val_crop_iou', 'val_angle_error', 'val_boundary_error', 'val_crops'} <= tags
+  width, height = acc.Tensors('val_crops')[0].tensor_proto.string_val[:2]
+  assert int(width) == 2 * int(height) == 2 * c.image_size  # each photo, and its inside map beside it
   with pytest.raises(train.ConfigError, match="unknown task 'crops'"):
     c.task = 'crops'
     train.build_model(c)

@@ -27,7 +27,8 @@ photo move a letterboxed label by a rounding, about 0.001).
 Training augmentations keep labels right: a horizontal flip mirrors left and
 right and negates the angle; a random rescale (zoom in on a window that still
 holds the whole crop, or zoom out with padding) moves and scales the box; mild
-colour changes; with `refine`, that share of the examples are close-ups: a
+colour changes (with `hue`, a turn of the hue too); with `refine`, that share
+of the examples are close-ups: a
 square window REFINE_GROWTH times the crop's longer side (uniform), placed at
 random where it holds the whole crop, grey beyond the photo: what
 `cropjax.inference.predict_crops` looks at in its second pass; with `rotate`,
@@ -61,6 +62,7 @@ class AutocropOptions:
   flip_prob: float = 0.5
   zoom: tuple[float, float] = (0.8, 1.25)      # window size / photo size; < 1 zooms in
   color_jitter: float = 0.1
+  hue: float = 0.0                             # hue shifted by up to this share of the circle
   rotate: float = 0.0                          # turn by up to this many degrees (letterbox only)
   refine: float = 0.0                          # share of close-up windows (letterbox only)
   max_source_side: float = 2.0                 # photos shrunk to this many N once (0: never)
@@ -75,6 +77,8 @@ class AutocropOptions:
       raise ValueError('rotate needs resize=letterbox (a stretched photo has no one angle)')
     if not 0 <= self.rotate <= 45:
       raise ValueError(f'rotate must be 0 to 45 degrees, got {self.rotate}')
+    if not 0 <= self.hue <= 0.5:
+      raise ValueError(f'hue must be a share of the colour circle from 0 to 0.5, got {self.hue}')
     if not 0 <= self.refine <= 1:
       raise ValueError(f'refine must be a share from 0 to 1, got {self.refine}')
     if self.refine and self.resize != 'letterbox':
@@ -214,6 +218,9 @@ def make_example_fn(images: Sequence[bytes] | sources.DecodedImages, crops: np.n
       j = o.color_jitter
       small = tf.image.adjust_brightness(small / 255.0, uniform(s[4], -j, j))
       small = tf.image.adjust_saturation(small, uniform(s[5], 1 - j, 1 + j))
+      if o.hue:  # its own seed split off, so the other draws stay as they were
+        small = tf.image.adjust_hue(
+            small, uniform(tf.random.experimental.stateless_split(s[5], 2)[1], -o.hue, o.hue))
       small = tf.clip_by_value(small, 0.0, 1.0) * 255.0
     sy = tf.cast(new[0], tf.float32) / h
     sx = tf.cast(new[1], tf.float32) / w
