@@ -325,13 +325,10 @@ class CropModel(nn.Module):
     features = self.backbone(images, train=backbone_train)
     if not backbone_train:
       features = jax.lax.stop_gradient(features)
-    if self.crop_head == 'edges':  # the backbone's maps, finest first
+    if self.crop_head in ('edges', 'inside'):  # the backbone's maps, finest first
       pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
-      out = {'crop': EdgeHead(name='crop')(*features)}
-    elif self.crop_head == 'inside':
-      pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
-      box, inside = EdgeHead(inside=True, name='crop')(*features)
-      out = {'crop': box, 'inside': inside}
+      edges = EdgeHead(inside=self.crop_head == 'inside', name='crop')(*features)
+      out = dict(zip(('crop', 'inside'), edges)) if self.crop_head == 'inside' else {'crop': edges}
     elif self.crop_head == 'pooled':
       pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
       out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}

@@ -21,6 +21,7 @@ def pytest_configure(config):
   programs, and a cached executable is the same executable, so results do not change."""
   import tempfile
   folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
+  config._cropjax_jax_cache = folder  # removed when the session ends (pytest_unconfigure)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
   import jax
@@ -31,3 +32,11 @@ def pytest_configure(config):
   # there. The CPU computes float32 in full either way.
   if jax.default_backend() != 'cpu':
     jax.config.update('jax_default_matmul_precision', 'highest')
+
+
+def pytest_unconfigure(config):
+  """The session's compilation cache goes with it (about 15 MB a full run, else left in /tmp)."""
+  import shutil
+  folder = getattr(config, '_cropjax_jax_cache', None)
+  if folder:
+    shutil.rmtree(folder, ignore_errors=True)
