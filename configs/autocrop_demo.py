@@ -4,7 +4,7 @@
 
 The demo library (`cropjax.demo_library`: photos placed in distracting
 margins, the crop being the photo) is generated and annotated once into the
-tfds data dir. About 10-11 minutes on two CPU cores (10m39s measured on a
+tfds data dir. About 10 minutes on two CPU cores (9m37s and 10m39s measured on a
 2-core AMD EPYC); watch
 `tensorboard --logdir workdirs`. docs/autocrop.md has its figures on held-out
 photos.
