@@ -252,12 +252,12 @@ class EdgeHead(nn.Module):
   also predicted (trained on `inside_target`, dense supervision that the four edges
   alone do not give) and its profile along each axis (mean and max over the other
   axis) joins that axis's row of positions: an edge is where the profile steps.
-  Returns the boxes, and with `inside` also the map's logits (B, H, W)."""
+  Returns {'crop': boxes (B, 4)}, with `inside` also {'inside': the map's logits (B, H, W)}."""
   channels: int = 128
   inside: bool = False
 
   @nn.compact
-  def __call__(self, *maps: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
+  def __call__(self, *maps: jax.Array) -> dict[str, jax.Array]:
     maps = [m.astype(jnp.float32) for m in maps]
     b, h, w, _ = maps[0].shape
     conv = lambda n, k, name: nn.Conv(n, k, dtype=jnp.float32, name=name)
@@ -277,8 +277,7 @@ class EdgeHead(nn.Module):
         line = jnp.concatenate([line, p.mean(axis)[..., None], p.max(axis)[..., None]], -1)
       line = nn.relu(nn.Conv(self.channels, (3,), dtype=jnp.float32, name=f'{name}_conv')(line))
       logits.append(nn.Conv(2, (3,), dtype=jnp.float32, name=f'{name}_edges')(line))
-    box = edge_box(*logits)
-    return (box, inside) if self.inside else box
+    return {'crop': edge_box(*logits), **({'inside': inside} if self.inside else {})}
 
 
 def inside_target(box: jax.Array, angle: jax.Array, height: int, width: int) -> jax.Array:
@@ -327,8 +326,7 @@ class CropModel(nn.Module):
       features = jax.lax.stop_gradient(features)
     if self.crop_head in ('edges', 'inside'):  # the backbone's maps, finest first
       pooled = jnp.mean(features[-1].astype(jnp.float32), axis=(1, 2))
-      edges = EdgeHead(inside=self.crop_head == 'inside', name='crop')(*features)
-      out = dict(zip(('crop', 'inside'), edges)) if self.crop_head == 'inside' else {'crop': edges}
+      out = EdgeHead(inside=self.crop_head == 'inside', name='crop')(*features)
     elif self.crop_head == 'pooled':
       pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
       out = {'crop': bounded_box(nn.Dense(6, dtype=jnp.float32, name='crop')(pooled))}

@@ -189,7 +189,7 @@ def draw_crops(batch, outputs, count: int = 8) -> np.ndarray:
     rotated_rectangle(img, batch['crop'][i], float(batch['angle'][i]), (0, 255, 0))
     rotated_rectangle(img, np.asarray(outputs['crop'][i]), float(outputs['angle'][i]), (255, 0, 0))
     if 'inside' in outputs:
-      p = 1 / (1 + np.exp(-np.asarray(outputs['inside'][i], np.float32)))
+      p = 0.5 + 0.5 * np.tanh(np.asarray(outputs['inside'][i], np.float32) / 2)  # sigmoid, no overflow
       rows_, cols = -(-img.shape[0] // p.shape[0]), -(-img.shape[1] // p.shape[1])
       p = np.repeat(np.repeat(p, rows_, 0), cols, 1)[:img.shape[0], :img.shape[1]]
       img = np.concatenate([img, np.repeat(np.round(p * 255).astype(img.dtype)[..., None], 3, -1)], 1)
