@@ -1,20 +1,20 @@
 """Raw files through rawpy (cropjax.library.raw), on DNGs written here from known pictures.
 
 The DNGs are real ones (a Bayer mosaic in a sub-IFD, the preview in IFD0, the
-DNG colour tags) written by `dng` below, and LibRaw reads them back: no raw file
-is downloaded. The camera's colour matrix makes camera RGB linear sRGB, so the
-demosaic looks like the picture it was made from.
+DNG colour tags) written by `dng` below with tifffile, and LibRaw reads them
+back: no raw file is downloaded. The camera's colour matrix makes camera RGB
+linear sRGB, so the demosaic looks like the picture it was made from.
 """
 
 import io
 import json
 import os
-import struct
 import sys
 import types
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from cropjax import annotate, inference, metadata
@@ -37,60 +37,6 @@ NO_RAWPY = "RAW files need rawpy: pip install -e '.[raw]'"
 
 # ----------------------------------------------------------------------------- writing DNGs
 
-def tiff_file(ifds: list[dict], order: str = '<') -> bytes:
-  """A TIFF of `ifds` ({tag: (type, value)}; value bytes for types 1, 2, 7, else numbers,
-  (numerator, denominator) pairs for rationals). Tag 273 takes a strip's bytes (279 is added),
-  tag 330 the index of the sub-IFD it points to. Only IFD0 is in the main chain."""
-  formats = {3: 'H', 4: 'I', 5: 'I', 8: 'h', 9: 'i', 10: 'i'}
-
-  def encode(kind, value):
-    if kind in (1, 2, 7):
-      return bytes(value)
-    flat = [v for pair in value for v in pair] if kind in (5, 10) else list(value)
-    return struct.pack(order + formats[kind] * len(flat), *flat)
-
-  prepared = []
-  for ifd in ifds:
-    entries, strip, sub = dict(ifd), None, None
-    if 273 in entries:
-      strip = entries.pop(273)
-      entries[273], entries[279] = (4, [0]), (4, [len(strip)])
-    if 330 in entries:
-      sub = entries.pop(330)
-      entries[330] = (4, [0])
-    prepared.append((sorted(entries.items()), strip, sub))
-  pos, ifd_pos, strip_pos, value_pos = 8, [], [], {}
-  for i, (entries, strip, _) in enumerate(prepared):
-    ifd_pos.append(pos)
-    pos += 2 + 12 * len(entries) + 4
-    for tag, (kind, value) in entries:
-      size = len(encode(kind, value))
-      if size > 4:
-        value_pos[i, tag] = pos
-        pos += size + (size & 1)
-    strip_pos.append(pos)
-    pos += len(strip or b'') + (len(strip or b'') & 1)
-  out = bytearray(pos)
-  out[:8] = (b'II' if order == '<' else b'MM') + struct.pack(order + 'HI', 42, 8)
-  for i, (entries, strip, sub) in enumerate(prepared):
-    p = ifd_pos[i]
-    struct.pack_into(order + 'H', out, p, len(entries))
-    p += 2
-    for tag, (kind, value) in entries:
-      value = [strip_pos[i]] if tag == 273 else [ifd_pos[sub]] if tag == 330 else value
-      data = encode(kind, value)
-      struct.pack_into(order + 'HHI', out, p, tag, kind, len(value))
-      if len(data) <= 4:
-        out[p + 8:p + 8 + len(data)] = data
-      else:
-        struct.pack_into(order + 'I', out, p + 8, value_pos[i, tag])
-        out[value_pos[i, tag]:value_pos[i, tag] + len(data)] = data
-      p += 12
-    if strip:
-      out[strip_pos[i]:strip_pos[i] + len(strip)] = strip
-  return bytes(out)
-
-
 # XYZ (D65) -> linear sRGB, as DNG's ColorMatrix1 (XYZ -> camera): camera RGB is linear sRGB.
 XYZ_TO_SRGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
 
@@ -109,41 +55,59 @@ def dng(picture: np.ndarray, *, orientation: int = 1, preview: str | None = None
   cfa[0::2, 1::2] = linear[0::2, 1::2, 1]
   cfa[1::2, 0::2] = linear[1::2, 0::2, 1]
   cfa[1::2, 1::2] = linear[1::2, 1::2, 2]
-  mosaic = (64 + cfa * (4095 - 64) + 0.5).astype(order + 'u2')
-  raw_ifd = {254: (4, [0]), 256: (4, [w]), 257: (4, [h]), 258: (3, [16]), 259: (3, [1]),
-             262: (3, [32803]), 273: mosaic.tobytes(), 277: (3, [1]), 278: (4, [h]),
-             33421: (3, [2, 2]), 33422: (1, bytes([0, 1, 1, 2])), 50714: (3, [64]),
-             50717: (3, [4095])}
+  mosaic = (64 + cfa * (4095 - 64) + 0.5).astype(np.uint16)
+  # extratags: (tag, TIFF type, count, value, write once); rationals as flat numerator,
+  # denominator lists.
+  raw_tags = [(33421, 3, 2, (2, 2), False), (33422, 1, 4, bytes([0, 1, 1, 2]), False),
+              (50714, 3, 1, 64, False), (50717, 3, 1, 4095, False)]
   if default_crop is not None:
-    raw_ifd[50719] = (4, default_crop[:2])
-    raw_ifd[50720] = (4, default_crop[2:])
-  main = {271: (2, b'cropjax\x00'), 272: (2, b'test DNG\x00'), 274: (3, [orientation]),
-          306: (2, b'2021:07:04 12:34:56\x00'),
-          50706: (1, bytes([1, 4, 0, 0])), 50707: (1, bytes([1, 1, 0, 0])),
-          50708: (2, b'cropjax test DNG\x00'),
-          50721: (10, [(round(v * 10000), 10000) for row in XYZ_TO_SRGB for v in row]),
-          50728: (5, [(1, 1)] * 3), 50778: (3, [21])}
+    raw_tags += [(50719, 4, 2, default_crop[:2], False), (50720, 4, 2, default_crop[2:], False)]
+  matrix = [n for row in XYZ_TO_SRGB for v in row for n in (round(v * 10000), 10000)]
+  main_tags = [(271, 2, 0, 'cropjax', False), (272, 2, 0, 'test DNG', False),
+               (274, 3, 1, orientation, False), (306, 2, 0, '2021:07:04 12:34:56', False),
+               (50706, 1, 4, bytes([1, 4, 0, 0]), False), (50707, 1, 4, bytes([1, 1, 0, 0]), False),
+               (50708, 2, 0, 'cropjax test DNG', False), (50721, 10, 9, matrix, False),
+               (50728, 5, 3, [1, 1] * 3, False), (50778, 3, 1, 21, False)]
   if xmp is not None:
-    main[700] = (1, xmp.encode('utf-8'))
-  if preview is None:
-    return tiff_file([{**raw_ifd, **main}], order)
-  if preview_image is None:
-    preview_image = np.asarray(Image.fromarray(picture).resize((w // 2, h // 2),
-                                                               Image.Resampling.BOX))
-  ph, pw = preview_image.shape[:2]
-  ifd0 = {**main, 254: (4, [1]), 256: (4, [pw]), 257: (4, [ph]), 258: (3, [8, 8, 8]),
-          277: (3, [3]), 278: (4, [ph]), 284: (3, [1]), 330: 1}
-  if preview == 'rgb':
-    ifd0.update({259: (3, [1]), 262: (3, [2]), 273: np.ascontiguousarray(preview_image).tobytes()})
-  else:
-    buf = io.BytesIO()
-    Image.fromarray(preview_image).save(buf, 'JPEG', quality=95,
-                                        **({'exif': preview_exif} if preview_exif else {}))
-    jpeg = buf.getvalue()
-    if preview_exif and jpeg[2:4] == b'\xff\xe0':  # a camera's: EXIF right after SOI, no JFIF
-      jpeg = jpeg[:2] + jpeg[4 + int.from_bytes(jpeg[4:6], 'big'):]
-    ifd0.update({259: (3, [7]), 262: (3, [6]), 273: jpeg})
-  return tiff_file([ifd0, raw_ifd], order)
+    main_tags.append((700, 1, 0, xmp.encode('utf-8'), False))
+  # No ImageDescription (metadata=None) nor Software; tifffile always adds X/YResolution and
+  # ResolutionUnit (1/1, none), which DNG readers ignore.
+  plain = {'metadata': None, 'software': False}
+  out = io.BytesIO()
+  jpeg = None
+  with tifffile.TiffWriter(out, byteorder=order) as tif:
+    if preview is not None:
+      if preview_image is None:
+        preview_image = np.asarray(Image.fromarray(picture).resize((w // 2, h // 2),
+                                                                   Image.Resampling.BOX))
+      preview_image = np.ascontiguousarray(preview_image, np.uint8)
+      ifd0 = {'subfiletype': 1, 'subifds': 1, 'photometric': 'rgb', 'extratags': main_tags,
+              **plain}
+      if preview == 'rgb':
+        tif.write(preview_image, **ifd0)
+      else:
+        buf = io.BytesIO()
+        Image.fromarray(preview_image).save(buf, 'JPEG', quality=95,
+                                            **({'exif': preview_exif} if preview_exif else {}))
+        jpeg = buf.getvalue()
+        if preview_exif and jpeg[2:4] == b'\xff\xe0':  # a camera's: EXIF right after SOI, no JFIF
+          jpeg = jpeg[:2] + jpeg[4 + int.from_bytes(jpeg[4:6], 'big'):]
+        # The encoded JPEG is the one strip, stored as given. tifffile writes pre-encoded
+        # strips without encoding them, but still looks up the named compression's codec,
+        # and JPEG's is in imagecodecs (not a dependency): the strip goes in under deflate
+        # (zlib, always there), and Compression and Photometric are set to JPEG and YCbCr
+        # below with TiffTag.overwrite (in place, same size).
+        tif.write(iter([jpeg]), shape=preview_image.shape, dtype=np.uint8, compression='zlib',
+                  **ifd0)
+      main_tags = []
+    tif.write(mosaic, photometric='cfa', subfiletype=0, extratags=raw_tags + main_tags, **plain)
+  if jpeg is not None:
+    out.seek(0)
+    with tifffile.TiffFile(out, mode='r+') as tif:
+      tags = tif.pages[0].tags
+      tags['Compression'].overwrite(7)  # JPEG
+      tags['PhotometricInterpretation'].overwrite(6)  # YCbCr, as the JPEG (4:2:0) is stored
+  return out.getvalue()
 
 
 def picture(seed: int = 0) -> np.ndarray:
