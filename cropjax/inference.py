@@ -630,9 +630,10 @@ def predict_crop(image: ImageLike, *, model: Model | str | None = None,
   default) all of that is done on the photo and on its mirror image, and the two
   answers (the mirror's mirrored back, its angle negated) are averaged: twice the
   network's time. With `straighten` (the default) the angle is settled by the photo's
-  own straight lines (`cropjax.straighten.line_tilt`, looked for within 10 degrees of
-  the network's angle in its crop, on the photo brought down to 768 px); where they do
-  not stand out (or would tilt it beyond +-45 degrees), the network's angle stays.
+  own straight lines (`cropjax.straighten.line_tilt`, looked for in its crop, on the
+  photo brought down to 768 px, within `straightening_span` of the network's angle: three
+  standard deviations of the network's own angle distribution, at most 10 degrees); where
+  they do not stand out (or would tilt it beyond +-45 degrees), the network's angle stays.
   Where the turned crop would leave the photo, the box shrinks about its centre until it
   does not (`metadata.fit_in_frame`, as Lightroom does): a suggestion never leaves the
   frame or inverts.
@@ -665,18 +666,21 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
   if not inputs:
     return []
   pixels = np.stack(inputs)
-  boxes, angles = _look(m, pixels, frames, kept, batch_size)
+  boxes, angles, probs = _look(m, pixels, frames, kept, batch_size)
   if mirror:  # the same on the mirror images, mirrored back
-    other, other_angles = _look(m, pixels[:, :, ::-1], frames,
-                                [ImageOps.mirror(photo) for photo in kept], batch_size)
+    other, other_angles, other_probs = _look(m, pixels[:, :, ::-1], frames,
+                                             [ImageOps.mirror(photo) for photo in kept], batch_size)
     boxes = (boxes + np.stack([1 - other[:, 2], other[:, 1], 1 - other[:, 0], other[:, 3]], -1)) / 2
     angles = (angles - other_angles) / 2
+    if probs is not None:  # the bins are symmetric about 0: the mirror's, reversed, are negated
+      probs = (probs + other_probs[:, ::-1]) / 2
+  spans = straightening_span(probs, angles, getattr(m.config, 'max_angle', metadata.MAX_ANGLE))
   results = []
   for i, ((w, h), _) in enumerate(frames):
     f = tuple(float(v) for v in boxes[i])
     angle = float(angles[i])
     if straighten and f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):
-      tilt = straighten_lib.line_tilt(prepared[i], f, angle)
+      tilt = straighten_lib.line_tilt(prepared[i], f, angle, span=float(spans[i]))
       if abs(tilt.angle) <= metadata.MAX_ANGLE:  # beyond it no crop takes that angle
         angle = tilt.angle
     if f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):  # the turned crop stays in the photo
@@ -686,11 +690,37 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
   return results
 
 
+# Straightening looks for lines within this many standard deviations of the network's own
+# angle distribution (`straightening_span`). Three, the usual bound, not tuned: on the
+# development library (docs/autocrop.md) every photo that the lines straightened right was
+# within two of them, and the lines that turned a straight photo 4-9 degrees were 4-10 away.
+STRAIGHTEN_SPREADS = 3.0
+STRAIGHTEN_MIN_SPAN = 1.0  # degrees: however sure the network is
+
+
+def straightening_span(probs: np.ndarray | None, angles: np.ndarray,
+                       max_angle: float) -> np.ndarray:
+  """Degrees either side of each network angle that straightening searches: the standard
+  deviation of the angle bins' centres about the angle, weighted by the network's
+  probabilities `probs` [n, K] (bins evenly over +-max_angle), times `STRAIGHTEN_SPREADS`,
+  within [`STRAIGHTEN_MIN_SPAN`, `straighten.SPAN`]; `straighten.SPAN` for a model without
+  angle bins (`probs` None)."""
+  from cropjax import straighten as straighten_lib
+  angles = np.asarray(angles, np.float64).reshape(-1)
+  if probs is None:
+    return np.full(len(angles), straighten_lib.SPAN)
+  probs = np.asarray(probs, np.float64)
+  centres = np.linspace(-max_angle, max_angle, probs.shape[1])
+  spread = np.sqrt((probs * (centres[None] - angles[:, None]) ** 2).sum(1) / probs.sum(1))
+  return np.clip(STRAIGHTEN_SPREADS * spread, STRAIGHTEN_MIN_SPAN, straighten_lib.SPAN)
+
+
 def _look(m: Model, pixels: np.ndarray, frames: list, close_ups: list[Image.Image],
-          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """The network's boxes (fractions of each photo, clipped to it) and angles for the square
-  inputs `pixels`; with `close_ups` (copies of the photos), the boxes of its second look: the
-  mean of its answers on close-ups round each first box at each of `CLOSE_UP_GROWTHS`."""
+          batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """The network's boxes (fractions of each photo, clipped to it), angles and angle bins'
+  probabilities (None without bins) for the square inputs `pixels`; with `close_ups` (copies
+  of the photos), the boxes of its second look: the mean of its answers on close-ups round
+  each first box at each of `CLOSE_UP_GROWTHS`."""
   out = m.forward(pixels, batch_size)
   boxes = []
   for i, ((w, h), frame) in enumerate(frames):
@@ -713,7 +743,12 @@ def _look(m: Model, pixels: np.ndarray, frames: list, close_ups: list[Image.Imag
       looks.append([c if c[2] - c[0] >= 1e-3 and c[3] - c[1] >= 1e-3 else b
                     for b, c in zip(boxes, closer)])
     boxes = np.mean(np.array(looks, np.float64), 0)  # a mean of boxes in the frame: in it
-  return np.array(boxes, np.float64).reshape(-1, 4), np.asarray(out['angle'], np.float64)
+  probs = None
+  if 'angle_logits' in out:
+    logits = np.asarray(out['angle_logits'], np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+  return np.array(boxes, np.float64).reshape(-1, 4), np.asarray(out['angle'], np.float64), probs
 
 
 CLOSE_UP_DETAIL = 6  # the close-up pass reads a copy of the photo of at most this many N a side

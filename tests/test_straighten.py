@@ -181,6 +181,49 @@ def test_predict_crops_settles_a_proposed_angle(crop_model, monkeypatch, turn, p
                                 mirror=False).angle == proposal
 
 
+def test_the_span_follows_how_sure_the_network_is_of_its_angle():
+  bins = np.linspace(-45, 45, 91)
+  angles = np.array([0.5, 0.5, 0.0, 3.0])
+  probs = np.zeros((4, 91))
+  probs[0, 45] = 1.0                     # all on the 0-degree bin: spread 0.5 about 0.5
+  probs[1, 40:51] = 1.0                  # evenly over -5..5: spread sqrt(10 + 0.25)
+  probs[2] = 1.0                         # evenly over all: far beyond straighten.SPAN
+  probs[3, [43, 49]] = [3.0, 1.0]        # unnormalised: -2 and 4 degrees, 3:1
+  span = inference.straightening_span(probs, angles, 45.0)
+  spread = np.sqrt([0.25, ((bins[40:51] - 0.5) ** 2).mean(), 0, (3 * 25 + 1) / 4])
+  expected = np.clip(inference.STRAIGHTEN_SPREADS * spread, inference.STRAIGHTEN_MIN_SPAN,
+                     straighten.SPAN)
+  expected[2] = straighten.SPAN
+  np.testing.assert_allclose(span, expected)
+  assert span[0] == max(inference.STRAIGHTEN_SPREADS * 0.5, inference.STRAIGHTEN_MIN_SPAN)
+  assert span[0] < span[1] < span[2] == straighten.SPAN
+  # A model without angle bins: the whole span.
+  np.testing.assert_array_equal(inference.straightening_span(None, angles, 45.0),
+                                np.full(4, straighten.SPAN))
+
+
+@pytest.mark.parametrize('sure, expected', [(True, 0.0), (False, 2.5)])
+def test_lines_far_from_a_sure_network_leave_its_angle_alone(crop_model, monkeypatch, sure,
+                                                             expected):
+  # Lines at 2.5 degrees, the network says 0: sure of it (all on the 0-degree bin, so it
+  # looks 1.5 degrees either side at most) its angle stays; unsure (spread evenly over
+  # -5..5 degrees) the lines settle it.
+  crop = (0.15, 0.15, 0.85, 0.85)
+  photo = np.asarray(_turned_rectangle(2.5, size=(200, 200), crop=crop).convert('RGB'))
+  logits = np.full(91, -30.0, np.float32)
+  if sure:
+    logits[45] = 0.0
+  else:
+    logits[40:51] = 0.0
+  monkeypatch.setattr(crop_model, 'forward', lambda images, batch_size=32: {
+      'crop': np.tile(np.float32(crop), (len(images), 1)),
+      'angle': np.zeros(len(images), np.float32),
+      'angle_logits': np.tile(logits, (len(images), 1))})
+  for mirror in (False, True):  # the mock's bins are symmetric: the mirror's say the same
+    r = inference.predict_crop(photo, model=crop_model, mirror=mirror)
+    assert r.angle == pytest.approx(expected, abs=0.1)
+
+
 def test_predict_cli_no_straighten(crop_model, tmp_path, capsys, monkeypatch):
   # A photo whose lines are near the network's angle, so that straightening moves it.
   photos = _line_photos()
