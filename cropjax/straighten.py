@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 WORKING_SIDE = 768    # the photo's long side is brought down to at most this many pixels
-SPAN = 10.0           # degrees either side of the proposal (modulo 90) looked at
+SPAN = 10.0           # degrees either side of the proposal (modulo 90) looked at, at most
+                      # (predict_crops narrows it: inference.straightening_span)
 MARGIN = 0.25         # the crop grown by this share of its short side on every side
 MIN_STRENGTH = 0.05   # `found` from this strength up (see Tilt)
 CANNY = (20.0, 50.0)  # Canny's hysteresis thresholds (L2 gradient of 8-bit grey)
