@@ -743,11 +743,7 @@ def _look(m: Model, pixels: np.ndarray, frames: list, close_ups: list[Image.Imag
       looks.append([c if c[2] - c[0] >= 1e-3 and c[3] - c[1] >= 1e-3 else b
                     for b, c in zip(boxes, closer)])
     boxes = np.mean(np.array(looks, np.float64), 0)  # a mean of boxes in the frame: in it
-  probs = None
-  if 'angle_logits' in out:
-    logits = np.asarray(out['angle_logits'], np.float64)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+  probs = _softmax(np.asarray(out['angle_logits'], np.float64)) if 'angle_logits' in out else None
   return np.array(boxes, np.float64).reshape(-1, 4), np.asarray(out['angle'], np.float64), probs
 
 
