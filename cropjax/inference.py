@@ -494,15 +494,25 @@ def _pyramid(image: Image.Image):
   return Pyramid(np.asarray(_shrunk(image, ALIGN_MAX_SIDE))), scale
 
 
+# The smallest side an image of a pair may have: alignment compares at least 2 x 2 pixels.
+MIN_PAIR_SIDE = 2
+
+
 def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
   """Each pair's images loaded; an input given more than once (the same path, or the same
   object) is loaded once and shared, so a matching model encodes it once."""
   seen: dict[Any, Image.Image] = {}
 
   def get(image, name):
-    key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)
+    path = isinstance(image, (str, os.PathLike))
+    key = os.fspath(image) if path else id(image)
     if key not in seen:
-      seen[key] = load_image(image, name)
+      loaded = load_image(image, name)
+      if min(loaded.size) < MIN_PAIR_SIDE:  # nothing to align (a pyramid needs two pixels)
+        raise InputError(f'{key if path else name}: too small to compare ({loaded.size[0]}x'
+                         f'{loaded.size[1]} pixels; a crop pair needs at least '
+                         f'{MIN_PAIR_SIDE} a side)')
+      seen[key] = loaded
     return seen[key]
 
   return [(get(a, f'pair {first + i} image a'), get(b, f'pair {first + i} image b'))

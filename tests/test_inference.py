@@ -165,6 +165,18 @@ def test_predict_returns_pixels_consistent_with_fractions(pair_workdir):
   assert model._forward._cache_size() == before
 
 
+def test_an_image_too_small_to_compare_is_named(pair_workdir, tmp_path):
+  model = cropjax.load_model(pair_workdir)
+  Image.fromarray(_photo()).save(tmp_path / 'photo.png')
+  Image.fromarray(_photo()[:1, :1]).save(tmp_path / 'dot.png')
+  with pytest.raises(inference.InputError, match=r'dot\.png: too small to compare \(1x1 pixels'):
+    cropjax.predict(tmp_path / 'photo.png', tmp_path / 'dot.png', model=model)
+  with pytest.raises(inference.InputError, match=r'pair 0 image b: too small to compare \(5x1 '):
+    cropjax.predict(_photo(), _photo()[:1, :5], model=model, align=False)
+  # Two pixels a side is enough to be compared (and is not a crop of the photo).
+  assert not cropjax.predict(_photo(), _photo()[:2, :2], model=model).is_crop
+
+
 def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdir):
   model = cropjax.load_model(pair_workdir)
   photo = dict(ASTRONAUT(['astronaut']))['astronaut']

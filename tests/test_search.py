@@ -240,11 +240,20 @@ def test_unreadable_files_are_skipped_and_listed(model, tmp_path):
   good = (lib / 'photo00.jpg').read_bytes()
   (lib / 'truncated.jpg').write_bytes(good[:len(good) // 3])
   (lib / 'notes.jpg').write_text('not a photo')
+  Image.open(lib / 'photo00.jpg').resize((1, 1)).save(lib / 'dot.png')  # nothing to compare
   idx = search.update_index([lib], tmp_path / 'idx', model=model)
   assert len(idx) == 3
-  assert sorted(os.path.basename(p) for p, _ in idx.skipped) == ['notes.jpg', 'truncated.jpg']
+  assert sorted(os.path.basename(p) for p, _ in idx.skipped) == [
+      'dot.png', 'notes.jpg', 'truncated.jpg']
+  assert 'too small to compare (1x1 pixels' in dict(idx.skipped)[str((lib / 'dot.png').resolve())]
   assert sorted(os.path.basename(p) for p, _ in search.open_index(tmp_path / 'idx').skipped) == [
-      'notes.jpg', 'truncated.jpg']
+      'dot.png', 'notes.jpg', 'truncated.jpg']
+  # The library's crop relations are still looked for (the tiny file used to end the run),
+  # and a query too small to compare is skipped and listed.
+  matches, skipped = search.find(idx, model=model, top=1)
+  assert not skipped
+  matches, skipped = search.find(idx, [lib / 'dot.png'], model=model)
+  assert not matches and [os.path.basename(p) for p, _ in skipped] == ['dot.png']
 
 
 def _planted(tmp_path):

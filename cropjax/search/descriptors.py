@@ -74,8 +74,9 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
     im.load()
     upright = inference._upright(im)
   image = _to_rgb(upright)
-  if min(image.size) < 1:
-    raise ValueError('an empty image')
+  if min(w, h) < inference.MIN_PAIR_SIDE or min(image.size) < 1:
+    raise ValueError(f'too small to compare ({w}x{h} pixels; a crop pair needs at least '
+                     f'{inference.MIN_PAIR_SIDE} a side)')
   return image, (w, h)
 
 
