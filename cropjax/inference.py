@@ -687,7 +687,7 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
   spans = straightening_span(probs, angles, getattr(m.config, 'max_angle', metadata.MAX_ANGLE))
   results = []
   for i, ((w, h), _) in enumerate(frames):
-    f = tuple(float(v) for v in boxes[i])
+    f = _at_least_a_pixel(boxes[i], w, h)
     angle = float(angles[i])
     if straighten and f[0] < f[2] and f[1] < f[3] and np.isfinite(angle):
       tilt = straighten_lib.line_tilt(prepared[i], f, angle, span=float(spans[i]))
@@ -698,6 +698,19 @@ def predict_crops(images: Sequence[ImageLike], *, model: Model | str | None = No
     results.append(CropPrediction(left=f[0] * w, top=f[1] * h, right=f[2] * w, bottom=f[3] * h,
                                   fraction=f, angle=angle, size=(w, h)))
   return results
+
+
+def _at_least_a_pixel(box: np.ndarray, w: int, h: int) -> tuple[float, float, float, float]:
+  """The box (fractions) with each side at least one pixel of the photo, about its own centre
+  and inside the frame: the edges are ordered but may meet (on a photo far from any shape the
+  network was shown, such as a panorama a hundred times wider than tall)."""
+  f = [float(v) for v in box]
+  for lo, size in ((0, w), (1, h)):
+    least = min(1.0, 1.0 / size)
+    if f[lo + 2] - f[lo] < least:
+      start = float(np.clip((f[lo] + f[lo + 2]) / 2 - least / 2, 0.0, 1.0 - least))
+      f[lo], f[lo + 2] = start, start + least
+  return tuple(f)
 
 
 # Straightening looks for lines within this many standard deviations of the network's own

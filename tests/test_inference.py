@@ -276,6 +276,20 @@ def test_wrong_models_are_refused(pair_workdir, crop_workdir, tmp_path):
   assert cropjax.load_model(pair_workdir / 'checkpoints' / step).step == int(step)
 
 
+def test_a_suggested_crop_is_at_least_a_pixel_each_way(crop_workdir, monkeypatch):
+  """Edges that meet (top = bottom at the frame's edge, left = right inside) give a crop of one
+  pixel there, inside the frame, not an empty one."""
+  model = cropjax.load_model(crop_workdir)
+  photo = _photo(40, 300, 3)
+  monkeypatch.setattr(model, 'forward', lambda images, batch_size=32: {
+      'crop': np.tile(np.float32([0.5, 1.0, 0.5, 1.0]), (len(images), 1)),
+      'angle': np.zeros(len(images), np.float32)})
+  with _refine(model, 0.0):
+    r = cropjax.predict_crop(photo, model=model, straighten=False, mirror=False)
+  assert r.size == (300, 40)
+  assert (r.left, r.right) == pytest.approx((149.5, 150.5)) and (r.top, r.bottom) == (39.0, 40.0)
+
+
 def test_predict_crop_undoes_the_letterbox_of_the_training_pipeline(crop_workdir, monkeypatch):
   """Fed the pipeline's own label, predict_crop returns the photographer's crop."""
   from cropjax.data import autocrop
