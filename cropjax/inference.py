@@ -126,8 +126,17 @@ def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
   results (sizes, boxes) then refer to that decoded picture; fractions hold
   for the photo at any size.
   """
+  return _load(image, name)[0]
+
+
+def _load(image: ImageLike, name: str = 'image', least_side: int | None = None
+          ) -> tuple[Image.Image, tuple[int, int]]:
+  """`load_image`, and the upright (width, height) its pixel results refer to. With
+  `least_side`, a JPEG file is decoded at a reduced scale (draft mode: the decoder's own
+  1/2, 1/4 or 1/8 DCT scaling) where its long side stays at least that many pixels; the
+  size returned is still the file's full one."""
   from cropjax.annotate import _to_rgb
-  where = name
+  where, full = name, None
   try:
     if isinstance(image, (str, os.PathLike)):
       where = os.fspath(image)
@@ -141,6 +150,12 @@ def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
         pil = _load_raw(where)
       else:
         with Image.open(where) as opened:
+          if least_side and opened.format == 'JPEG':
+            w, h = opened.size  # as stored: upright it is h x w when turned a quarter
+            full = (h, w) if opened.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+            scale = least_side / max(w, h)
+            if scale <= 0.5:  # the decoder's smallest reduction that keeps least_side
+              opened.draft('RGB', (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
           opened.load()
           pil = _upright(opened)
     elif isinstance(image, Image.Image):
@@ -153,7 +168,7 @@ def load_image(image: ImageLike, name: str = 'image') -> Image.Image:
                        f'got {type(image).__name__}')
     if min(pil.size) < 1:
       raise InputError(f'{where}: empty image ({pil.size[0]}x{pil.size[1]})')
-    return _to_rgb(pil)
+    return _to_rgb(pil), full or pil.size
   except InputError:
     raise
   except Image.UnidentifiedImageError:
@@ -470,16 +485,16 @@ def _network_pairs(m: Model, loaded, batch_size: int):
   if m.matching:  # each distinct image resized and encoded once, then the pairs compared
     squares: dict[int, tuple[np.ndarray, tuple[float, float]]] = {}
     for pair in loaded:
-      for image in pair:
-        if id(image) not in squares:
-          squares[id(image)] = _square(m, image)
+      for side in pair:
+        if id(side) not in squares:
+          squares[id(side)] = _square(m, side.image)
     index = {key: k for k, key in enumerate(squares)}
     encoded = Encoded(m.encode(np.stack([p for p, _ in squares.values()]), batch_size),
                       np.array([e for _, e in squares.values()], np.float32))
     out = m.compare(encoded[[index[id(ia)] for ia, _ in loaded]],
                     encoded[[index[id(ib)] for _, ib in loaded]], batch_size)
   else:
-    sides = [(_square(m, ia), _square(m, ib)) for ia, ib in loaded]
+    sides = [(_square(m, ia.image), _square(m, ib.image)) for ia, ib in loaded]
     stacked = np.stack([np.concatenate([pa, pb], axis=-1) for (pa, _), (pb, _) in sides])
     extents = np.array([[*ea, *eb] for (_, ea), (_, eb) in sides], np.float32)
     out = m.forward(stacked, batch_size, extents=extents if m.keep_aspect else None)
@@ -488,40 +503,57 @@ def _network_pairs(m: Model, loaded, batch_size: int):
   return results, logits
 
 
-def _pyramid(image: Image.Image):
+def _pyramid(side: _Side):
+  """The side's alignment pyramid (long side at most ALIGN_MAX_SIDE) and its scale: pyramid
+  pixels per pixel of the side's full size."""
   from cropjax.matching import Pyramid
-  scale = min(1.0, ALIGN_MAX_SIDE / max(image.size))
-  return Pyramid(np.asarray(_shrunk(image, ALIGN_MAX_SIDE))), scale
+  scale = min(1.0, ALIGN_MAX_SIDE / max(side.size))
+  return Pyramid(np.asarray(_shrunk(side.image, ALIGN_MAX_SIDE))), scale
 
 
 # The smallest side an image of a pair may have: alignment compares at least 2 x 2 pixels.
 MIN_PAIR_SIDE = 2
 
 
-def _load_pairs(pairs, first: int = 0) -> list[tuple[Image.Image, Image.Image]]:
+@dataclasses.dataclass(eq=False)
+class _Side:
+  """One image of a pair: its pixels (a JPEG file's possibly decoded at a reduced scale, see
+  `_load`) and the upright (width, height) that boxes and sizes in pixels refer to."""
+  image: Image.Image
+  size: tuple[int, int]
+
+
+def _load_pairs(pairs, first: int = 0) -> list[tuple[_Side, _Side]]:
   """Each pair's images loaded; an input given more than once (the same path, or the same
-  object) is loaded once and shared, so a matching model encodes it once."""
-  seen: dict[Any, Image.Image] = {}
+  object) is loaded once and shared, so a matching model encodes it once. A JPEG file is
+  decoded no larger than alignment reads it (ALIGN_MAX_SIDE): a camera's is read in a
+  fraction of the time, and the network sees 64 pixels of it either way."""
+  def key(image):
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else id(image)
 
-  def get(image, name):
-    path = isinstance(image, (str, os.PathLike))
-    key = os.fspath(image) if path else id(image)
-    if key not in seen:
-      loaded = load_image(image, name)
-      if min(loaded.size) < MIN_PAIR_SIDE:  # nothing to align (a pyramid needs two pixels)
-        raise InputError(f'{key if path else name}: too small to compare ({loaded.size[0]}x'
-                         f'{loaded.size[1]} pixels; a crop pair needs at least '
-                         f'{MIN_PAIR_SIDE} a side)')
-      seen[key] = loaded
-    return seen[key]
+  distinct: dict[Any, tuple[Any, str]] = {}  # key -> (input, name), in order of appearance
+  for i, (a, b) in enumerate(pairs):
+    distinct.setdefault(key(a), (a, f'pair {first + i} image a'))
+    distinct.setdefault(key(b), (b, f'pair {first + i} image b'))
 
-  return [(get(a, f'pair {first + i} image a'), get(b, f'pair {first + i} image b'))
-          for i, (a, b) in enumerate(pairs)]
+  def side(item) -> _Side:
+    image, name = item
+    pixels, size = _load(image, name, least_side=ALIGN_MAX_SIDE)
+    if min(size) < MIN_PAIR_SIDE:  # nothing to align (a pyramid needs two pixels)
+      where = os.fspath(image) if isinstance(image, (str, os.PathLike)) else name
+      raise InputError(f'{where}: too small to compare ({size[0]}x{size[1]} pixels; a crop '
+                       f'pair needs at least {MIN_PAIR_SIDE} a side)')
+    return _Side(pixels, size)
+
+  # Decoders release the GIL: the distinct inputs are read on every core. The first bad
+  # input (in order) raises, as it would one after another.
+  seen = dict(zip(distinct, threads.map(side, distinct.values())))
+  return [(seen[key(a)], seen[key(b)]) for a, b in pairs]
 
 
 def _aligned_evidence(loaded, network: list[PairPrediction]):
   from cropjax.matching import verify
-  images = {id(image): image for pair in loaded for image in pair}  # in several pairs: once
+  images = {id(side): side for pair in loaded for side in pair}  # in several pairs: once
   made = dict(zip(images, threads.map(_pyramid, images.values())))
   pyramids, scales = [], []
   for ia, ib in loaded:

@@ -177,6 +177,32 @@ def test_an_image_too_small_to_compare_is_named(pair_workdir, tmp_path):
   assert not cropjax.predict(_photo(), _photo()[:2, :2], model=model).is_crop
 
 
+def test_a_large_jpeg_file_is_read_at_a_reduced_scale_with_the_same_answer(pair_workdir,
+                                                                            tmp_path):
+  """A JPEG twice the alignment's size is decoded at half scale (the decoder's own), yet sizes
+  and boxes are the file's full upright pixels, as from the photo given whole; also stored
+  turned a quarter (EXIF orientation 6)."""
+  model = cropjax.load_model(pair_workdir)
+  photo = np.asarray(Image.fromarray(procedural.image(3, 0, (1050, 700))).resize(
+      (4200, 2800), Image.Resampling.BICUBIC))
+  window = (1300, 900, 2800, 1900)
+  Image.fromarray(photo[900:1900, 1300:2800]).save(tmp_path / 'crop.jpg', quality=90)
+  Image.fromarray(photo).save(tmp_path / 'big.jpg', quality=90)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored turned: rotate 90 clockwise to display
+  Image.fromarray(np.rot90(photo, 1)).save(tmp_path / 'turned.jpg', quality=90,
+                                           exif=exif.tobytes())
+  whole = inference.load_image(tmp_path / 'big.jpg')
+  for name in ('big.jpg', 'turned.jpg'):
+    pixels, size = inference._load(tmp_path / name, least_side=inference.ALIGN_MAX_SIDE)
+    assert pixels.size == (2100, 1400) and size == (4200, 2800)
+    r = cropjax.predict(tmp_path / name, tmp_path / 'crop.jpg', model=model)
+    assert r.original == 'a' and r.original_size == (4200, 2800)
+    np.testing.assert_allclose(r.box, window, atol=3.0)  # 1.5 pixels of the 2048-px alignment
+  given = cropjax.predict(whole, tmp_path / 'crop.jpg', model=model)
+  np.testing.assert_allclose(r.box, given.box, atol=2.0)
+
+
 def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdir):
   model = cropjax.load_model(pair_workdir)
   photo = dict(ASTRONAUT(['astronaut']))['astronaut']
