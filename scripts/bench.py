@@ -540,7 +540,54 @@ def section_predict(args) -> list[Result]:
         f'{batched / sift_rate:5.2f}x, one at a time/SIFT {single / sift_rate:5.2f}x', flush=True)
   return [Result('predict', 'aligned batched', batched, sift_rate),
           Result('predict', 'aligned one-at-a-time', single, sift_rate),
-          Result('predict', 'network alone', network, sift_rate)]
+          Result('predict', 'network alone', network, sift_rate),
+          *_predict_files(model, args)]
+
+
+def _predict_files(model, args) -> list[Result]:
+  """Pairs given as files, as a photographer has them: the installed yardstick photographs
+  (camera JPEGs of 1-26 MP) and a JPEG crop of each (30-70 % a side, halved), batched, next to
+  SIFT reading the same files as people do (`cv2.imread`, then at most 512 px). None of
+  them installed: the row is left out, saying so."""
+  import shutil
+  import tempfile
+
+  import cv2
+  from PIL import Image
+
+  from cropjax import inference
+  from cropjax import sift
+  from cropjax.datasets import yardstick
+  paths = [p.path for p in yardstick.PHOTOS if os.path.isfile(p.path)][:args.predict_files]
+  if not paths:
+    print(f'predict  camera files skipped: no yardstick photos installed ({yardstick.INSTALL})',
+          flush=True)
+    return []
+  rng = np.random.default_rng(0)
+  root = tempfile.mkdtemp(prefix='cropjax-bench-files-')
+  try:
+    pairs = []
+    for k, path in enumerate(paths):
+      with Image.open(path) as im:
+        im = im.convert('RGB')
+        w, h = im.size
+        cw, ch = int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7))
+        x, y = int(rng.integers(0, w - cw)), int(rng.integers(0, h - ch))
+        crop = im.crop((x, y, x + cw, y + ch)).resize((cw // 2, ch // 2), Image.Resampling.LANCZOS)
+      crop.save(os.path.join(root, f'crop{k}.jpg'), quality=80)
+      pairs.append((os.path.join(root, f'crop{k}.jpg'), path))
+    run = lambda: inference.predict_pairs(pairs, model=model)
+    run()
+    rate = len(pairs) / _timed(run, args.seconds, min_calls=2)
+    read = lambda p: cv2.imread(p, cv2.IMREAD_COLOR)[..., ::-1]
+    sift_rate = len(pairs) / _timed(lambda: [sift.match_pair(read(a), read(b)) for a, b in pairs],
+                                    args.seconds, min_calls=2)
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  print(f'predict  {len(pairs)} pairs of camera files (crop, original): cropjax with alignment '
+        f'{rate:6.1f} pairs/s, SIFT {sift_rate:6.1f} pairs/s: {rate / sift_rate:5.2f}x',
+        flush=True)
+  return [Result('predict', 'aligned batched, camera files', rate, sift_rate)]
 
 
 def section_search(args) -> list[Result]:
@@ -1105,6 +1152,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--loop-steps', type=int, default=1000,
                       help='steps of the loop section (the demo evaluates and saves every 500)')
   parser.add_argument('--predict-pairs', type=int, default=64, help='pairs of the predict section')
+  parser.add_argument('--predict-files', type=int, default=10,
+                      help='predict: pairs of camera files (yardstick photos and crops)')
   parser.add_argument('--search-model', default='workdirs/demo',
                       help='search: a trained siamese model (default workdirs/demo)')
   parser.add_argument('--search-distractors', type=int, default=1000,
