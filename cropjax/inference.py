@@ -152,7 +152,7 @@ def _load(image: ImageLike, name: str = 'image', least_side: int | None = None
         with Image.open(where) as opened:
           if least_side and opened.format == 'JPEG':
             w, h = opened.size  # as stored: upright it is h x w when turned a quarter
-            full = (h, w) if opened.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+            full = (h, w) if opened.getexif().get(0x0112, 1) in metadata.TRANSPOSING else (w, h)
             scale = least_side / max(w, h)
             if scale <= 0.5:  # the decoder's smallest reduction that keeps least_side
               opened.draft('RGB', (int(np.ceil(w * scale)), int(np.ceil(h * scale))))

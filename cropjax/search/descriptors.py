@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence, TypeVar
 import numpy as np
 from PIL import Image
 
+from cropjax import metadata
 from cropjax import threads
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.35, 0.25)
@@ -67,14 +68,14 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
   from cropjax.annotate import _to_rgb
   with Image.open(path) as im:
     w, h = im.size
-    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: upright is h x w
+    if im.getexif().get(0x0112, 1) in metadata.TRANSPOSING:  # turned a quarter: upright is h x w
       w, h = h, w
     if im.format == 'JPEG':
       im.draft('RGB', (side, side))
     im.load()
     upright = inference._upright(im)
   image = _to_rgb(upright)
-  if min(w, h) < inference.MIN_PAIR_SIDE or min(image.size) < 1:
+  if min(w, h) < inference.MIN_PAIR_SIDE:  # (draft mode never decodes a side to 0)
     raise ValueError(f'too small to compare ({w}x{h} pixels; a crop pair needs at least '
                      f'{inference.MIN_PAIR_SIDE} a side)')
   return image, (w, h)
