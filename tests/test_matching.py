@@ -54,6 +54,21 @@ def test_a_resized_jpeg_crop_is_found_to_half_a_pixel_from_a_start_ten_percent_o
   assert a.peak > 0.05  # and only there
 
 
+def test_the_finest_stage_reaches_its_optimum_in_two_steps():
+  # The residual is each sample's difference at unit variance, so Levenberg-Marquardt's first
+  # damping (1) is small beside it and its first steps are Gauss-Newton's. (With the difference
+  # at unit norm over the whole template, two steps moved the box a tenth of the way there.)
+  box = (60.4, 30.8, 330.1, 250.6)
+  original = _jpeg(Image.fromarray(PHOTOS['chelsea']), 85)
+  crop = _crop('chelsea', box, 0.8, quality=50)
+  start = _off(box, 0.005)  # a sample of the 128-sample stage off, 2.7 px
+  few, many = (align_batch([original], [crop], [start], stages=((128, 0.08, steps),), seed=False)[0]
+               for steps in (3, 30))  # the first step only evaluates the start
+  assert np.abs(np.array(many.box) - start).max() > 2.0  # the start was off
+  assert np.abs(np.array(many.box) - box).max() < 0.5
+  assert np.abs(np.array(few.box) - np.array(many.box)).max() < 0.1, (few.box, many.box)
+
+
 @pytest.mark.parametrize('name', sorted(PHOTOS))
 def test_a_large_crop_with_odd_sides_is_found_without_stretching(name):
   # Sides odd at every halving: a template read from a padded pyramid level came out up to
