@@ -463,7 +463,7 @@ def _seed(template: np.ndarray, canvas: np.ndarray, start: np.ndarray) -> np.nda
     t = template if s == 1.0 else cv2.resize(template, (w, h), interpolation=cv2.INTER_AREA)
     if t.std() < 1e-6:
       continue
-    r = np.nan_to_num(cv2.matchTemplate(canvas, t, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+    r = cv2.patchNaNs(cv2.matchTemplate(canvas, t, cv2.TM_CCOEFF_NORMED), -1.0)
     _, v, _, (x, y) = cv2.minMaxLoc(r)
     if v > best:
       best, box = v, np.array([x, y, x + w, y + h], np.float64)
@@ -485,9 +485,10 @@ def _stack(arrays: Sequence[np.ndarray], shape: tuple[int, ...], n: int) -> np.n
 class _Batch:
   """One stage's inputs for a batch, padded to a power of two and the stage's shape."""
   arrays: tuple    # template, tmask, tsize, canvas, cmask: what the JAX functions take
-  p0: np.ndarray   # start parameters in canvas pixels
+  p0: np.ndarray   # start parameters in canvas pixels (seeded, where asked)
   affines: list    # per pair: canvas raster -> original pixels
   n: int
+  given: np.ndarray  # the given boxes in canvas pixels, as p0 (the same without a seed)
 
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
@@ -516,8 +517,10 @@ def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=
   p0 = np.zeros((m, 5 if with_angle else 4), np.float32)
   p0[:, 2:4] = 1.0
   # with an angle the canvas is read on the box's turned axes: relative angle 0
+  given = p0.copy()
   p0[:n, :4] = [d[1] for d in done]
-  return _Batch((template, tmask, tsize, canvas, cmask), p0, [a for *_, a in items], n)
+  given[:n, :4] = [start for _, _, _, start, _ in items]
+  return _Batch((template, tmask, tsize, canvas, cmask), p0, [a for *_, a in items], n, given)
 
 
 def _to_original(batch: _Batch, p: np.ndarray, angles) -> tuple[list, list]:
@@ -614,7 +617,10 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
     blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
   # The start, read as the last stage reads: a result never scores worse than its start.
   samples, margin, _ = stages[-1]
-  at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
+  if len(stages) == 1:  # that stage read around the start itself: the same reads
+    at_start = dataclasses.replace(batch, p0=batch.given)
+  else:
+    at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
   s_zncc, s_share = _scores(at_start, at_start.p0, with_angle, full=False)
   worse = [i for i in range(len(po)) if zncc[i] * share[i] < s_zncc[i] * s_share[i]]
   if worse:  # rare: the start's full score, for those alone

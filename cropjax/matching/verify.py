@@ -94,7 +94,7 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = 2,
       continue
     px, py = int(OVERHANG * tw), int(OVERHANG * th)
     padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
-    r = np.nan_to_num(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+    r = cv2.patchNaNs(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED), -1.0)
     _, best, _, (x, y) = cv2.minMaxLoc(r)
     x, y = x - px, y - py
     box = np.array([x, y, x + tw, y + th], np.float64) / np.array(
