@@ -14,7 +14,8 @@ well under a pixel of most originals): at each stage the original is
 read around the current box at the template's scale (from a pyramid, so it is
 antialiased) and the box is fitted by Levenberg-Marquardt (optimistix) on the
 zero-mean, unit-variance difference of the two, so a change of exposure or
-contrast and JPEG noise do not move it (the squared residual is 2 (1 - ZNCC)).
+contrast and JPEG noise do not move it (the squared residual over n samples is
+2 n (1 - ZNCC)).
 The first stage starts from the best place near the given box by normalised
 cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
@@ -338,10 +339,10 @@ def _residual(params, args):
   scale does not shrink as the template grows, and Levenberg-Marquardt's first damping, 1,
   is small beside it: its first steps are close to Gauss-Newton's, not the short ones of
   steepest descent that took most of a stage's steps.)"""
+  import jax.numpy as jnp
   template, tmask, tsize, canvas, cmask, with_angle = args
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
   diff, _ = _zncc_terms(template, tmask, sampled, inside)
-  import jax.numpy as jnp
   return diff * jnp.sqrt(jnp.maximum((tmask * inside).sum(), 1.0))
 
 
