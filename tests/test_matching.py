@@ -13,6 +13,7 @@ from cropjax import threads
 from cropjax.datasets import splits
 from cropjax.datasets import yardstick
 from cropjax.matching import AlignError, Pyramid, align, align_batch
+from cropjax.matching import alignment
 from cropjax.matching import verdict
 from cropjax.matching import verify
 
@@ -141,6 +142,31 @@ def test_batched_equals_one_at_a_time():
     np.testing.assert_allclose(got.box, one.box, atol=0.05)
     np.testing.assert_allclose([got.score, got.inside], [one.score, one.inside], atol=1e-3)
     assert got.converged == one.converged
+
+
+def test_a_stage_in_sub_batches_equals_one_call(monkeypatch):
+  """Calls of at most CALL_SAMPLES samples (two pairs at the finest stage here, the last one
+  half padding) give what one call over the padded batch gives, scores and detail included."""
+  box = (100.3, 140.7, 380.2, 350.9)
+  crop = _crop('astronaut', box, 0.7)
+  other = _crop('coffee', (201.6, 90.2, 530.5, 370.8), 0.55)
+  jobs = [(PHOTOS['astronaut'], crop, _off(box, 0.08)),
+          (PHOTOS['coffee'], other, (190.0, 100.0, 520.0, 380.0)),
+          (PHOTOS['astronaut'], crop, _off(box, -0.05)),
+          (PHOTOS['coffee'], crop, (150.0, 120.0, 420.0, 330.0)),  # not a crop of it
+          (PHOTOS['coffee'], other, _off((201.6, 90.2, 530.5, 370.8), 0.06))]
+  monkeypatch.setattr(alignment, 'CALL_SAMPLES', 1 << 30)
+  whole = align_batch(*zip(*jobs))
+  monkeypatch.setattr(alignment, 'CALL_SAMPLES', 2 * 128 * 128)
+  batch = alignment._prepare(*zip(*[(alignment.Pyramid(o), alignment.Pyramid(c), np.array(b))
+                                    for o, c, b in jobs]), [0.0] * 5, 128, 0.08, False)
+  assert alignment._sub_batches(batch, 128) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+  parts = align_batch(*zip(*jobs))
+  for a, b in zip(whole, parts):
+    np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+    np.testing.assert_allclose([a.score, a.inside, a.peak, a.detail, *a.blocks],
+                               [b.score, b.inside, b.peak, b.detail, *b.blocks], atol=1e-4)
+    assert a.converged == b.converged
 
 
 def test_a_result_never_scores_worse_than_its_start():

@@ -28,7 +28,8 @@ correlation on a 4 x 4 grid of the crop: a true crop matches everywhere, a
 near-duplicate (another viewpoint) falls off towards the corners.
 
 The pixel work is JAX (`jax.vmap` over the batch, one compiled function per
-stage and batch size, batches of at most `CHUNK` pairs): without an angle the
+stage and batch size, batches of at most `CHUNK` pairs, a stage's calls of at most
+`CALL_SAMPLES` samples so its working set stays in cache): without an angle the
 warp is separable, so each read is two matrix products with bilinear weight
 matrices and its derivative two more; with an angle, gathers. The pyramids
 and the reads around each box are OpenCV on the host.
@@ -540,17 +541,49 @@ def _to_original(batch: _Batch, p: np.ndarray, angles) -> tuple[list, list]:
   return out_boxes, out_angles
 
 
+# Samples a compiled call holds at most (its pairs times the template's samples): past about
+# this many, the working set of a Levenberg-Marquardt step leaves the CPU's caches and a pair
+# costs up to 1.5 times as much (the finest stage, 128 x 128 samples: 2.9 ms a pair in calls
+# of 8 pairs, 4.5 in one of 64; `docs/real_photos.md`). Coarser stages take more pairs a call
+# (32 at 64 samples, all 64 at 32).
+CALL_SAMPLES = 8 * 128 * 128
+
+
+def _sub_batches(batch: _Batch, samples: int) -> list[slice]:
+  """The padded batch as consecutive power-of-two slices of at most CALL_SAMPLES samples,
+  the padding beyond the last pair left out."""
+  most = max(1, CALL_SAMPLES // (samples * samples))
+  size = min(len(batch.p0), 1 << (most.bit_length() - 1))  # a power of two, at most `most`
+  if size >= len(batch.p0):
+    return [slice(0, len(batch.p0))]
+  return [slice(a, a + size) for a in range(0, batch.n, size)]
+
+
+def _call(fn, batch: _Batch, samples: int, p: np.ndarray) -> list[np.ndarray]:
+  """fn(p, *arrays) over the batch in sub-batches (`_sub_batches`), joined on the host; `p`
+  may leave out the padding rows (the batch's own start stands in for them)."""
+  if len(p) < len(batch.p0):
+    p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
+  parts = []
+  for part in _sub_batches(batch, samples):
+    arrays = tuple(tuple(a[part] for a in v) if isinstance(v, tuple) else v[part]
+                   for v in batch.arrays)
+    parts.append([np.array(v) for v in fn(p[part], *arrays)])
+  return [np.concatenate(v)[:batch.n] for v in zip(*parts)]
+
+
 def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, seed, max_steps):
   """One stage for a batch -> (boxes, angles, converged, its batch, its parameters)."""
   batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
-  p, ok = _stage_fn(with_angle, max_steps)(*batch.arrays, batch.p0)
-  p, ok = np.array(p, np.float64), np.array(ok)
-  return (*_to_original(batch, p, angles), ok[:batch.n], batch, p)
+  stage = _stage_fn(with_angle, max_steps)
+  p, ok = _call(lambda p0, *arrays: stage(*arrays, p0), batch, samples, batch.p0)
+  p = p.astype(np.float64)
+  return (*_to_original(batch, p, angles), ok, batch, p)
 
 
 def _scores(batch: _Batch, p: np.ndarray, with_angle: bool, full: bool):
-  out = _score_fn(with_angle, full)(np.float32(p), *batch.arrays)
-  return [np.array(v)[:batch.n] for v in out]  # on the host, then sliced: no dispatch a slice
+  samples = batch.arrays[0].shape[-1]
+  return _call(_score_fn(with_angle, full), batch, samples, np.float32(p))
 
 
 # ------------------------------------------------------------------ public
