@@ -422,15 +422,16 @@ def _band(a):
 
 
 @functools.lru_cache(maxsize=None)
-def _stage_fn(with_angle: bool, max_steps: int):
-  """The jitted, batched refinement of one stage."""
+def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False):
+  """The jitted, batched refinement of one stage; `scored`: also (ZNCC, share inside) at the
+  result and at `given` (`_fit_terms`), in the same call."""
   import jax
   import jax.numpy as jnp
   import optimistix as optx
 
   solver = optx.LevenbergMarquardt(rtol=1e-4, atol=1e-4)
 
-  def one(template, tmask, tsize, canvas, cmask, p0):
+  def one(template, tmask, tsize, canvas, cmask, p0, given):
     args = (template, tmask, tsize, canvas, cmask, with_angle)
     sol = optx.least_squares(_residual, solver, p0, args=args, max_steps=max_steps, throw=False)
     finite = jnp.all(jnp.isfinite(sol.value))
@@ -438,7 +439,10 @@ def _stage_fn(with_angle: bool, max_steps: int):
     # Converged: the fit settled within half a sample of where this stage began (optimistix's
     # own flag stays unset when, at the optimum, every further step is rejected).
     moved = jnp.max(jnp.abs(p[:4] - p0[:4]))
-    return p, finite & (moved < 0.5)
+    if not scored:
+      return p, finite & (moved < 0.5)
+    return (p, finite & (moved < 0.5), *_fit_terms(p, *args[:5], with_angle),
+            *_fit_terms(given, *args[:5], with_angle))
 
   return jax.jit(jax.vmap(one))
 
@@ -559,26 +563,30 @@ def _sub_batches(batch: _Batch, samples: int) -> list[slice]:
   return [slice(a, a + size) for a in range(0, batch.n, size)]
 
 
-def _call(fn, batch: _Batch, samples: int, p: np.ndarray) -> list[np.ndarray]:
-  """fn(p, *arrays) over the batch in sub-batches (`_sub_batches`), joined on the host; `p`
-  may leave out the padding rows (the batch's own start stands in for them)."""
+def _call(fn, batch: _Batch, samples: int, p: np.ndarray, *rows) -> list[np.ndarray]:
+  """fn(p, *rows, *arrays) over the batch in sub-batches (`_sub_batches`), joined on the host;
+  `p` may leave out the padding rows (the batch's own start stands in for them), `rows` (more
+  per-pair arrays) may not."""
   if len(p) < len(batch.p0):
     p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
   parts = []
   for part in _sub_batches(batch, samples):
     arrays = tuple(tuple(a[part] for a in v) if isinstance(v, tuple) else v[part]
                    for v in batch.arrays)
-    parts.append([np.array(v) for v in fn(p[part], *arrays)])
+    parts.append([np.array(v) for v in fn(p[part], *(r[part] for r in rows), *arrays)])
   return [np.concatenate(v)[:batch.n] for v in zip(*parts)]
 
 
-def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, seed, max_steps):
-  """One stage for a batch -> (boxes, angles, converged, its batch, its parameters)."""
+def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, seed, max_steps,
+               scored=False):
+  """One stage for a batch -> (boxes, angles, converged, its batch, its parameters, and with
+  `scored` (ZNCC, share) at the result and at the given boxes, else None)."""
   batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
-  stage = _stage_fn(with_angle, max_steps)
-  p, ok = _call(lambda p0, *arrays: stage(*arrays, p0), batch, samples, batch.p0)
+  stage = _stage_fn(with_angle, max_steps, scored)
+  p, ok, *fit = _call(lambda p0, given, *arrays: stage(*arrays, p0, given), batch, samples,
+                      batch.p0, batch.given)
   p = p.astype(np.float64)
-  return (*_to_original(batch, p, angles), ok, batch, p)
+  return (*_to_original(batch, p, angles), ok, batch, p, fit or None)
 
 
 def _scores(batch: _Batch, p: np.ndarray, with_angle: bool, full: bool):
@@ -641,21 +649,24 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
   start = [_check_box(b, o, f'pair {first + i}') for i, (b, o) in enumerate(zip(boxes, po))]
   ang0 = [float(a) for a in angles] if angles is not None else [0.0] * len(po)
   cur, ang = start, ang0
+  # One stage reads around the start itself: its call also scores the result and the start
+  # (the start read as the last stage reads it: a result never scores worse than its start).
+  one_stage = len(stages) == 1
   for k, (samples, margin, steps) in enumerate(stages):
-    cur, ang, ok, batch, p = _fit_stage(po, pc, cur, ang, samples, margin, with_angle=with_angle,
-                                        seed=seed and k == 0, max_steps=steps)
+    cur, ang, ok, batch, p, fit = _fit_stage(po, pc, cur, ang, samples, margin,
+                                             with_angle=with_angle, seed=seed and k == 0,
+                                             max_steps=steps, scored=one_stage)
   if detail:
     zncc, share, blocks, peak, fine = _scores(batch, p, with_angle, full=True)
   else:
-    zncc, share = _scores(batch, p, with_angle, full=False)
+    zncc, share = fit[:2] if one_stage else _scores(batch, p, with_angle, full=False)
     blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
-  # The start, read as the last stage reads: a result never scores worse than its start.
   samples, margin, _ = stages[-1]
-  if len(stages) == 1:  # that stage read around the start itself: the same reads
-    at_start = dataclasses.replace(batch, p0=batch.given)
+  if one_stage:
+    s_zncc, s_share = fit[2:]
   else:
     at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
-  s_zncc, s_share = _scores(at_start, at_start.p0, with_angle, full=False)
+    s_zncc, s_share = _scores(at_start, at_start.p0, with_angle, full=False)
   worse = [i for i in range(len(po)) if zncc[i] * share[i] < s_zncc[i] * s_share[i]]
   if worse:  # rare: the start's full score, for those alone
     again = _prepare([po[i] for i in worse], [pc[i] for i in worse], [start[i] for i in worse],
