@@ -160,7 +160,7 @@ def test_a_stage_in_sub_batches_equals_one_call(monkeypatch):
   monkeypatch.setattr(alignment, 'CALL_SAMPLES', 2 * 128 * 128)
   batch = alignment._prepare(*zip(*[(alignment.Pyramid(o), alignment.Pyramid(c), np.array(b))
                                     for o, c, b in jobs]), [0.0] * 5, 128, 0.08, False)
-  assert alignment._sub_batches(batch, 128) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+  assert alignment._sub_batches(batch) == [slice(0, 2), slice(2, 4), slice(4, 6)]
   parts = align_batch(*zip(*jobs))
   for a, b in zip(whole, parts):
     np.testing.assert_allclose(a.box, b.box, atol=1e-3)

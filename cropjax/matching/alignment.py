@@ -553,24 +553,24 @@ def _to_original(batch: _Batch, p: np.ndarray, angles) -> tuple[list, list]:
 CALL_SAMPLES = 8 * 128 * 128
 
 
-def _sub_batches(batch: _Batch, samples: int) -> list[slice]:
-  """The padded batch as consecutive power-of-two slices of at most CALL_SAMPLES samples,
-  the padding beyond the last pair left out."""
-  most = max(1, CALL_SAMPLES // (samples * samples))
+def _sub_batches(batch: _Batch) -> list[slice]:
+  """The padded batch as consecutive power-of-two slices of at most CALL_SAMPLES samples (its
+  templates' size), the padding beyond the last pair left out."""
+  most = max(1, CALL_SAMPLES // batch.arrays[0][0].size)
   size = min(len(batch.p0), 1 << (most.bit_length() - 1))  # a power of two, at most `most`
   if size >= len(batch.p0):
     return [slice(0, len(batch.p0))]
   return [slice(a, a + size) for a in range(0, batch.n, size)]
 
 
-def _call(fn, batch: _Batch, samples: int, p: np.ndarray, *rows) -> list[np.ndarray]:
+def _call(fn, batch: _Batch, p: np.ndarray, *rows) -> list[np.ndarray]:
   """fn(p, *rows, *arrays) over the batch in sub-batches (`_sub_batches`), joined on the host;
   `p` may leave out the padding rows (the batch's own start stands in for them), `rows` (more
   per-pair arrays) may not."""
   if len(p) < len(batch.p0):
     p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
   parts = []
-  for part in _sub_batches(batch, samples):
+  for part in _sub_batches(batch):
     arrays = tuple(tuple(a[part] for a in v) if isinstance(v, tuple) else v[part]
                    for v in batch.arrays)
     parts.append([np.array(v) for v in fn(p[part], *(r[part] for r in rows), *arrays)])
@@ -583,15 +583,14 @@ def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
   `scored` (ZNCC, share) at the result and at the given boxes, else None)."""
   batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
   stage = _stage_fn(with_angle, max_steps, scored)
-  p, ok, *fit = _call(lambda p0, given, *arrays: stage(*arrays, p0, given), batch, samples,
-                      batch.p0, batch.given)
+  p, ok, *fit = _call(lambda p0, given, *arrays: stage(*arrays, p0, given), batch, batch.p0,
+                      batch.given)
   p = p.astype(np.float64)
   return (*_to_original(batch, p, angles), ok, batch, p, fit or None)
 
 
 def _scores(batch: _Batch, p: np.ndarray, with_angle: bool, full: bool):
-  samples = batch.arrays[0].shape[-1]
-  return _call(_score_fn(with_angle, full), batch, samples, np.float32(p))
+  return _call(_score_fn(with_angle, full), batch, np.float32(p))
 
 
 # ------------------------------------------------------------------ public
