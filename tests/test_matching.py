@@ -207,6 +207,22 @@ def test_the_direction_is_found_both_ways_round():
     assert ev.alignment.score > ev.reverse.score
 
 
+def test_the_search_gives_its_best_distinct_places_best_first():
+  box = (100.3, 140.7, 380.2, 350.9)
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
+  crop = Pyramid(_crop('astronaut', box, 0.7))
+  found = verify.search(original, crop, top=4)
+  assert len(found) == 4
+  np.testing.assert_allclose(found[0][0], box, atol=12)  # 4 pixels a sample at 128 of 512
+  scores = [s for _, s in found]
+  assert scores == sorted(scores, reverse=True)
+  for i, (a, _) in enumerate(found):  # distinct places: no two overlap by half
+    assert all(verify._iou(a, b) < 0.5 for b, _ in found[:i])
+  fewer = verify.search(original, crop, top=2)
+  np.testing.assert_equal([b for b, _ in fewer], [b for b, _ in found[:2]])
+  assert verify.search(original, crop, top=0) == []
+
+
 def test_verification_on_threads_equals_one_core(monkeypatch):
   box = (201.6, 90.2, 530.5, 370.8)
   pairs = lambda: [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),
