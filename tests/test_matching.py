@@ -177,6 +177,45 @@ def test_a_result_never_scores_worse_than_its_start():
   assert np.abs(np.array(a.box) - box).max() < 0.5
 
 
+@pytest.mark.parametrize('stages, detail', [(alignment.STAGES, True), (alignment.STAGES[:1], False),
+                                             (alignment.STAGES[2:], True),
+                                             (alignment.STAGES[1:], False)])
+def test_a_fit_that_ends_worse_keeps_its_start_and_the_start_s_score(monkeypatch, stages, detail):
+  # The second of three pairs is pushed off by every stage (and its own score of the result
+  # spoiled): it must come back at its start, unconverged, with its start's full score.
+  real = alignment._stage_fn
+
+  def pushed(with_angle, max_steps, scored):
+    fn = real(with_angle, max_steps, scored)
+
+    def call(*args):
+      out = [np.array(v) for v in fn(*args)]
+      out[0][1, [0, 2]] += 20.0
+      if scored:
+        out[2][1] = -1.0
+      return tuple(out)
+    return call
+  monkeypatch.setattr(alignment, '_stage_fn', pushed)
+  boxes = [(100.3, 140.7, 380.2, 350.9), (60.0, 50.0, 300.0, 260.0), (201.6, 90.2, 400.5, 300.8)]
+  crops = [_crop('astronaut', b, 0.7) for b in boxes]
+  starts = [_off(b, 0.02) for b in boxes]
+  got = align_batch([PHOTOS['astronaut']] * 3, crops, starts, stages=stages, detail=detail)
+  samples, margin, _ = stages[-1]
+  at = alignment._prepare([Pyramid(PHOTOS['astronaut'])], [Pyramid(crops[1])], [starts[1]], [0.0],
+                          samples, margin, False)
+  zncc, share, *rest = (v[0] for v in alignment._scores(at, at.p0, False, full=detail))
+  a = got[1]
+  np.testing.assert_allclose(a.box, starts[1], atol=1e-9)
+  assert not a.converged and a.score == pytest.approx(a.start_score, abs=1e-6)
+  np.testing.assert_allclose([a.score, a.inside], [zncc, share], atol=1e-6)
+  if detail:
+    np.testing.assert_allclose([a.peak, a.detail, *a.blocks], [rest[1], rest[2], *rest[0]],
+                               atol=1e-6)
+  for i in (0, 2):  # the others are fitted as ever
+    assert got[i].score > got[i].start_score
+    assert np.abs(np.array(got[i].box) - starts[i]).max() > 1.0
+
+
 def test_the_angle_of_a_straightened_crop_is_found():
   photo = Image.fromarray(PHOTOS['astronaut'])
   centre, size, angle = np.array([250.0, 240.0]), np.array([220.0, 170.0]), 4.0

@@ -496,6 +496,14 @@ class _Batch:
   n: int
   given: np.ndarray  # the given boxes in canvas pixels, as p0 (the same without a seed)
 
+  def rows(self, rows: Sequence[int]) -> '_Batch':
+    """These pairs' reads as a batch of their own, padded to a power of two with the last."""
+    take = list(rows) + [rows[-1]] * (_bucket(len(rows)) - len(rows))
+    arrays = tuple(tuple(a[take] for a in v) if isinstance(v, tuple) else v[take]
+                   for v in self.arrays)
+    return _Batch(arrays, self.p0[take], [self.affines[i] for i in rows], len(rows),
+                  self.given[take])
+
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
@@ -660,17 +668,16 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
   else:
     zncc, share = fit[:2] if one_stage else _scores(batch, p, with_angle, full=False)
     blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
-  samples, margin, _ = stages[-1]
-  if one_stage:
-    s_zncc, s_share = fit[2:]
+  if one_stage:  # the stage read around the start: its reads score it
+    at_start, (s_zncc, s_share) = batch, fit[2:]
   else:
+    samples, margin, _ = stages[-1]
     at_start = _prepare(po, pc, start, ang0, samples, margin, with_angle)
-    s_zncc, s_share = _scores(at_start, at_start.p0, with_angle, full=False)
+    s_zncc, s_share = _scores(at_start, at_start.given, with_angle, full=False)
   worse = [i for i in range(len(po)) if zncc[i] * share[i] < s_zncc[i] * s_share[i]]
-  if worse:  # rare: the start's full score, for those alone
-    again = _prepare([po[i] for i in worse], [pc[i] for i in worse], [start[i] for i in worse],
-                     [ang0[i] for i in worse], samples, margin, with_angle)
-    for j, row in enumerate(zip(*_scores(again, again.p0, with_angle, full=detail))):
+  if worse:  # the start's full score, for those alone, from the reads at the start
+    again = at_start.rows(worse)
+    for j, row in enumerate(zip(*_scores(again, again.given, with_angle, full=detail))):
       i = worse[j]
       zncc[i], share[i] = row[:2]
       if detail:
