@@ -262,6 +262,22 @@ def test_the_search_gives_its_best_distinct_places_best_first():
   assert verify.search(original, crop, top=0) == []
 
 
+def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
+  box = (120.0, 40.0, 330.0, 460.0)  # a tall window, full of the photo's height
+  crop = Pyramid(_crop('astronaut', box, 0.6))
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
+  squat = (120.0, 145.0, 330.0, 355.0)  # the network's shape can be this far off
+  start = verify._at_aspect(np.array(squat), crop.width / crop.height)
+  np.testing.assert_allclose((start[0] + start[2]) / 2, 225.0)
+  np.testing.assert_allclose((start[1] + start[3]) / 2, 250.0)
+  np.testing.assert_allclose((start[2] - start[0]) * (start[3] - start[1]), 210.0 * 210.0)
+  np.testing.assert_allclose((start[2] - start[0]) / (start[3] - start[1]),
+                             crop.width / crop.height)
+  ev, = verify.verify_batch([(original, crop)], [{'a': [squat]}], search_top=0, mirror=False)
+  assert ev.original == 'a'
+  np.testing.assert_allclose(ev.alignment.box, box, atol=1.5)
+
+
 def test_verification_on_threads_equals_one_core(monkeypatch):
   box = (201.6, 90.2, 530.5, 370.8)
   pairs = lambda: [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),

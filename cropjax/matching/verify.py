@@ -4,7 +4,8 @@
     ev.original, ev.alignment.box, ev.features
 
 For each pair and each direction (B inside A, A inside B) the start boxes are
-the ones given (a model's proposals) and the best few of a coarse search
+the ones given (a model's proposals, each reshaped to the would-be crop's
+aspect ratio about its centre, its area kept) and the best few of a coarse search
 (`search`: normalised cross-correlation of the would-be crop over the would-be
 original at low resolution, over a range of sizes, at the crop's own aspect
 ratio); every start goes through the first (coarsest) stage of
@@ -122,6 +123,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
   return inter / max(union, 1e-12)
 
 
+def _at_aspect(box: np.ndarray, aspect: float) -> np.ndarray:
+  """The box with the same centre and area at width / height `aspect`."""
+  x0, y0, x1, y1 = box
+  area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+  w = np.sqrt(area * aspect)
+  h = w / aspect
+  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+  return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
 def _fit(a: Alignment) -> float:
   """How well an alignment fits: its correlation, counted on the share inside the frame."""
   return a.score * a.inside
@@ -144,6 +155,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = []  # (pair, direction, original, crop, box)
   for (i, direction, orig, crop), found in zip(directions, searched):
     boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
+    # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it.
+    boxes = [_at_aspect(b, crop.width / crop.height) for b in boxes if _inside(b, orig.size)]
     boxes = [b for b in boxes if _inside(b, orig.size)]
     for box, _ in found:
       if all(_iou(box, b) < 0.7 for b in boxes):
