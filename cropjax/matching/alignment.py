@@ -496,13 +496,16 @@ class _Batch:
   n: int
   given: np.ndarray  # the given boxes in canvas pixels, as p0 (the same without a seed)
 
+  def arrays_at(self, index) -> tuple:
+    """`arrays` at these rows (a slice or indices; cmask may be a pair of profiles)."""
+    return tuple(tuple(a[index] for a in v) if isinstance(v, tuple) else v[index]
+                 for v in self.arrays)
+
   def rows(self, rows: Sequence[int]) -> '_Batch':
     """These pairs' reads as a batch of their own, padded to a power of two with the last."""
     take = list(rows) + [rows[-1]] * (_bucket(len(rows)) - len(rows))
-    arrays = tuple(tuple(a[take] for a in v) if isinstance(v, tuple) else v[take]
-                   for v in self.arrays)
-    return _Batch(arrays, self.p0[take], [self.affines[i] for i in rows], len(rows),
-                  self.given[take])
+    return _Batch(self.arrays_at(take), self.p0[take], [self.affines[i] for i in rows],
+                  len(rows), self.given[take])
 
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
@@ -579,9 +582,8 @@ def _call(fn, batch: _Batch, p: np.ndarray, *rows) -> list[np.ndarray]:
     p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
   parts = []
   for part in _sub_batches(batch):
-    arrays = tuple(tuple(a[part] for a in v) if isinstance(v, tuple) else v[part]
-                   for v in batch.arrays)
-    parts.append([np.array(v) for v in fn(p[part], *(r[part] for r in rows), *arrays)])
+    parts.append([np.array(v) for v in fn(p[part], *(r[part] for r in rows),
+                                           *batch.arrays_at(part))])
   return [np.concatenate(v)[:batch.n] for v in zip(*parts)]
 
 

@@ -154,7 +154,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = []  # (pair, direction, original, crop, box)
   for (i, direction, orig, crop), found in zip(directions, searched):
     boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
-    # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it.
+    # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it;
+    # reshaped about a centre beyond the frame, a box may leave it, so it is checked again.
     boxes = [_at_aspect(b, crop.width / crop.height) for b in boxes if _inside(b, orig.size)]
     boxes = [b for b in boxes if _inside(b, orig.size)]
     for box, _ in found:
