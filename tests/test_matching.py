@@ -156,6 +156,7 @@ def test_a_stage_in_sub_batches_equals_one_call(monkeypatch):
           (PHOTOS['coffee'], crop, (150.0, 120.0, 420.0, 330.0)),  # not a crop of it
           (PHOTOS['coffee'], other, _off((201.6, 90.2, 530.5, 370.8), 0.06))]
   monkeypatch.setattr(alignment, 'CALL_SAMPLES', 1 << 30)
+  monkeypatch.setattr(alignment, 'CPU_CALLS', 1)
   whole = align_batch(*zip(*jobs))
   monkeypatch.setattr(alignment, 'CALL_SAMPLES', 2 * 128 * 128)
   batch = alignment._prepare(*zip(*[(alignment.Pyramid(o), alignment.Pyramid(c), np.array(b))
@@ -167,6 +168,58 @@ def test_a_stage_in_sub_batches_equals_one_call(monkeypatch):
     np.testing.assert_allclose([a.score, a.inside, a.peak, a.detail, *a.blocks],
                                [b.score, b.inside, b.peak, b.detail, *b.blocks], atol=1e-4)
     assert a.converged == b.converged
+
+
+def _stage_jobs(n: int):
+  """n crops of real photos, each with a start a few per cent off."""
+  rng = np.random.default_rng(5)
+  jobs = []
+  for k in range(n):
+    name = ('astronaut', 'coffee', 'chelsea')[k % 3]
+    h, w = PHOTOS[name].shape[:2]
+    x0, y0 = rng.uniform(0, 0.4) * w, rng.uniform(0, 0.4) * h
+    box = (x0, y0, x0 + rng.uniform(0.3, 0.6) * w, y0 + rng.uniform(0.3, 0.6) * h)
+    jobs.append((Pyramid(PHOTOS[name]), Pyramid(_crop(name, box, 0.8)),
+                 _off(box, rng.uniform(-0.04, 0.04))))
+  return jobs
+
+
+def test_a_stage_s_calls_side_by_side_equal_one_after_another(monkeypatch):
+  """On the CPU a stage's pairs go in (at least) two calls, whatever the number of cores; run
+  side by side on two cores they give what they give one after another on one."""
+  jobs = _stage_jobs(10)
+  batch = alignment._prepare(*zip(*jobs), [0.0] * 10, 32, 0.35, False)
+  found = {}
+  for workers in (1, 2):
+    monkeypatch.setattr(threads, 'workers', lambda: workers)
+    assert alignment._sub_batches(batch) == [slice(0, 8), slice(8, 16)]  # 5 + 5 pairs, padded
+    found[workers] = align_batch(*zip(*jobs))
+  assert found[1] == found[2]
+
+
+def test_stage_calls_from_two_threads_at_once_finish(monkeypatch):
+  """Two threads aligning at once (each a batch large enough for XLA to spread over the cores)
+  finish with what each gives alone: with optimistix's default QR step, jaxlib's batched LAPACK
+  QR never returned here."""
+  import threading
+  monkeypatch.setattr(threads, 'workers', lambda: 1)  # each thread's calls in turn
+  jobs = _stage_jobs(32)
+  alone = align_batch(*zip(*jobs), stages=alignment.STAGES[:1], seed=False, detail=False)
+  out = [None, None]
+
+  def work(k):
+    for _ in range(3):
+      out[k] = align_batch(*zip(*jobs), stages=alignment.STAGES[:1], seed=False, detail=False)
+
+  both = [threading.Thread(target=work, args=(k,), daemon=True) for k in (0, 1)]
+  for t in both:
+    t.start()
+  for t in both:
+    t.join(timeout=60)
+  assert not any(t.is_alive() for t in both), 'two alignments at once never returned'
+  def key(results):  # without detail, peak and detail are NaN: compare the rest
+    return [(a.box, a.score, a.start_score, a.inside, a.converged) for a in results]
+  assert key(out[0]) == key(alone) and key(out[1]) == key(alone)
 
 
 def test_a_result_never_scores_worse_than_its_start():

@@ -29,7 +29,8 @@ near-duplicate (another viewpoint) falls off towards the corners.
 
 The pixel work is JAX (`jax.vmap` over the batch, one compiled function per
 stage and batch size, batches of at most `CHUNK` pairs, a stage's calls of at most
-`CALL_SAMPLES` samples so its working set stays in cache): without an angle the
+`CALL_SAMPLES` samples so its working set stays in cache, and on the CPU at least
+`CPU_CALLS` of them, run side by side on the cores): without an angle the
 warp is separable, so each read is two matrix products with bilinear weight
 matrices and its derivative two more; with an angle, gathers. The pyramids
 and the reads around each box are OpenCV on the host.
@@ -427,9 +428,15 @@ def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False):
   result and at `given` (`_fit_terms`), in the same call."""
   import jax
   import jax.numpy as jnp
+  import lineax as lx
   import optimistix as optx
 
-  solver = optx.LevenbergMarquardt(rtol=1e-4, atol=1e-4)
+  # Each damped step solves its normal equations (4 x 4, with an angle 5 x 5) by Cholesky,
+  # not optimistix's default QR of the whole Jacobian: jaxlib's batched QR (LAPACK geqrf)
+  # hangs when two calls run at once (jaxlib 0.10.2; `jnp.linalg.qr` alone does it), and a
+  # stage's calls do run at once, one a core (`_call`). Boxes within 1e-4 px of QR's; as fast.
+  solver = optx.LevenbergMarquardt(rtol=1e-4, atol=1e-4,
+                                   linear_solver=lx.Normal(lx.Cholesky()))
 
   def one(template, tmask, tsize, canvas, cmask, p0, given):
     args = (template, tmask, tsize, canvas, cmask, with_angle)
@@ -562,28 +569,36 @@ def _to_original(batch: _Batch, p: np.ndarray, angles) -> tuple[list, list]:
 # of 8 pairs, 4.5 in one of 64; `docs/real_photos.md`). Coarser stages take more pairs a call
 # (32 at 64 samples, all 64 at 32).
 CALL_SAMPLES = 8 * 128 * 128
+# On the CPU a stage's pairs go in at least this many calls, run side by side on the cores
+# (`cropjax.threads`): XLA:CPU runs a call of a few pairs on one core. A fixed count, not the
+# number of cores, so the results do not depend on the machine's cores.
+CPU_CALLS = 2
 
 
 def _sub_batches(batch: _Batch) -> list[slice]:
   """The padded batch as consecutive power-of-two slices of at most CALL_SAMPLES samples (its
-  templates' size), the padding beyond the last pair left out."""
+  templates' size), and on the CPU of at most 1 / CPU_CALLS of its pairs, the padding beyond
+  the last pair left out."""
+  import jax
   most = max(1, CALL_SAMPLES // batch.arrays[0][0].size)
   size = min(len(batch.p0), 1 << (most.bit_length() - 1))  # a power of two, at most `most`
+  if jax.default_backend() == 'cpu':
+    size = min(size, _bucket(-(-batch.n // CPU_CALLS)))
   if size >= len(batch.p0):
     return [slice(0, len(batch.p0))]
   return [slice(a, a + size) for a in range(0, batch.n, size)]
 
 
 def _call(fn, batch: _Batch, p: np.ndarray, *rows) -> list[np.ndarray]:
-  """fn(p, *rows, *arrays) over the batch in sub-batches (`_sub_batches`), joined on the host;
+  """fn(p, *rows, *arrays) over the batch in sub-batches (`_sub_batches`) on the cores, joined
+  on the host;
   `p` may leave out the padding rows (the batch's own start stands in for them), `rows` (more
   per-pair arrays) may not."""
   if len(p) < len(batch.p0):
     p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
-  parts = []
-  for part in _sub_batches(batch):
-    parts.append([np.array(v) for v in fn(p[part], *(r[part] for r in rows),
-                                           *batch.arrays_at(part))])
+  def run(part):
+    return [np.array(v) for v in fn(p[part], *(r[part] for r in rows), *batch.arrays_at(part))]
+  parts = threads.map(run, _sub_batches(batch))  # side by side, one a core
   return [np.concatenate(v)[:batch.n] for v in zip(*parts)]
 
 
