@@ -24,6 +24,7 @@ compiled once per batch shape: batches are padded to a power of two, up to
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -551,18 +552,29 @@ def _load_pairs(pairs, first: int = 0) -> list[tuple[_Side, _Side]]:
   return [(seen[key(a)], seen[key(b)]) for a, b in pairs]
 
 
-def _aligned_evidence(loaded, network: list[PairPrediction]):
+def _network_and_evidence(m: Model, loaded, batch_size: int):
+  """(the network's results, its pair logits, the alignment evidence, each pair's pyramid
+  scales) for a chunk of pairs. The network runs on a thread of its own while the pyramids and
+  the coarse search (host work, on every core), which do not need its boxes, are made beside it;
+  verification then starts from both."""
   from cropjax.matching import verify
-  images = {id(side): side for pair in loaded for side in pair}  # in several pairs: once
-  made = dict(zip(images, threads.map(_pyramid, images.values())))
-  pyramids, scales = [], []
-  for ia, ib in loaded:
-    (pa, sa), (pb, sb) = made[id(ia)], made[id(ib)]
-    pyramids.append((pa, pb))
-    scales.append({'a': sa, 'b': sb})
+  network = _network_thread().submit(_network_pairs, m, loaded, batch_size)
+  try:
+    images = {id(side): side for pair in loaded for side in pair}  # in several pairs: once
+    made = dict(zip(images, threads.map(_pyramid, images.values())))
+    pyramids = [(made[id(ia)][0], made[id(ib)][0]) for ia, ib in loaded]
+    scales = [{'a': made[id(ia)][1], 'b': made[id(ib)][1]} for ia, ib in loaded]
+    searched = verify.search_pairs(pyramids)
+  finally:
+    results, logits = network.result()
   starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
-            for i, r in enumerate(network)]
-  return verify.verify_batch(pyramids, starts), scales
+            for i, r in enumerate(results)]
+  return results, logits, verify.verify_batch(pyramids, starts, searched=searched), scales
+
+
+@functools.cache
+def _network_thread() -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='cropjax-network')
 
 
 def evidence(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str | None = None,
@@ -572,9 +584,9 @@ def evidence(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str
   pairs = list(pairs)
   ev, logits = [], []
   for i in range(0, len(pairs), batch_size):  # a chunk's images at a time
-    loaded = _load_pairs(pairs[i:i + batch_size], i)
-    network, chunk_logits = _network_pairs(m, loaded, batch_size)
-    ev += _aligned_evidence(loaded, network)[0]
+    _, chunk_logits, chunk_ev, _ = _network_and_evidence(
+        m, _load_pairs(pairs[i:i + batch_size], i), batch_size)
+    ev += chunk_ev
     logits.append(chunk_logits)
   return ev, np.concatenate(logits) if logits else np.zeros(0)
 
@@ -591,12 +603,11 @@ def predict_pairs(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model 
 
 
 def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairPrediction]:
-  network, logits = _network_pairs(m, loaded, batch_size)
   if not align:
-    return network
+    return _network_pairs(m, loaded, batch_size)[0]
   from cropjax.matching import verdict as verdict_lib
   judge = m.verdict
-  ev, scales = _aligned_evidence(loaded, network)
+  network, logits, ev, scales = _network_and_evidence(m, loaded, batch_size)
   prob = judge.probability(verdict_lib.features(logits, ev))
   out = []
   for i, (e, (ia, ib)) in enumerate(zip(ev, loaded)):

@@ -219,6 +219,35 @@ def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdi
   np.testing.assert_allclose(one.probability, both[1].probability, atol=1e-3)
 
 
+def test_the_network_runs_beside_the_search_with_the_same_answers(pair_workdir, monkeypatch):
+  """The network runs on a thread of its own while the pyramids and the coarse search are made;
+  run first, on the caller's thread, it gives the same results to the bit."""
+  import concurrent.futures
+  import threading
+  model = cropjax.load_model(pair_workdir)
+  photo = dict(ASTRONAUT(['astronaut']))['astronaut']
+  crop = np.asarray(Image.fromarray(photo[140:350, 100:380]).resize((196, 147)))
+  pairs = [(photo, crop), (crop, photo), (photo, _photo())]
+  ran_on, real = [], inference._network_pairs
+
+  def network(*args):
+    ran_on.append(threading.current_thread().name)
+    return real(*args)
+  monkeypatch.setattr(inference, '_network_pairs', network)
+  beside = cropjax.predict_pairs(pairs, model=model)
+  assert ran_on[0].startswith('cropjax-network')
+
+  class Inline:  # the network first, on this thread
+    def submit(self, fn, *args):
+      done = concurrent.futures.Future()
+      done.set_result(fn(*args))
+      return done
+  monkeypatch.setattr(inference, '_network_thread', Inline)
+  first = cropjax.predict_pairs(pairs, model=model)
+  assert ran_on[1] == threading.current_thread().name
+  assert [r.to_json() for r in beside] == [r.to_json() for r in first]
+
+
 def test_a_matching_model_encodes_each_distinct_image_once(photo_folder, pair_workdir, tmp_path,
                                                             monkeypatch):
   c = tiny.get_config()

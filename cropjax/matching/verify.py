@@ -142,17 +142,37 @@ def _inside(box: np.ndarray, size: tuple[int, int]) -> bool:
   return bool(box[2] > max(box[0], 0) and box[3] > max(box[1], 0) and box[0] < w and box[1] < h)
 
 
+def _directions(pairs: Sequence[tuple[Pyramid, Pyramid]]) -> list:
+  """(pair, direction, would-be original, would-be crop) for both directions of each pair."""
+  return [(i, direction, orig, crop) for i, (pa, pb) in enumerate(pairs)
+          for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa)))]
+
+
+def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
+                 top: int = SEARCH_TOP) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
+  """`search` both ways round for each (a, b) pair, on all cores: `[i]['a']` the places of b in
+  a, `[i]['b']` those of a in b."""
+  directions = _directions(pairs)
+  found = threads.map(lambda d: search(d[2], d[3], top=top), directions)
+  out: list[dict] = [{} for _ in pairs]
+  for (i, direction, *_), places in zip(directions, found):
+    out[i][direction] = places
+  return out
+
+
 def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  starts: Sequence[Mapping[str, Sequence]] | None = None, *,
-                 search_top: int = SEARCH_TOP, mirror: bool = True) -> list[Evidence]:
+                 search_top: int = SEARCH_TOP, mirror: bool = True,
+                 searched: Sequence[Mapping[str, Sequence]] | None = None) -> list[Evidence]:
   """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
   `starts[i]['b']` boxes of a in b; each direction also starts from the `search_top` best places
-  of `search`. `mirror=False` leaves out the mirrored crop's alignment."""
-  directions = [(i, direction, orig, crop) for i, (pa, pb) in enumerate(pairs)
-                for direction, (orig, crop) in (('a', (pa, pb)), ('b', (pb, pa)))]
-  searched = threads.map(lambda d: search(d[2], d[3], top=search_top), directions)  # on all cores
+  of `search` (`searched`: `search_pairs`' result, where already made). `mirror=False` leaves
+  out the mirrored crop's alignment."""
+  if searched is None:
+    searched = search_pairs(pairs, search_top)
   jobs = []  # (pair, direction, original, crop, box)
-  for (i, direction, orig, crop), found in zip(directions, searched):
+  for i, direction, orig, crop in _directions(pairs):
+    found = searched[i][direction]
     boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
     # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it;
     # reshaped about a centre beyond the frame, a box may leave it, so it is checked again.
