@@ -13,11 +13,13 @@ ratio); every start goes through the first (coarsest) stage of
 second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop) and its alignment goes through the finest stage; the other direction
-keeps its second-stage one, enough to say it fits worse. Then the crop
-mirrored left-right is aligned in that original too (from the box found and
-from its mirror image across the original): a mirrored copy of a window fits
-better flipped back, even where the scene is nearly symmetric and the copy
-itself fits well. `features` summarises the evidence for the verdict model (`cropjax.matching.verdict`).
+keeps its second-stage one, enough to say it fits worse. Beside that finest
+stage (on another core) the crop mirrored left-right is aligned in that
+original too (from the second stage's box and from its mirror image across
+the original): a mirrored copy of a window fits better flipped back, even
+where the scene is nearly symmetric and the copy itself fits well.
+`features` summarises the evidence for the verdict model
+(`cropjax.matching.verdict`).
 """
 
 from __future__ import annotations
@@ -210,9 +212,15 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   refine(list(best), second, detail=False)
   winners = [(i, 'a' if _fit(best[(i, 'a')][1]) >= _fit(best[(i, 'b')][1]) else 'b')
              for i in range(len(pairs))]
-  refine(winners, last, detail=True)
+  # The better direction's finest stage and, beside it on another core, the mirror check from
+  # the second stage's box (seeded, it needs no finer start).
+  at_second = {key: a for key, (_, a) in best.items()}
+  tasks = [lambda: refine(winners, last, detail=True)]
+  if mirror:
+    tasks.append(lambda: _mirrored(pairs, winners, at_second))
+  done = threads.map(lambda task: task(), tasks)
+  mirrors = done[1] if mirror else [None] * len(pairs)
   best = {key: a for key, (_, a) in best.items()}
-  mirrors = _mirrored(pairs, winners, best) if mirror else [None] * len(pairs)
   out = []
   for i, (pa, pb) in enumerate(pairs):
     original = winners[i][1]
@@ -231,7 +239,7 @@ def mirrored(pyramid: Pyramid) -> Pyramid:
 
 
 def _mirrored(pairs, winners, best) -> list[Alignment]:
-  """Each pair's crop mirrored left-right, aligned in its original: from the box found and
+  """Each pair's crop mirrored left-right, aligned in its original: from the box in `best` and
   from that box mirrored across the original, the better of the two through every stage."""
   jobs = []
   for i, original in winners:
