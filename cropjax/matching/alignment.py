@@ -591,9 +591,8 @@ def _sub_batches(batch: _Batch) -> list[slice]:
 
 def _call(fn, batch: _Batch, p: np.ndarray, *rows) -> list[np.ndarray]:
   """fn(p, *rows, *arrays) over the batch in sub-batches (`_sub_batches`) on the cores, joined
-  on the host;
-  `p` may leave out the padding rows (the batch's own start stands in for them), `rows` (more
-  per-pair arrays) may not."""
+  on the host; `p` may leave out the padding rows (the batch's own start stands in for them),
+  `rows` (more per-pair arrays) may not."""
   if len(p) < len(batch.p0):
     p = np.concatenate([p, batch.p0[len(p):].astype(p.dtype)])
   def run(part):
