@@ -299,6 +299,35 @@ def test_the_direction_is_found_both_ways_round():
     assert ev.alignment.score > ev.reverse.score
 
 
+def test_the_mirror_check_follows_a_direction_the_second_stage_turns_round(monkeypatch):
+  # The mirror check starts after the first stage, in the direction leading then; where the
+  # second stage turns the direction round it is made again, in the winning one.
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['coffee']), 80))
+  crop = Pyramid(_crop('coffee', (201.6, 90.2, 530.5, 370.8), 0.6))
+  align_batch, mirrored = verify.alignment.align_batch, verify._mirrored
+
+  def second_stage_turns(*args, stages, **kwargs):
+    out = align_batch(*args, stages=stages, **kwargs)
+    if tuple(stages) == alignment.STAGES[1:2]:  # the second stage: directions a, b of pair 0
+      out[0] = dataclasses.replace(out[0], score=-1.0)
+    return out
+  calls = []
+
+  def recorded(pairs, winners, best):
+    calls.append((list(winners), mirrored(pairs, winners, best)))
+    return calls[-1][1]
+  monkeypatch.setattr(verify.alignment, 'align_batch', second_stage_turns)
+  monkeypatch.setattr(verify, '_mirrored', recorded)
+  ev, = verify.verify_batch([(original, crop)])
+  assert [w for w, _ in calls] == [[(0, 'a')], [(0, 'b')]]
+  assert ev.original == 'b' and ev.mirror is calls[1][1][0]
+  monkeypatch.undo()
+  calls.clear()
+  monkeypatch.setattr(verify, '_mirrored', recorded)
+  ev, = verify.verify_batch([(original, crop)])  # not turned: one mirror check
+  assert [w for w, _ in calls] == [[(0, 'a')]] and ev.original == 'a'
+
+
 def test_the_search_gives_its_best_distinct_places_best_first():
   box = (100.3, 140.7, 380.2, 350.9)
   original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
