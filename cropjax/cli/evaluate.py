@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--out', help='JSON report path (default WORKDIR/eval.json)')
   args = p.parse_args(argv)
 
+  from cropjax import compile_cache
+  compile_cache.enable()  # a second run reads its compiled programs back
   from cropjax import evaluation
   from cropjax import inference
   from cropjax.data import sources

@@ -75,6 +75,7 @@ def _progress(what: str):
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  from cropjax import compile_cache
   from cropjax import inference
   from cropjax import search
   from cropjax.search import index as index_lib
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.top < 1 or args.rerank < 0:
     print('cropjax-find: --top must be at least 1 and --rerank at least 0', file=sys.stderr)
     return 2
+  compile_cache.enable()  # a second run reads its compiled programs back
   started = time.perf_counter()
   try:
     model_path = args.model or os.environ.get('CROPJAX_MODEL')

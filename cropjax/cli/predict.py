@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
       return _usage(f'give two images A B (or --crop PHOTO...), got {len(args.images)}')
     if args.write_xmp or args.force or args.no_straighten or args.no_mirror:
       return _usage('--write-xmp, --force, --no-straighten and --no-mirror need --crop')
+  from cropjax import compile_cache
+  compile_cache.enable()  # a second run reads its compiled programs back
   from cropjax import inference
   from cropjax import metadata
   try:

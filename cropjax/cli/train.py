@@ -35,6 +35,9 @@ def main(argv):
   from cropjax.data import sources
   if FLAGS.distributed:
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  else:  # a second run reads its compiled programs back (one host: its own disk)
+    from cropjax import compile_cache
+    compile_cache.enable()
   logging.info('config:\n%s', FLAGS.config)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
