@@ -256,7 +256,9 @@ def mirrored(pyramid: Pyramid) -> Pyramid:
 
 def _mirrored(pairs, winners, best) -> list[Alignment]:
   """Each pair's crop mirrored left-right, aligned in its original: from the box in `best` and
-  from that box mirrored across the original, the better of the two through every stage."""
+  from that box mirrored across the original through the first stage, the better of the two
+  through the finest (the second stage's scale adds nothing after a seeded first one: the
+  validation evidence moves by a median 0.007 at most, the verdict's answers not at all)."""
   jobs = []
   for i, original in winners:
     orig, crop = pairs[i] if original == 'a' else pairs[i][::-1]
@@ -273,4 +275,4 @@ def _mirrored(pairs, winners, best) -> list[Alignment]:
     box = np.asarray(first[j].box)
     starts.append(box if _inside(box, jobs[j][0].size) else jobs[j][2])
   return alignment.align_batch([jobs[j][0] for j in chosen], [jobs[j][1] for j in chosen], starts,
-                               stages=alignment.STAGES[1:], seed=False, detail=True)
+                               stages=alignment.STAGES[2:], seed=False, detail=True)
