@@ -451,7 +451,9 @@ def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False):
     return (p, finite & (moved < 0.5), *_fit_terms(p, *args[:5], with_angle),
             *_fit_terms(given, *args[:5], with_angle))
 
-  return jax.jit(jax.vmap(one))
+  # `one` jitted inside the vmap: each padded batch size reuses its trace (optimistix's solver
+  # is traced once per stage, not once per size), so a process's first pairs start sooner.
+  return jax.jit(jax.vmap(jax.jit(one)))
 
 
 @functools.lru_cache(maxsize=None)
