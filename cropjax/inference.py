@@ -554,9 +554,9 @@ def _load_pairs(pairs, first: int = 0) -> list[tuple[_Side, _Side]]:
 
 def _network_and_evidence(m: Model, loaded, batch_size: int):
   """(the network's results, its pair logits, the alignment evidence, each pair's pyramid
-  scales) for a chunk of pairs. The network runs on a thread of its own while the pyramids and
-  the coarse search (host work, on every core), which do not need its boxes, are made beside it;
-  verification then starts from both."""
+  scales) for a chunk of pairs. The network runs on a thread of its own while the pyramids, the
+  coarse search and the first alignment stage from the search's places, which do not need its
+  boxes, are made beside it; verification then adds its boxes."""
   from cropjax.matching import verify
   network = _network_thread().submit(_network_pairs, m, loaded, batch_size)
   try:
@@ -565,11 +565,13 @@ def _network_and_evidence(m: Model, loaded, batch_size: int):
     pyramids = [(made[id(ia)][0], made[id(ib)][0]) for ia, ib in loaded]
     scales = [{'a': made[id(ia)][1], 'b': made[id(ib)][1]} for ia, ib in loaded]
     searched = verify.search_pairs(pyramids)
+    placed = verify.align_places(pyramids, searched)
   finally:
     results, logits = network.result()
   starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
             for i, r in enumerate(results)]
-  return results, logits, verify.verify_batch(pyramids, starts, searched=searched), scales
+  return results, logits, verify.verify_batch(pyramids, starts, searched=searched,
+                                              placed=placed), scales
 
 
 @functools.cache

@@ -360,6 +360,26 @@ def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
   np.testing.assert_allclose(ev.alignment.box, box, atol=1.5)
 
 
+def test_the_search_places_aligned_ahead_give_the_same_evidence():
+  # What inference does while the network runs: the search's places through the first stage
+  # before the network's boxes are known; verification then adds only those boxes.
+  box = (201.6, 90.2, 530.5, 370.8)
+  pairs = [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),
+           (Pyramid(PHOTOS['chelsea']), Pyramid(_crop('coffee', box, 0.5)))]
+  starts = [{'a': [np.add(box, (20.0, -15.0, 20.0, -15.0))]}, {'b': [(10.0, 10.0, 90.0, 70.0)]}]
+  searched = verify.search_pairs(pairs)
+  placed = verify.align_places(pairs, searched)
+  assert ([[len(p[d]) for d in 'ab'] for p in placed]
+          == [[len(s[d]) for d in 'ab'] for s in searched])
+  assert max(verify._iou(np.array(a.box), np.array(box)) for a in placed[0]['a']) > 0.9
+  ahead = verify.verify_batch(pairs, starts, searched=searched, placed=placed)
+  made_here = verify.verify_batch(pairs, starts)
+  for x, y in zip(ahead, made_here):
+    np.testing.assert_equal(dataclasses.asdict(x), dataclasses.asdict(y))
+  assert ahead[0].original == 'a'
+  np.testing.assert_allclose(ahead[0].alignment.box, box, atol=1.0)
+
+
 def test_verification_on_threads_equals_one_core(monkeypatch):
   box = (201.6, 90.2, 530.5, 370.8)
   pairs = lambda: [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),

@@ -520,11 +520,15 @@ class _Batch:
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
 
-  def one(job):  # a pair's reads (and seed) on one core: OpenCV releases the GIL
+  def one(job):  # a pair's reads (and seed)
     inputs = _stage_inputs(*job, samples, margin)
     template, canvas, _, start, _ = inputs
     return inputs, (_seed(template, canvas, start) if seed else start)
-  done = threads.map(one, zip(originals, crops, boxes, angles))
+  # The finest stage's reads on every core (OpenCV releases the GIL; its exact templates are
+  # area-averaged from the full crop); a coarser stage's are small, so Python's share of them
+  # holds the GIL and threads only contend: one after another (docs/real_photos.md).
+  jobs = zip(originals, crops, boxes, angles)
+  done = threads.map(one, jobs) if samples >= STAGES[-1][0] else [one(j) for j in jobs]
   items = [d[0] for d in done]
   m = _bucket(n)
   mg = round(margin * samples)  # one shape per stage: one compilation per stage and batch size

@@ -164,36 +164,59 @@ def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
   return out
 
 
+def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
+                 searched: Sequence[Mapping[str, Sequence]]) -> list[dict[str, list[Alignment]]]:
+  """Each of `search_pairs`' places through the first (coarsest) stage of alignment, seeded:
+  `[i][direction][k]` for place k. It needs no network's box, so it can run while a network
+  makes its own starts (`verify_batch(..., placed=)`)."""
+  jobs = [(i, direction, orig, crop, np.asarray(box, np.float64))
+          for i, direction, orig, crop in _directions(pairs)
+          for box, _ in searched[i][direction]]
+  done = alignment.align_batch([j[2] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
+                               stages=alignment.STAGES[:1], detail=False)
+  out: list[dict[str, list[Alignment]]] = [{'a': [], 'b': []} for _ in pairs]
+  for (i, direction, *_), a in zip(jobs, done):
+    out[i][direction].append(a)
+  return out
+
+
 def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  starts: Sequence[Mapping[str, Sequence]] | None = None, *,
                  search_top: int = SEARCH_TOP, mirror: bool = True,
-                 searched: Sequence[Mapping[str, Sequence]] | None = None) -> list[Evidence]:
+                 searched: Sequence[Mapping[str, Sequence]] | None = None,
+                 placed: Sequence[Mapping[str, Sequence[Alignment]]] | None = None
+                 ) -> list[Evidence]:
   """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
   `starts[i]['b']` boxes of a in b; each direction also starts from the `search_top` best places
-  of `search` (`searched`: `search_pairs`' result, where already made). `mirror=False` leaves
-  out the mirrored crop's alignment."""
+  of `search` (`searched`: `search_pairs`' result, and `placed`: `align_places`' for it, where
+  already made). `mirror=False` leaves out the mirrored crop's alignment."""
   if searched is None:
     searched = search_pairs(pairs, search_top)
-  jobs = []  # (pair, direction, original, crop, box)
+  if placed is None:
+    placed = align_places(pairs, searched)
+  # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one.
+  jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
   for i, direction, orig, crop in _directions(pairs):
-    found = searched[i][direction]
     boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
     # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it;
     # reshaped about a centre beyond the frame, a box may leave it, so it is checked again.
     boxes = [_at_aspect(b, crop.width / crop.height) for b in boxes if _inside(b, orig.size)]
-    boxes = [b for b in boxes if _inside(b, orig.size)]
-    for box, _ in found:
-      if all(_iou(box, b) < 0.7 for b in boxes):
-        boxes.append(box)
-    if not boxes:  # nothing fits (the crop would be larger than the original): the full frame
-      boxes.append(np.array([0.0, 0.0, orig.width, orig.height]))
-    jobs += [(i, direction, orig, crop, b) for b in boxes]
+    given = [(i, direction, orig, crop, b, None) for b in boxes if _inside(b, orig.size)]
+    places = [(i, direction, orig, crop, np.asarray(box, np.float64), a)
+              for (box, _), a in zip(searched[i][direction], placed[i][direction])
+              if all(_iou(box, g[4]) < 0.7 for g in given)]
+    if not given and not places:  # nothing fits (the crop would be larger than the original)
+      given = [(i, direction, orig, crop, np.array([0.0, 0.0, orig.width, orig.height]), None)]
+    jobs += given + places
   # Every start through the first stage; each direction's best through the second; the better
   # direction's through the last (the other keeps its second-stage alignment: enough to say it
   # fits worse).
-  first, second, last = alignment.STAGES[:1], alignment.STAGES[1:2], alignment.STAGES[2:]
-  done = alignment.align_batch([j[2] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
-                               stages=first, detail=False)
+  second, last = alignment.STAGES[1:2], alignment.STAGES[2:]
+  todo = [k for k, j in enumerate(jobs) if j[5] is None]
+  made = dict(zip(todo, alignment.align_batch(
+      [jobs[k][2] for k in todo], [jobs[k][3] for k in todo], [jobs[k][4] for k in todo],
+      stages=alignment.STAGES[:1], detail=False)))
+  done = [made[k] if j[5] is None else j[5] for k, j in enumerate(jobs)]
   best: dict[tuple[int, str], tuple[int, Alignment]] = {}
   for k, ((i, direction, *_), a) in enumerate(zip(jobs, done)):
     key = (i, direction)
