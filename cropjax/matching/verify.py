@@ -9,8 +9,9 @@ aspect ratio about its centre, its area kept) and the best few of a coarse searc
 (`search`: normalised cross-correlation of the would-be crop over the would-be
 original at low resolution, over a range of sizes, at the crop's own aspect
 ratio); every start goes through the first (coarsest) stage of
-`cropjax.matching.align_batch` and the best of each direction through the
-second. The direction that aligns better names the original (a crop fits
+`cropjax.matching.align_batch` (the search's places may go ahead, while a
+network makes its boxes: `align_places`) and the best of each direction
+through the second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop) and its alignment goes through the finest stage; the other direction
 keeps its second-stage one, enough to say it fits worse. Beside those two
