@@ -489,7 +489,8 @@ def section_predict(args) -> list[Result]:
   resizing. The network is configs/demo.py's (ResNet-18 at 64 px) with random
   weights and a neutral verdict (speed depends on neither); SIFT runs at most
   512 px per side. Rows: aligned batched, aligned one at a time, the network
-  alone (batched), each against SIFT.
+  alone (batched), each against SIFT: `--predict-rounds` rounds of all four,
+  each ratio taken within a round, the median round's reported.
   """
   import io
 
@@ -527,20 +528,30 @@ def section_predict(args) -> list[Result]:
   single_fn = lambda: [inference.predict(a, b, model=model) for a, b in pairs]
   for fn in (network_fn, batched_fn, single_fn):
     fn()
-  network = len(pairs) / _timed(network_fn, args.seconds)
-  batched = len(pairs) / _timed(batched_fn, args.seconds, min_calls=1)
-  single = len(pairs) / _timed(single_fn, args.seconds, min_calls=1)
   found = []
-  sift_rate = len(pairs) / _timed(lambda: found.append([sift.match_pair(a, b) for a, b in pairs]),
-                                  args.seconds, min_calls=1)
+  sift_fn = lambda: found.append([sift.match_pair(a, b) for a, b in pairs])
+  # Rounds of all four, one after another: a shared machine's speed drifts by more than a
+  # change is worth within a minute, so each ratio is taken within a round and the median
+  # round's reported (rates likewise).
+  rounds = {'network': [], 'batched': [], 'single': [], 'sift': []}
+  for _ in range(max(1, args.predict_rounds)):
+    for name, fn, calls in (('network', network_fn, 2), ('batched', batched_fn, 1),
+                            ('single', single_fn, 1), ('sift', sift_fn, 1)):
+      rounds[name].append(len(pairs) / _timed(fn, args.seconds, min_calls=calls))
+  med = {k: statistics.median(v) for k, v in rounds.items()}
+  ratio = {k: statistics.median(np.divide(rounds[k], rounds['sift'])) for k in rounds}
   hits = np.mean([r.is_pair for r in found[-1]])
-  print(f'predict  {len(pairs)} pairs  cropjax with alignment: batched {batched:7.1f} pairs/s, '
-        f'one at a time {single:7.1f} pairs/s; network alone {network:7.1f} pairs/s; '
-        f'SIFT {sift_rate:6.1f} pairs/s (found {hits:.0%}); aligned batched/SIFT '
-        f'{batched / sift_rate:5.2f}x, one at a time/SIFT {single / sift_rate:5.2f}x', flush=True)
-  return [Result('predict', 'aligned batched', batched, sift_rate),
-          Result('predict', 'aligned one-at-a-time', single, sift_rate),
-          Result('predict', 'network alone', network, sift_rate),
+  each = ', '.join(f'{b / t:.2f}x/{o / t:.2f}x'
+                   for b, o, t in zip(rounds['batched'], rounds['single'], rounds['sift']))
+  print(f'predict  {len(pairs)} pairs, medians of {len(rounds["sift"])} rounds  cropjax with '
+        f'alignment: batched {med["batched"]:7.1f} pairs/s, one at a time {med["single"]:7.1f} '
+        f'pairs/s; network alone {med["network"]:7.1f} pairs/s; SIFT {med["sift"]:6.1f} pairs/s '
+        f'(found {hits:.0%}); aligned batched/SIFT {ratio["batched"]:5.2f}x, one at a time/SIFT '
+        f'{ratio["single"]:5.2f}x (rounds: {each})', flush=True)
+  # Result's ratio is rate / reference: the median round's ratio, at SIFT's median rate.
+  return [Result('predict', 'aligned batched', ratio['batched'] * med['sift'], med['sift']),
+          Result('predict', 'aligned one-at-a-time', ratio['single'] * med['sift'], med['sift']),
+          Result('predict', 'network alone', ratio['network'] * med['sift'], med['sift']),
           *_predict_files(model, args)]
 
 
@@ -558,6 +569,8 @@ def _predict_files(model, args) -> list[Result]:
   from cropjax import inference
   from cropjax import sift
   from cropjax.datasets import yardstick
+  if args.predict_files <= 0:
+    return []
   paths = [p.path for p in yardstick.PHOTOS if os.path.isfile(p.path)][:args.predict_files]
   if not paths:
     print(f'predict  camera files skipped: no yardstick photos installed ({yardstick.INSTALL})',
@@ -1161,6 +1174,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--loop-steps', type=int, default=1000,
                       help='steps of the loop section (the demo evaluates and saves every 500)')
   parser.add_argument('--predict-pairs', type=int, default=64, help='pairs of the predict section')
+  parser.add_argument('--predict-rounds', type=int, default=3,
+                      help='predict: timing rounds of each way and SIFT (medians reported)')
   parser.add_argument('--predict-files', type=int, default=10,
                       help='predict: pairs of camera files (yardstick photos and crops)')
   parser.add_argument('--search-model', default='workdirs/demo',
