@@ -165,6 +165,12 @@ def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
   return out
 
 
+def _first_stage(jobs: Sequence[tuple[Pyramid, Pyramid, np.ndarray]]) -> list[Alignment]:
+  """Each (original, crop, start box) through the first (coarsest) stage of alignment, seeded."""
+  return alignment.align_batch([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+                               stages=alignment.STAGES[:1], detail=False)
+
+
 def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  searched: Sequence[Mapping[str, Sequence]]) -> list[dict[str, list[Alignment]]]:
   """Each of `search_pairs`' places through the first (coarsest) stage of alignment, seeded:
@@ -173,8 +179,7 @@ def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = [(i, direction, orig, crop, np.asarray(box, np.float64))
           for i, direction, orig, crop in _directions(pairs)
           for box, _ in searched[i][direction]]
-  done = alignment.align_batch([j[2] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
-                               stages=alignment.STAGES[:1], detail=False)
+  done = _first_stage([j[2:] for j in jobs])
   out: list[dict[str, list[Alignment]]] = [{'a': [], 'b': []} for _ in pairs]
   for (i, direction, *_), a in zip(jobs, done):
     out[i][direction].append(a)
@@ -214,9 +219,7 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   # fits worse).
   second, last = alignment.STAGES[1:2], alignment.STAGES[2:]
   todo = [k for k, j in enumerate(jobs) if j[5] is None]
-  made = dict(zip(todo, alignment.align_batch(
-      [jobs[k][2] for k in todo], [jobs[k][3] for k in todo], [jobs[k][4] for k in todo],
-      stages=alignment.STAGES[:1], detail=False)))
+  made = dict(zip(todo, _first_stage([jobs[k][2:5] for k in todo])))
   done = [made[k] if j[5] is None else j[5] for k, j in enumerate(jobs)]
   best: dict[tuple[int, str], tuple[int, Alignment]] = {}
   for k, ((i, direction, *_), a) in enumerate(zip(jobs, done)):
@@ -235,6 +238,9 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                                  stages=stages, seed=False, detail=detail)
     best.update((key, (best[key][0], a)) for key, a in zip(keys, done))
 
+  def now():  # each direction's alignment as it stands
+    return {key: a for key, (_, a) in best.items()}
+
   def leading():  # (pair, the direction that fits better now)
     return [(i, 'a' if _fit(best[(i, 'a')][1]) >= _fit(best[(i, 'b')][1]) else 'b')
             for i in range(len(pairs))]
@@ -248,7 +254,7 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   # The mirror check, on another core beside the finer stages: in the direction that fits
   # better after the first stage, from its box there (seeded, it needs no finer start).
   ahead = leading()
-  at_first = {key: a for key, (_, a) in best.items()}
+  at_first = now()
   tasks = [finer] + ([lambda: _mirrored(pairs, ahead, at_first)] if mirror else [])
   done = threads.map(lambda task: task(), tasks)
   winners = done[0]
@@ -257,14 +263,14 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   # them crops; a third mirrored ones), the mirror check again, in the winning direction.
   turned = [w for w, a in zip(winners, ahead) if w != a] if mirror else []
   if turned:
-    again = _mirrored(pairs, turned, {key: a for key, (_, a) in best.items()})
+    again = _mirrored(pairs, turned, now())
     for (i, _), m in zip(turned, again):
       mirrors[i] = m
-  best = {key: a for key, (_, a) in best.items()}
+  final = now()
   out = []
   for i, (pa, pb) in enumerate(pairs):
     original = winners[i][1]
-    a, rev = best[(i, original)], best[(i, 'b' if original == 'a' else 'a')]
+    a, rev = final[(i, original)], final[(i, 'b' if original == 'a' else 'a')]
     orig = pa if original == 'a' else pb
     x0, y0, x1, y1 = a.box
     area = (x1 - x0) * (y1 - y0) / (orig.width * orig.height)
@@ -291,8 +297,7 @@ def _mirrored(pairs, winners, best) -> list[Alignment]:
     for box in (np.array([x0, y0, x1, y1]), np.array([orig.width - x1, y0, orig.width - x0, y1])):
       jobs.append((orig, flipped, box if _inside(box, orig.size) else
                    np.array([0.0, 0.0, orig.width, orig.height])))
-  first = alignment.align_batch([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
-                                stages=alignment.STAGES[:1], detail=False)
+  first = _first_stage(jobs)
   chosen = [max((2 * k, 2 * k + 1), key=lambda j: _fit(first[j])) for k in range(len(winners))]
   starts = []
   for j in chosen:
