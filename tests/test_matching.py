@@ -70,6 +70,46 @@ def test_the_finest_stage_reaches_its_optimum_in_two_steps():
   assert np.abs(np.array(few.box) - np.array(many.box)).max() < 0.1, (few.box, many.box)
 
 
+def test_the_closed_form_jacobian_equals_the_reads_derivatives():
+  # The solver's residual without an angle differentiates itself (`_separable_residual`): it
+  # must equal autodiff of the plain reads (`_warp`, `_zncc_terms`) between sample centres and
+  # where the box leaves the canvas, and on the centres themselves (where autodiff of a read
+  # takes one side) the central difference of its values there.
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  th, tw, ch, cw = 16, 32, 28, 44  # powers of two: the sample positions below are exact
+  canvas = jnp.asarray(rng.random((ch, cw)), jnp.float32)
+  template = jnp.asarray(rng.random((th, tw)), jnp.float32)
+  tmask, tsize = jnp.ones((th, tw)), jnp.array([tw, th], jnp.float32)
+  ramp = np.r_[np.zeros(3), np.linspace(0.1, 0.9, 4), np.ones(ch - 7)]  # the frame's edge
+  cmask = (jnp.asarray(ramp, jnp.float32), jnp.ones(cw, jnp.float32))
+
+  def plain(p, cmask=cmask):
+    sampled, inside = alignment._warp(p, tsize, template.shape, canvas, cmask, False)
+    diff, _ = alignment._zncc_terms(template, tmask, sampled, inside)
+    return diff * jnp.sqrt(jnp.maximum((tmask * inside).sum(), 1.0))
+
+  def closed(p, cmask=cmask):  # its layout is the solver's business: transposed
+    return alignment._residual(p, (template, tmask, tsize, canvas, cmask, False)).T
+
+  for p in ([6.3, 5.6, 38.2, 21.9], [-5.0, -3.3, 30.1, 14.2], [-4.5, -2.2, 52.1, 33.3]):
+    p = jnp.array(p, jnp.float32)
+    expected = jax.jacfwd(plain)(p)
+    assert np.abs(expected).max() > 1.0  # the residual does move
+    np.testing.assert_allclose(closed(p), plain(p), atol=2e-6)
+    np.testing.assert_allclose(jax.jacfwd(closed)(p), expected, atol=2e-6)
+    np.testing.assert_allclose(jax.jacrev(closed)(p), expected, atol=2e-6)
+  # Every sample on a centre (x = 6 + (j + 0.5) * 32 / 32; centres at k + 0.5), the box inside
+  # the frame (the mask, which the solver holds still, does not move the differences).
+  inside = (jnp.ones(ch, jnp.float32), jnp.ones(cw, jnp.float32))
+  p, h = jnp.array([6.0, 5.0, 38.0, 21.0], jnp.float32), 3e-3
+  central = jnp.stack([(plain(p + h * e, inside) - plain(p - h * e, inside)) / (2 * h)
+                       for e in jnp.eye(4)], -1)
+  assert np.abs(central - jax.jacfwd(plain)(p, inside)).max() > 1.0  # one-sided autodiff
+  np.testing.assert_allclose(jax.jacfwd(closed)(p, inside), central, atol=1e-2)
+
+
 @pytest.mark.parametrize('name', sorted(PHOTOS))
 def test_a_large_crop_with_odd_sides_is_found_without_stretching(name):
   # Sides odd at every halving: a template read from a padded pyramid level came out up to

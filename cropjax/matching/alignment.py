@@ -31,8 +31,9 @@ The pixel work is JAX (`jax.vmap` over the batch, one compiled function per
 stage and batch size, batches of at most `CHUNK` pairs, a stage's calls of at most
 `CALL_SAMPLES` samples so its working set stays in cache, and on the CPU at least
 `CPU_CALLS` of them, run side by side on the cores): without an angle the
-warp is separable, so each read is two matrix products with bilinear weight
-matrices and its derivative two more; with an angle, gathers. The pyramids
+warp is separable, so each read is two gathers of two taps (rows, then columns),
+and the solver's Jacobian comes in closed form from the same reads of neighbour
+differences (`_separable_residual`); with an angle, gathers and autodiff. The pyramids
 and the reads around each box are OpenCV on the host.
 """
 
@@ -230,52 +231,47 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
 # ------------------------------------------------------------------ JAX side
 
 
-def _tent(coords, n, clip):
-  """Rows of bilinear weights: row k reads position coords[k] (continuous) of n pixels, and
-  their derivatives with respect to coords[k]."""
+def _tent(coords, n):
+  """Rows of bilinear weights: row k reads position coords[k] (continuous) of n pixels, 0
+  beyond the outer pixels."""
+  import jax.numpy as jnp
+  d = (coords - 0.5)[:, None] - jnp.arange(n, dtype=coords.dtype)[None, :]
+  return jnp.maximum(0.0, 1.0 - jnp.abs(d))
+
+
+def _taps(coords, n):
+  """Where a bilinear read at continuous positions `coords` (pixel centres at k + 0.5) of n
+  pixels takes its two taps: (k, the weight of k + 1, 1 where the position lies inside the
+  outer centres, else 0). Positions beyond them read the edge pixel ('nearest')."""
   import jax.numpy as jnp
   c = coords - 0.5
-  inner = jnp.ones_like(c)
-  if clip:  # 'nearest': positions beyond the edge read the edge pixel
-    inner = ((c > 0.0) & (c < n - 1.0)).astype(c.dtype)
-    c = jnp.clip(c, 0.0, n - 1.0)
-  d = c[:, None] - jnp.arange(n, dtype=c.dtype)[None, :]
-  a = jnp.abs(d)
-  weights = jnp.maximum(0.0, 1.0 - a)
-  # On a pixel centre the read has no single slope: take the central difference there.
-  slopes = -jnp.sign(d) * jnp.where(a < 1.0, 1.0, jnp.where(a == 1.0, 0.5, 0.0))
-  return weights, slopes * inner[:, None]
+  inner = ((c > 0.0) & (c < n - 1.0)).astype(c.dtype)
+  c = jnp.clip(c, 0.0, n - 1.0)
+  k = jnp.clip(jnp.floor(c), 0, n - 2).astype(jnp.int32)
+  return k, c - k, inner
 
 
-def _read_separable(x, y, image, clip: bool):
-  """image read bilinearly at the grid x (columns) by y (rows): Wy @ image @ Wx^T."""
-  return _reader(clip)(x, y, image)
+def _lerp_rows(image, k, f):
+  """Rows k + f of image, bilinearly, and their slopes along the rows: the difference of rows
+  k + 1 and k, or on a row itself (f = 0, where a read has no single slope) the central
+  difference of its neighbours."""
+  import jax.numpy as jnp
+  take = lambda i: jnp.take(image, i, axis=0, mode='clip')
+  a, b = take(k), take(k + 1)
+  slope = jnp.where((f == 0.0)[:, None], 0.5 * (b - take(jnp.maximum(k - 1, 0))), b - a)
+  return a + f[:, None] * (b - a), slope
 
 
-@functools.lru_cache(maxsize=None)
-def _reader(clip: bool):
-  import jax
+def _read_separable(x, y, image):
+  """image read bilinearly at the grid x (columns) by y (rows), positions beyond the edge
+  reading the edge pixel: a gather of two rows per output row, then of two columns."""
+  rows, _ = _lerp_rows(image, *_taps(y, image.shape[0])[:2])
+  return _lerp_rows(rows.T, *_taps(x, image.shape[1])[:2])[0].T
 
-  @jax.custom_jvp
-  def read(x, y, image):
-    wx, _ = _tent(x, image.shape[1], clip)
-    wy, _ = _tent(y, image.shape[0], clip)
-    return wy @ image @ wx.T
 
-  @read.defjvp
-  def read_jvp(primals, tangents):
-    # The image is data, never differentiated here: only the grid moves. The derivative of
-    # a bilinear read is a read of neighbour differences, so a tangent costs two more
-    # products in all, not two per tangent direction.
-    x, y, image = primals
-    dx, dy, _ = tangents
-    wx, sx = _tent(x, image.shape[1], clip)
-    wy, sy = _tent(y, image.shape[0], clip)
-    rows = wy @ image
-    along_y = (sy @ image) @ wx.T
-    return rows @ wx.T, (rows @ sx.T) * dx[None, :] + along_y * dy[:, None]
-
-  return read
+def _profile_at(profile, coords):
+  """A mask's row or column profile read bilinearly at positions `coords`, 0 beyond its ends."""
+  return _tent(coords, profile.shape[0]) @ profile
 
 
 def _profiles(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,8 +285,9 @@ def _profiles(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _warp(params, tsize, tshape, canvas, cmask, with_angle):
   """The canvas and its inside-mask read at the template's sample centres under params
   (x0, y0, x1, y1[, angle]), bilinearly. Without an angle the map is separable: the canvas
-  read is two matrix products, and the mask (given as its row and column profiles, see
-  `_profiles`) an outer product of two vectors; with an angle both are gathers."""
+  read is two gathers (`_read_separable`), and the mask (given as its row and column
+  profiles, see `_profiles`) an outer product of two vectors; with an angle both are
+  gathers."""
   import jax
   import jax.numpy as jnp
   th, tw = tshape
@@ -299,11 +296,10 @@ def _warp(params, tsize, tshape, canvas, cmask, with_angle):
   x0, y0, x1, y1 = params[0], params[1], params[2], params[3]
   if not with_angle:
     x, y = x0 + u * (x1 - x0), y0 + v * (y1 - y0)
-    sampled = _read_separable(x, y, canvas, True)
+    sampled = _read_separable(x, y, canvas)
     rows, cols = cmask
-    xs, ys = jax.lax.stop_gradient((x, y))
-    inside = (_tent(ys, rows.shape[0], False)[0] @ rows)[:, None] * (
-        _tent(xs, cols.shape[0], False)[0] @ cols)[None, :]
+    xs, ys = jax.lax.stop_gradient((x, y))  # the frame's mask does not move with the box
+    inside = _profile_at(rows, ys)[:, None] * _profile_at(cols, xs)[None, :]
     return sampled, inside
   from jax.scipy import ndimage
   u, v = jnp.meshgrid(u, v)
@@ -322,17 +318,85 @@ def _zncc_terms(template, tmask, sampled, weight):
   """Both sides standardised over the weighted points -> (their difference, ZNCC)."""
   import jax.numpy as jnp
   w = tmask * weight
-  n = jnp.maximum(w.sum(), 1e-6)
+  n = jnp.maximum(_total(w), 1e-6)
   positive = w > 0
   root = jnp.where(positive, jnp.sqrt(jnp.where(positive, w, 1.0)), 0.0)  # no inf gradient at 0
 
   def standard(a):
-    mu = (a * w).sum() / n
+    mu = _total(a, w) / n
     d = (a - mu) * root
-    return d / jnp.sqrt((d * d).sum() + 1e-8)
+    return d / jnp.sqrt(_total(d, d) + 1e-8)
 
   zt, zs = standard(template), standard(sampled)
-  return zt - zs, (zt * zs).sum()
+  return zt - zs, _total(zt, zs)
+
+
+def _total(a, b=None):
+  """The sum of a (times b) over all its samples, as a product of two vectors: XLA's reductions
+  on the CPU take several times as long as its dot products."""
+  import jax.numpy as jnp
+  return jnp.dot(a.reshape(-1), (jnp.ones_like(a) if b is None else b).reshape(-1))
+
+
+@functools.lru_cache(maxsize=None)
+def _separable_residual():
+  """`_residual` without an angle, with its Jacobian in closed form (`jax.custom_jvp`): the
+  read's slopes and the standardisation's derivative, a tangent then one contraction with the
+  Jacobian (and its transpose another), not the reads and sums again per direction."""
+  import jax
+  import jax.numpy as jnp
+
+  def parts(params, template, tmask, tsize, canvas, cmask, jacobian):
+    # Everything here is transposed (x first): the reads' second gather gives columns, and a
+    # residual's layout is the solver's own business (only its squares are summed).
+    th, tw = template.shape
+    u = (jnp.arange(tw) + 0.5) / tsize[0]
+    v = (jnp.arange(th) + 0.5) / tsize[1]
+    x = params[0] + u * (params[2] - params[0])
+    y = params[1] + v * (params[3] - params[1])
+    ky, fy, in_y = _taps(y, canvas.shape[0])
+    kx, fx, in_x = _taps(x, canvas.shape[1])
+    rows, along = _lerp_rows(canvas, ky, fy)
+    if jacobian:  # the rows' slopes read along the columns with them
+      rows = jnp.concatenate([rows, along * in_y[:, None]])
+    read, across = _lerp_rows(rows.T, kx, fx)  # (tw, th or 2 th)
+    sampled = read[:, :th]
+    prow, pcol = cmask
+    inside = _profile_at(pcol, x)[:, None] * _profile_at(prow, y)[None, :]
+    w = tmask.T * inside
+    total = _total(w)
+    n = jnp.maximum(total, 1e-6)
+    positive = w > 0
+    root = jnp.where(positive, jnp.sqrt(jnp.where(positive, w, 1.0)), 0.0)
+    d_t = (template.T - _total(template.T, w) / n) * root
+    z_t = d_t / jnp.sqrt(_total(d_t, d_t) + 1e-8)
+    d_s = (sampled - _total(sampled, w) / n) * root
+    norm = jnp.sqrt(_total(d_s, d_s) + 1e-8)
+    z_s = d_s / norm
+    scale = jnp.sqrt(jnp.maximum(total, 1.0))
+    r = (z_t - z_s) * scale
+    if not jacobian:
+      return r
+    # d sampled / d (x0, y0, x1, y1): the read's slopes along x and y, each sample's share
+    along_x, along_y = across[:, :th] * in_x[:, None], read[:, th:]
+    ds = jnp.stack([along_x * (1 - u)[:, None], along_y * (1 - v)[None, :],
+                    along_x * u[:, None], along_y * v[None, :]]).reshape(4, -1)
+    # sums over the samples as products with a vector (as `_total`)
+    dd = (ds - (ds @ w.reshape(-1) / n)[:, None]) * root.reshape(1, -1)
+    dz = (dd - z_s.reshape(1, -1) * (dd @ z_s.reshape(-1))[:, None]) / norm
+    return r, (-dz * scale).reshape(4, tw, th)
+
+  @jax.custom_jvp
+  def residual(params, template, tmask, tsize, canvas, cmask):
+    return parts(params, template, tmask, tsize, canvas, cmask, False)
+
+  @residual.defjvp
+  def residual_jvp(primals, tangents):
+    # Only the parameters move: the images and masks are data, never differentiated here.
+    r, jac = parts(*primals, True)
+    return r, jnp.tensordot(tangents[0], jac, 1)
+
+  return residual
 
 
 def _residual(params, args):
@@ -343,16 +407,18 @@ def _residual(params, args):
   steepest descent that took most of a stage's steps.)"""
   import jax.numpy as jnp
   template, tmask, tsize, canvas, cmask, with_angle = args
+  if not with_angle:
+    return _separable_residual()(params, template, tmask, tsize, canvas, cmask)
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
   diff, _ = _zncc_terms(template, tmask, sampled, inside)
-  return diff * jnp.sqrt(jnp.maximum((tmask * inside).sum(), 1.0))
+  return diff * jnp.sqrt(jnp.maximum(_total(tmask, inside), 1.0))
 
 
 def _fit_terms(params, template, tmask, tsize, canvas, cmask, with_angle):
   """(ZNCC, share of the template inside the frame) at params."""
   import jax.numpy as jnp
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
-  share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
+  share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
   return _zncc_terms(template, tmask, sampled, inside)[1], share
 
 
@@ -382,22 +448,22 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
   """(ZNCC, share inside the frame, ZNCC per block, peak, detail) at params; peak: how far the
   ZNCC falls when the box moves by `PEAK_SHIFT` of its size, both ways along the axis where it
   falls least (content that slides along one axis, such as motion blur or planks, has no peak)."""
+  import jax
   import jax.numpy as jnp
   w, h = params[2] - params[0], params[3] - params[1]
-  shifted = []
-  for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-    move = jnp.zeros_like(params).at[:4].set(
-        PEAK_SHIFT * jnp.stack([dx * w, dy * h, dx * w, dy * h]))
-    shifted.append(_fit_terms(params + move, template, tmask, tsize, canvas, cmask,
-                              with_angle)[0])
+  # the box moved right, left, down and up, read together (one batch of reads, not four)
+  moves = jnp.array([[1, 0, 1, 0], [-1, 0, -1, 0], [0, 1, 0, 1], [0, -1, 0, -1]], params.dtype)
+  moves = jnp.pad(PEAK_SHIFT * moves * jnp.stack([w, h, w, h]), ((0, 0), (0, len(params) - 4)))
+  shifted = jax.vmap(lambda q: _fit_terms(q, template, tmask, tsize, canvas, cmask,
+                                          with_angle)[0])(params + moves)
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
   _, zncc = _zncc_terms(template, tmask, sampled, inside)
-  share = (inside * tmask).sum() / jnp.maximum(tmask.sum(), 1.0)
+  share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
   blocks = _block_zncc(template, tmask, tsize, sampled, inside)
   w = tmask * inside
   core = (_blur(w, 2) > 0.999).astype(w.dtype)  # where the band-pass sees no edge of the mask
   _, detail = _zncc_terms(_band(template), tmask, _band(sampled), inside * core)
-  drop = zncc - jnp.stack(shifted)
+  drop = zncc - shifted
   peak = jnp.minimum(drop[:2].mean(), drop[2:].mean())  # along the axis it falls least
   return zncc, share, blocks, peak, detail
 
