@@ -554,24 +554,34 @@ def _load_pairs(pairs, first: int = 0) -> list[tuple[_Side, _Side]]:
 
 def _network_and_evidence(m: Model, loaded, batch_size: int):
   """(the network's results, its pair logits, the alignment evidence, each pair's pyramid
-  scales) for a chunk of pairs. The network runs on a thread of its own while the pyramids, the
-  coarse search and the first alignment stage from the search's places, which do not need its
-  boxes, are made beside it; verification then adds its boxes."""
+  scales) for a chunk of pairs. The network runs on a thread of its own, and then puts its
+  boxes through the first alignment stage, while the pyramids, the coarse search and the first
+  stage from the search's places, which do not need its boxes, are made beside it;
+  verification then goes on from both."""
   from cropjax.matching import verify
-  network = _network_thread().submit(_network_pairs, m, loaded, batch_size)
+  pool = _network_thread()
+  network = pool.submit(_network_pairs, m, loaded, batch_size)
+  given = None
   try:
     images = {id(side): side for pair in loaded for side in pair}  # in several pairs: once
     made = dict(zip(images, threads.map(_pyramid, images.values())))
     pyramids = [(made[id(ia)][0], made[id(ib)][0]) for ia, ib in loaded]
     scales = [{'a': made[id(ia)][1], 'b': made[id(ib)][1]} for ia, ib in loaded]
+
+    def network_starts():  # on the network's thread, after the network
+      results, _ = network.result()
+      starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
+                for i, r in enumerate(results)]
+      return starts, verify.align_given(pyramids, starts)
+    given = pool.submit(network_starts)
     searched = verify.search_pairs(pyramids)
     placed = verify.align_places(pyramids, searched)
   finally:
     results, logits = network.result()
-  starts = [{r.original: [np.asarray(r.box) * scales[i][r.original]]}
-            for i, r in enumerate(results)]
-  return results, logits, verify.verify_batch(pyramids, starts, searched=searched,
-                                              placed=placed), scales
+    if given is not None:
+      starts, given_placed = given.result()
+  return results, logits, verify.verify_batch(pyramids, starts, searched=searched, placed=placed,
+                                              given_placed=given_placed), scales
 
 
 @functools.cache

@@ -400,9 +400,10 @@ def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
   np.testing.assert_allclose(ev.alignment.box, box, atol=1.5)
 
 
-def test_the_search_places_aligned_ahead_give_the_same_evidence():
+def test_the_starts_aligned_ahead_give_the_same_evidence():
   # What inference does while the network runs: the search's places through the first stage
-  # before the network's boxes are known; verification then adds only those boxes.
+  # before the network's boxes are known, and then (on the network's thread) its boxes;
+  # verification then goes on from both.
   box = (201.6, 90.2, 530.5, 370.8)
   pairs = [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),
            (Pyramid(PHOTOS['chelsea']), Pyramid(_crop('coffee', box, 0.5)))]
@@ -412,10 +413,15 @@ def test_the_search_places_aligned_ahead_give_the_same_evidence():
   assert ([[len(p[d]) for d in 'ab'] for p in placed]
           == [[len(s[d]) for d in 'ab'] for s in searched])
   assert max(verify._iou(np.array(a.box), np.array(box)) for a in placed[0]['a']) > 0.9
+  given = verify.align_given(pairs, starts)
+  assert [[len(g[d]) for d in 'ab'] for g in given] == [[1, 0], [0, 1]]
   ahead = verify.verify_batch(pairs, starts, searched=searched, placed=placed)
+  both_ahead = verify.verify_batch(pairs, starts, searched=searched, placed=placed,
+                                   given_placed=given)
   made_here = verify.verify_batch(pairs, starts)
-  for x, y in zip(ahead, made_here):
+  for x, y, z in zip(ahead, made_here, both_ahead):
     np.testing.assert_equal(dataclasses.asdict(x), dataclasses.asdict(y))
+    np.testing.assert_equal(dataclasses.asdict(z), dataclasses.asdict(y))
   assert ahead[0].original == 'a'
   np.testing.assert_allclose(ahead[0].alignment.box, box, atol=1.0)
 

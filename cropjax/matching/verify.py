@@ -10,7 +10,8 @@ aspect ratio about its centre, its area kept) and the best few of a coarse searc
 original at low resolution, over a range of sizes, at the crop's own aspect
 ratio); every start goes through the first (coarsest) stage of
 `cropjax.matching.align_batch` (the search's places may go ahead, while a
-network makes its boxes: `align_places`) and the best of each direction
+network makes its boxes: `align_places`, and a network's boxes as soon as it has
+them: `align_given`) and the best of each direction
 through the second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop) and its alignment goes through the finest stage; the other direction
@@ -186,28 +187,58 @@ def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
   return out
 
 
+def _given(pairs: Sequence[tuple[Pyramid, Pyramid]],
+           starts: Sequence[Mapping[str, Sequence]] | None) -> list:
+  """(pair, direction, would-be original, would-be crop, box) for each given start box that
+  verification starts from: a crop keeps its shape, so a given box (a network's, whose shape
+  is rough) starts at the crop's shape about its centre; reshaped about a centre beyond the
+  frame, a box may leave it, so it is checked again."""
+  jobs = []
+  for i, direction, orig, crop in _directions(pairs):
+    boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
+    boxes = [_at_aspect(b, crop.width / crop.height) for b in boxes if _inside(b, orig.size)]
+    jobs += [(i, direction, orig, crop, b) for b in boxes if _inside(b, orig.size)]
+  return jobs
+
+
+def align_given(pairs: Sequence[tuple[Pyramid, Pyramid]],
+                starts: Sequence[Mapping[str, Sequence]]) -> list[dict[str, list[Alignment]]]:
+  """Each given start box, as `verify_batch` starts from it, through the first (coarsest) stage
+  of alignment, seeded: `[i][direction][k]` for box k that is kept. A network can run this
+  for its own boxes while the search's places go through the same stage
+  (`verify_batch(..., given_placed=)`)."""
+  jobs = _given(pairs, starts)
+  out: list[dict[str, list[Alignment]]] = [{'a': [], 'b': []} for _ in pairs]
+  for (i, direction, *_), a in zip(jobs, _first_stage([j[2:] for j in jobs])):
+    out[i][direction].append(a)
+  return out
+
+
 def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                  starts: Sequence[Mapping[str, Sequence]] | None = None, *,
                  search_top: int = SEARCH_TOP, mirror: bool = True,
                  searched: Sequence[Mapping[str, Sequence]] | None = None,
-                 placed: Sequence[Mapping[str, Sequence[Alignment]]] | None = None
+                 placed: Sequence[Mapping[str, Sequence[Alignment]]] | None = None,
+                 given_placed: Sequence[Mapping[str, Sequence[Alignment]]] | None = None
                  ) -> list[Evidence]:
   """The evidence for each (a, b) pair; `starts[i]['a']` are boxes of b in a (pixels of a), and
   `starts[i]['b']` boxes of a in b; each direction also starts from the `search_top` best places
   of `search` (`searched`: `search_pairs`' result, and `placed`: `align_places`' for it, where
-  already made). `mirror=False` leaves out the mirrored crop's alignment."""
+  already made; `given_placed`: `align_given`'s for `starts`, likewise). `mirror=False` leaves
+  out the mirrored crop's alignment."""
   if searched is None:
     searched = search_pairs(pairs, search_top)
   if placed is None:
     placed = align_places(pairs, searched)
+  given_jobs: dict[tuple[int, str], list] = {}  # (pair, direction) -> its given starts
+  for job in _given(pairs, starts):
+    (i, direction), k = job[:2], len(given_jobs.setdefault(job[:2], []))
+    made = given_placed[i][direction][k] if given_placed is not None else None
+    given_jobs[i, direction].append((*job, made))
   # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one.
   jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
   for i, direction, orig, crop in _directions(pairs):
-    boxes = [np.asarray(b, np.float64) for b in (starts[i].get(direction, ()) if starts else ())]
-    # A crop keeps its shape: a given box (a network's, whose shape is rough) starts at it;
-    # reshaped about a centre beyond the frame, a box may leave it, so it is checked again.
-    boxes = [_at_aspect(b, crop.width / crop.height) for b in boxes if _inside(b, orig.size)]
-    given = [(i, direction, orig, crop, b, None) for b in boxes if _inside(b, orig.size)]
+    given = given_jobs.get((i, direction), [])
     places = [(i, direction, orig, crop, np.asarray(box, np.float64), a)
               for (box, _), a in zip(searched[i][direction], placed[i][direction])
               if all(_iou(box, g[4]) < 0.7 for g in given)]
