@@ -318,17 +318,26 @@ def _zncc_terms(template, tmask, sampled, weight):
   """Both sides standardised over the weighted points -> (their difference, ZNCC)."""
   import jax.numpy as jnp
   w = tmask * weight
-  n = jnp.maximum(_total(w), 1e-6)
+  n, root = _sample_weights(w)
+  (zt, _), (zs, _) = _standardise(template, w, n, root), _standardise(sampled, w, n, root)
+  return zt - zs, _total(zt, zs)
+
+
+def _sample_weights(w):
+  """(the weights' total, at least 1e-6; their square roots, 0 where there is no weight)."""
+  import jax.numpy as jnp
   positive = w > 0
   root = jnp.where(positive, jnp.sqrt(jnp.where(positive, w, 1.0)), 0.0)  # no inf gradient at 0
+  return jnp.maximum(_total(w), 1e-6), root
 
-  def standard(a):
-    mu = _total(a, w) / n
-    d = (a - mu) * root
-    return d / jnp.sqrt(_total(d, d) + 1e-8)
 
-  zt, zs = standard(template), standard(sampled)
-  return zt - zs, _total(zt, zs)
+def _standardise(a, w, n, root):
+  """a less its mean under weights w (`_sample_weights`: n, root), times root, at unit norm ->
+  (that, its norm before)."""
+  import jax.numpy as jnp
+  d = (a - _total(a, w) / n) * root
+  norm = jnp.sqrt(_total(d, d) + 1e-8)
+  return d / norm, norm
 
 
 def _total(a, b=None):
@@ -364,16 +373,10 @@ def _separable_residual():
     prow, pcol = cmask
     inside = _profile_at(pcol, x)[:, None] * _profile_at(prow, y)[None, :]
     w = tmask.T * inside
-    total = _total(w)
-    n = jnp.maximum(total, 1e-6)
-    positive = w > 0
-    root = jnp.where(positive, jnp.sqrt(jnp.where(positive, w, 1.0)), 0.0)
-    d_t = (template.T - _total(template.T, w) / n) * root
-    z_t = d_t / jnp.sqrt(_total(d_t, d_t) + 1e-8)
-    d_s = (sampled - _total(sampled, w) / n) * root
-    norm = jnp.sqrt(_total(d_s, d_s) + 1e-8)
-    z_s = d_s / norm
-    scale = jnp.sqrt(jnp.maximum(total, 1.0))
+    n, root = _sample_weights(w)
+    z_t, _ = _standardise(template.T, w, n, root)
+    z_s, norm = _standardise(sampled, w, n, root)
+    scale = jnp.sqrt(jnp.maximum(_total(w), 1.0))
     r = (z_t - z_s) * scale
     if not jacobian:
       return r

@@ -180,10 +180,14 @@ def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = [(i, direction, orig, crop, np.asarray(box, np.float64))
           for i, direction, orig, crop in _directions(pairs)
           for box, _ in searched[i][direction]]
-  done = _first_stage([j[2:] for j in jobs])
-  out: list[dict[str, list[Alignment]]] = [{'a': [], 'b': []} for _ in pairs]
-  for (i, direction, *_), a in zip(jobs, done):
-    out[i][direction].append(a)
+  return _by_direction(pairs, jobs, _first_stage([j[2:] for j in jobs]))
+
+
+def _by_direction(pairs, jobs: Sequence[tuple], values: Sequence) -> list[dict[str, list]]:
+  """Each job's value (jobs: (pair, direction, ...)) grouped `[i][direction]`, in order."""
+  out: list[dict[str, list]] = [{'a': [], 'b': []} for _ in pairs]
+  for (i, direction, *_), value in zip(jobs, values):
+    out[i][direction].append(value)
   return out
 
 
@@ -208,10 +212,7 @@ def align_given(pairs: Sequence[tuple[Pyramid, Pyramid]],
   for its own boxes while the search's places go through the same stage
   (`verify_batch(..., given_placed=)`)."""
   jobs = _given(pairs, starts)
-  out: list[dict[str, list[Alignment]]] = [{'a': [], 'b': []} for _ in pairs]
-  for (i, direction, *_), a in zip(jobs, _first_stage([j[2:] for j in jobs])):
-    out[i][direction].append(a)
-  return out
+  return _by_direction(pairs, jobs, _first_stage([j[2:] for j in jobs]))
 
 
 def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
@@ -230,15 +231,14 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     searched = search_pairs(pairs, search_top)
   if placed is None:
     placed = align_places(pairs, searched)
-  given_jobs: dict[tuple[int, str], list] = {}  # (pair, direction) -> its given starts
-  for job in _given(pairs, starts):
-    (i, direction), k = job[:2], len(given_jobs.setdefault(job[:2], []))
-    made = given_placed[i][direction][k] if given_placed is not None else None
-    given_jobs[i, direction].append((*job, made))
+  given_jobs = _given(pairs, starts)
+  mine = _by_direction(pairs, given_jobs, given_jobs)
+  if given_placed is None:
+    given_placed = _by_direction(pairs, given_jobs, [None] * len(given_jobs))
   # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one.
   jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
   for i, direction, orig, crop in _directions(pairs):
-    given = given_jobs.get((i, direction), [])
+    given = [(*job, a) for job, a in zip(mine[i][direction], given_placed[i][direction])]
     places = [(i, direction, orig, crop, np.asarray(box, np.float64), a)
               for (box, _), a in zip(searched[i][direction], placed[i][direction])
               if all(_iou(box, g[4]) < 0.7 for g in given)]
