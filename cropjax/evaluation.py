@@ -16,7 +16,9 @@ the yardstick (`cropjax.datasets.yardstick`: photographs no part of cropjax
 trains on), pairs made as people make crops (`user_pairs`) and by the
 project's generator (`generated`, its evaluation options, at the model's size
 for the network and at `aligned_size` for alignment and SIFT); the network
-alone, the network with alignment and the verdict, and SIFT side by side.
+alone, the network with alignment and the verdict, and SIFT side by side; on
+the user-made pairs also the crops' angle error (degrees: the straightened
+crops are turned, the others not).
 
 Auto-crop (`evaluate_crops`): the validation photos of the annotated dataset;
 IoU of the unturned crop rectangles and of the turned crops as polygons
@@ -90,6 +92,10 @@ def pair_metrics(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> d
         'box_iou_median': float(np.median(iou)), 'box_iou_above_0.5': float(np.mean(iou > 0.5)),
         'box_iou_above_0.9': float(np.mean(iou > 0.9)),
     })
+    if 'angle' in pred and 'angle' in truth:  # degrees, the crop's turn (straightened crops)
+      angle = np.abs(pred['angle'][pos] - truth['angle'][pos])
+      out.update(angle_error_median=float(np.median(angle)),
+                 angle_error_p90=float(np.percentile(angle, 90)))
   return out
 
 
@@ -146,7 +152,8 @@ def _predictions(results) -> dict[str, np.ndarray]:
   return {'is_pair': np.array([r.is_crop for r in results]),
           'score': np.array([r.probability for r in results]),
           'is_swapped': np.array([r.original == 'b' for r in results]),
-          'box': np.array([r.box_fraction for r in results], np.float64).reshape(-1, 4)}
+          'box': np.array([r.box_fraction for r in results], np.float64).reshape(-1, 4),
+          'angle': np.array([r.angle for r in results], np.float64)}
 
 
 def _sift_predictions(pairs_ab) -> tuple[dict[str, np.ndarray], float]:
@@ -157,7 +164,8 @@ def _sift_predictions(pairs_ab) -> tuple[dict[str, np.ndarray], float]:
   return ({'is_pair': np.array([r.is_pair for r in results]),
            'score': np.array([r.score for r in results]),
            'is_swapped': np.array([r.original == 'b' for r in results]),
-           'box': np.array([r.box for r in results], np.float64).reshape(-1, 4)},
+           'box': np.array([r.box for r in results], np.float64).reshape(-1, 4),
+           'angle': np.array([r.angle for r in results], np.float64)},
           len(results) / max(seconds, 1e-9))
 
 
@@ -192,6 +200,7 @@ def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: 
       'is_swapped': np.array([p.original == 'b' for p in user], np.int32),
       'box': np.array([[p.box[0] / size[p.name][0], p.box[1] / size[p.name][1],
                         p.box[2] / size[p.name][0], p.box[3] / size[p.name][1]] for p in user]),
+      'angle': np.array([p.angle for p in user], np.float64),
       'kind': np.array([yardstick.KINDS.index(p.kind) for p in user], np.int32),
       'original_size': np.array([size[p.name] for p in user], np.float64)}
   report: dict[str, Any] = {

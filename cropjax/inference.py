@@ -58,7 +58,10 @@ class PairPrediction:
   """Is one image a crop of the other, which is the original, and where the crop lies in it.
 
   `box` is (x0, y0, x1, y1) in pixels of the original (upright), `box_fraction`
-  the same as fractions of its width and height; `top_left` = box[:2]. With
+  the same as fractions of its width and height; `top_left` = box[:2]. A
+  straightened crop's box is its rectangle as it would be unturned and `angle`
+  how far it is turned about its centre, in degrees with Lightroom's sign
+  (positive: clockwise on screen; `cropjax.metadata`'s convention). With
   alignment (the default) the box is the refined one, `probability` the
   verdict's (network and alignment evidence together), `alignment_score` the
   correlation of crop and original inside the box and `converged` whether the
@@ -73,6 +76,7 @@ class PairPrediction:
   top_left: tuple[float, float]
   top_left_fraction: tuple[float, float]
   original_size: tuple[int, int]  # width, height of the original
+  angle: float = 0.0            # degrees the crop is turned (alignment fits it; 0 without)
   alignment_score: float | None = None   # ZNCC in the refined box (with alignment)
   converged: bool | None = None          # the refinement settled (with alignment)
   network_probability: float | None = None  # the network's P(crop pair), before the verdict
@@ -634,7 +638,8 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
         original_probability=(net.original_probability if net.original == e.original
                               else 1 - net.original_probability),
         box=box, box_fraction=f, top_left=box[:2], top_left_fraction=f[:2],
-        original_size=(int(w), int(h)), alignment_score=e.alignment.score,
+        original_size=(int(w), int(h)), angle=-e.alignment.angle + 0.0,
+        alignment_score=e.alignment.score,
         converged=e.alignment.converged, network_probability=net.probability))
   return out
 

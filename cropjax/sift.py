@@ -5,7 +5,8 @@
 It answers what the network answers: a pair decision (enough RANSAC inliers,
 and the mapped image lies inside the other), which image is the original (the
 one the other maps into, covering less than its frame), and the crop's box in it (the
-bounding box of the other image's corners, mapped). When no similarity can be
+other image's frame mapped by the similarity: its unturned box about the mapped centre, and
+its turn as `angle`, degrees with Lightroom's sign as `cropjax.metadata`'s). When no similarity can be
 fitted the box is the full frame and the original 'a', so its box metrics are
 comparable with the network's, which always answers.
 """
@@ -24,7 +25,8 @@ class SiftResult:
   score: float          # inliers (0 when the mapped box leaves the frame): the pair score
   inliers: int
   original: str         # 'a' or 'b'
-  box: tuple[float, float, float, float]  # fractions of the original
+  box: tuple[float, float, float, float]  # fractions of the original (unturned)
+  angle: float = 0.0    # degrees the crop is turned in the original (positive: clockwise)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,5 +82,11 @@ def match_pair(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.75, min_inliers
   fx, fy = mapped[:, 0] / dw, mapped[:, 1] / dh
   inside = bool(fx.min() > -tolerance and fy.min() > -tolerance
                 and fx.max() < 1 + tolerance and fy.max() < 1 + tolerance)
-  box = tuple(float(np.clip(v, 0, 1)) for v in (fx.min(), fy.min(), fx.max(), fy.max()))
-  return SiftResult(n >= min_inliers and inside, float(n if inside else 0), n, original, box)
+  scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+  cx, cy = mapped.mean(0)
+  hw, hh = scale * w / 2, scale * h / 2
+  box = tuple(float(np.clip(v, 0, 1)) for v in ((cx - hw) / dw, (cy - hh) / dh,
+                                                (cx + hw) / dw, (cy + hh) / dh))
+  angle = float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
+  return SiftResult(n >= min_inliers and inside, float(n if inside else 0), n, original, box,
+                    angle)

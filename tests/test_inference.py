@@ -213,10 +213,29 @@ def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdi
     assert r.original == original and r.original_size == (512, 512)
     np.testing.assert_allclose(r.box, box, atol=0.5)
     assert r.converged and r.alignment_score > 0.95
-    assert r.network_probability is not None
+    assert r.network_probability is not None and abs(r.angle) < 0.1
   one = cropjax.predict(crop, photo, model=model)
   np.testing.assert_allclose(one.box, both[1].box, atol=0.05)  # the solver's tolerance
   np.testing.assert_allclose(one.probability, both[1].probability, atol=1e-3)
+
+
+def test_a_straightened_crop_comes_back_turned_in_cropjax_s_crop_convention(pair_workdir):
+  """An editor's straightened crop: its unturned box and its angle with Lightroom's sign
+  (`cropjax.metadata`'s), whichever image comes first; SIFT's answer in the same terms."""
+  from cropjax import metadata
+  from cropjax.datasets import yardstick
+  model = cropjax.load_model(pair_workdir)
+  photo = dict(ASTRONAUT(['astronaut']))['astronaut']
+  turn = metadata.Crop(0.2, 0.25, 0.7, 0.7, angle=4.0)
+  crop = np.asarray(yardstick.turned_window(Image.fromarray(photo), turn, 0.8))
+  box = np.array([turn.left, turn.top, turn.right, turn.bottom]) * 512
+  for r, original in zip(cropjax.predict_pairs([(photo, crop), (crop, photo)], model=model), 'ab'):
+    assert r.original == original and abs(r.angle - 4.0) < 0.15
+    np.testing.assert_allclose(r.box, box, atol=1.0)
+    assert r.alignment_score > 0.95
+  s = sift.match_pair(photo, crop)
+  assert s.is_pair and abs(s.angle - 4.0) < 0.5
+  np.testing.assert_allclose(s.box, box / 512, atol=0.01)
 
 
 def test_the_network_runs_beside_the_search_with_the_same_answers(pair_workdir, monkeypatch):
@@ -502,7 +521,10 @@ def test_eval_on_real_photos_puts_network_alignment_and_sift_side_by_side(
       assert {'accuracy', 'swap_accuracy', 'top_left_error_median', 'box_iou_median'} <= set(
           report[part][method]['all'])
   user = report['user_pairs']
-  assert user['aligned']['all']['examples'] == 12
+  assert user['aligned']['all']['examples'] == 14
+  # the straightened crops' angle: the network has none, alignment fits it
+  assert user['aligned']['straightened']['angle_error_median'] < 0.5 < user['network'][
+      'straightened']['angle_error_median']
   # alignment places the crops it is given at least as exactly as the network does
   assert user['aligned']['positive']['box_iou_median'] >= user['network']['positive']['box_iou_median']
   assert 'aligned' in out and 'near_duplicate' in out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from cropjax import metadata
 from cropjax import procedural
 from cropjax import threads
 from cropjax.datasets import splits
@@ -337,6 +338,43 @@ def test_the_direction_is_found_both_ways_round():
   for ev in (first, second):
     np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
     assert ev.alignment.score > ev.reverse.score
+    assert abs(ev.alignment.angle) < 0.1  # not turned
+
+
+def _straightened(name: str, crop: metadata.Crop, scale: float) -> tuple[np.ndarray, np.ndarray]:
+  """A straightened crop of a real photo, JPEG-encoded, and its unturned box in pixels."""
+  photo = Image.fromarray(PHOTOS[name])
+  w, h = photo.size
+  turned = Image.fromarray(_jpeg(yardstick.turned_window(photo, crop, scale), 70))
+  return np.asarray(turned), np.array([crop.left * w, crop.top * h, crop.right * w, crop.bottom * h])
+
+
+@pytest.mark.parametrize('angle', [-6.0, 2.5])
+def test_verification_fits_a_straightened_crop_s_angle_both_ways_round(angle):
+  crop, box = _straightened('coffee', metadata.Crop(0.25, 0.15, 0.7, 0.75, angle), 0.8)
+  original, crop = Pyramid(_jpeg(Image.fromarray(PHOTOS['coffee']), 80)), Pyramid(crop)
+  first, second = verify.verify_batch([(original, crop), (crop, original)])
+  assert (first.original, second.original) == ('a', 'b')
+  for ev in (first, second):
+    assert abs(ev.alignment.angle + angle) < 0.15  # alignment's angle: counter-clockwise
+    np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
+    assert ev.alignment.score > 0.95 and ev.alignment.inside > 0.999
+
+
+def test_a_turned_canvas_crossed_by_the_frame_s_edge_reads_its_whole_mask():
+  # On the frame's axes a canvas's inside-mask is the product of a row and a column profile;
+  # turned, with the frame's edge across it, it is not, and a stage reads the mask itself: a
+  # straightened crop that touches the frame's edge lies wholly inside the frame.
+  w, h = Image.fromarray(PHOTOS['coffee']).size
+  turn = metadata.fit_in_frame(metadata.Crop(0.0, 0.2, 0.5, 0.8, angle=5.0), w, h)
+  crop, box = _straightened('coffee', turn, 0.9)
+  original = Pyramid(PHOTOS['coffee'])
+  masks = [alignment._stage_inputs(original, Pyramid(crop), box, a, 128, 0.08)[2]
+           for a in (-5.0, 0.0)]
+  assert [alignment._separable(m, alignment._profiles(m)) for m in masks] == [False, True]
+  fine = align(original, crop, box, angle=-5.0, stages=alignment.STAGES[-1:])
+  assert fine.inside > 0.999 and fine.score > 0.95
+  np.testing.assert_allclose(fine.box, box, atol=1.0)
 
 
 def test_the_mirror_check_follows_a_direction_the_second_stage_turns_round(monkeypatch):
@@ -594,7 +632,7 @@ def test_user_pairs_have_the_geometry_they_claim():
   photos = [(n, Image.fromarray(a)) for n, a in PHOTOS.items()]
   pairs = yardstick.user_pairs(photos, seed=1)
   assert {p.kind for p in pairs} == set(yardstick.KINDS)
-  assert len(pairs) == 6 * len(photos) and sum(p.is_pair for p in pairs) == 2 * len(photos)
+  assert len(pairs) == 7 * len(photos) and sum(p.is_pair for p in pairs) == 3 * len(photos)
   assert yardstick.user_pairs(photos, seed=1)[5].box == pairs[5].box  # deterministic
   for p in pairs:
     original, crop = (p.a, p.b) if p.original == 'a' else (p.b, p.a)
@@ -614,3 +652,14 @@ def test_user_pairs_have_the_geometry_they_claim():
       assert np.corrcoef(window.ravel(), mine.ravel())[0, 1] > 0.95
     if p.kind == 'outside':  # runs over the original's edge
       assert x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    if p.kind == 'straightened':  # turned, inside the frame, the crop's shape
+      assert yardstick.STRAIGHTENED[0] <= abs(p.angle) <= yardstick.STRAIGHTENED[1]
+      corners = np.array(metadata.corners(metadata.Crop(x0 / w, y0 / h, x1 / w, y1 / h, p.angle),
+                                          w, h))
+      assert corners.min() > -1e-6 and (corners <= [w + 1e-6, h + 1e-6]).all()
+      assert abs((x1 - x0) / (y1 - y0) - crop.width / crop.height) < 0.05 * crop.width / crop.height
+      # the original read by alignment's own map at the turn (counter-clockwise there) is the crop
+      affine = alignment._box_affine(np.array(p.box), -p.angle, crop.size)
+      step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+      window, _ = Pyramid(np.asarray(original)).read(affine, crop.size, step)
+      assert np.corrcoef(window.ravel(), np.asarray(crop.convert('L'), float).ravel())[0, 1] > 0.95

@@ -136,7 +136,8 @@ def side_by_side(a, b, r):
   scaled = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in (ia, ib)]
   arrays = [np.asarray(im).copy() for im in scaled]
   k = 0 if r.original == 'a' else 1
-  tasks.rectangle(arrays[k], r.box_fraction, (255, 0, 0) if r.is_crop else (255, 200, 0))
+  tasks.rotated_rectangle(arrays[k], r.box_fraction, r.angle,
+                          (255, 0, 0) if r.is_crop else (255, 200, 0))
   gap = np.full((height, 8, 3), 255, np.uint8)
   return Image.fromarray(np.concatenate([arrays[0], gap, arrays[1]], axis=1))
 

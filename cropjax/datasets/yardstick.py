@@ -21,7 +21,9 @@ scikit-image's photos). Photos are read with their long side capped at
 
 `user_pairs` makes pairs the way people make crops, each side re-encoded as
 JPEG at quality 30-95: `positive` (a window of 15-85 % of the area, aspect
-0.6-1.7, resized to 0.5-1x), and the negatives `other_image` (a crop of
+0.6-1.7, resized to 0.5-1x), `straightened` (such a window turned by 0.5-8
+degrees either way about its centre, shrunk where it must be to stay inside
+the frame, as an editor's straightened crop is), and the negatives `other_image` (a crop of
 another photo), `outside` (the original is a view of the photo and the
 window runs 25-45 % of its size over the view's edge), `mirrored` (a crop,
 flipped left to right) and `near_duplicate` (the same scene taken twice: a
@@ -43,7 +45,9 @@ from PIL import Image
 
 MAX_SIDE = 1600
 INSTALL = 'apt-get install mate-backgrounds lomiri-wallpapers plasma-workspace-wallpapers'
-KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'near_duplicate')
+# (New kinds go last: a pair's draws are keyed by its kind's index here.)
+KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'near_duplicate', 'straightened')
+STRAIGHTENED = (0.5, 8.0)  # degrees a straightened crop is turned, either way
 
 
 class YardstickError(RuntimeError):
@@ -151,8 +155,9 @@ class Pair:
   b: Image.Image
   is_pair: bool
   original: str                            # 'a' or 'b' (for negatives: the wider image)
-  box: tuple[float, float, float, float]   # the window in pixels of the original
+  box: tuple[float, float, float, float]   # the window in pixels of the original (unturned)
   original_size: tuple[int, int]
+  angle: float = 0.0                       # degrees the window is turned (Lightroom's sign)
 
 
 def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Image.Image]]:
@@ -211,6 +216,44 @@ def _cut(image: Image.Image, box: np.ndarray, scale: float) -> Image.Image:
   return image.resize(out, Image.Resampling.LANCZOS, box=tuple(float(v) for v in box))
 
 
+def _straightened(rng: np.random.Generator, image: Image.Image, scale: float
+                  ) -> tuple[Image.Image, np.ndarray, float]:
+  """A straightened crop: a window turned about its centre by `STRAIGHTENED` degrees either
+  way (Lightroom's sign), shrunk about its centre as far as it must be to stay inside the
+  frame, resampled to `scale` times its size -> (the crop, its unturned box, the angle)."""
+  from cropjax import metadata
+  w, h = image.size
+  angle = float(rng.uniform(*STRAIGHTENED) * rng.choice([-1.0, 1.0]))
+  box = _window(rng, image.size, (0.15, 0.85)) / np.array([w, h, w, h])
+  crop = metadata.fit_in_frame(metadata.Crop(*map(float, box), angle=angle), w, h)
+  box = np.array([crop.left * w, crop.top * h, crop.right * w, crop.bottom * h])
+  return turned_window(image, crop, scale), box, angle
+
+
+def turned_window(image: Image.Image, crop, scale: float = 1.0) -> Image.Image:
+  """The pixels of a turned crop (`cropjax.metadata.Crop`: its unturned rectangle as fractions
+  and its angle, Lightroom's sign) of `image`, at `scale` times the rectangle's size in pixels,
+  upright: what an editor exports for a straightened crop."""
+  import cv2
+
+  from cropjax import metadata
+  w, h = image.size
+  (tl, tr, _, bl) = np.array(metadata.corners(crop, w, h))
+  ow = max(8, round((crop.right - crop.left) * w * scale))
+  oh = max(8, round((crop.bottom - crop.top) * h * scale))
+  # output pixel (j, i) centre -> tl + (j + 0.5) / ow (tr - tl) + (i + 0.5) / oh (bl - tl)
+  lin = np.stack([(tr - tl) / ow, (bl - tl) / oh], 1)
+  src = np.asarray(image, np.float32)
+  shrink = 1.0 / scale
+  if shrink > 1.5:  # a shrinking warp reads an antialiased copy
+    src = cv2.resize(src, (round(w / shrink), round(h / shrink)), interpolation=cv2.INTER_AREA)
+    lin, tl = lin / shrink, tl / shrink
+  m = np.concatenate([lin, (tl + lin @ [0.5, 0.5] - 0.5)[:, None]], 1)
+  out = cv2.warpAffine(src, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REFLECT)
+  return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
 def _second_shot(rng: np.random.Generator, image: Image.Image, view: np.ndarray,
                  scale: float) -> Image.Image:
   """The same view taken again: corners moved 8-12 % of its size, turned up to 2 degrees,
@@ -250,10 +293,11 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
                per_kind: dict[str, int] | None = None) -> list[Pair]:
   """Pairs made from each photo the way people make crops (see the module docstring).
 
-  `per_kind`: how many pairs of each kind per photo (default 2 positives, one of each negative).
+  `per_kind`: how many pairs of each kind per photo (default 2 positives, one straightened,
+  one of each negative).
   """
-  per_kind = per_kind or {'positive': 2, 'other_image': 1, 'outside': 1, 'mirrored': 1,
-                          'near_duplicate': 1}
+  per_kind = per_kind or {'positive': 2, 'straightened': 1, 'other_image': 1, 'outside': 1,
+                          'mirrored': 1, 'near_duplicate': 1}
   unknown = set(per_kind) - set(KINDS)
   if unknown:
     raise ValueError(f'unknown kinds {sorted(unknown)}; choose from {KINDS}')
@@ -266,8 +310,10 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
         rng = np.random.default_rng([seed, i, KINDS.index(kind), k])
         q1, q2 = rng.integers(30, 96, 2)
         scale = rng.uniform(0.5, 1.0)
-        original, is_pair = photo, kind == 'positive'
-        if kind == 'near_duplicate':
+        original, is_pair, angle = photo, kind in ('positive', 'straightened'), 0.0
+        if kind == 'straightened':
+          second, box, angle = _straightened(rng, photo, scale)
+        elif kind == 'near_duplicate':
           view = _window(rng, photo.size, (0.45, 0.75))
           original = _cut(photo, view, 1.0)
           second = _second_shot(rng, photo, view, scale)
@@ -306,5 +352,5 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
         a, b = (second, first) if swap else (first, second)
         out.append(Pair(name=f'{name}/{kind}{k}', kind=kind, a=a, b=b, is_pair=is_pair,
                         original='b' if swap else 'a', box=tuple(float(v) for v in box),
-                        original_size=first.size))
+                        original_size=first.size, angle=angle))
   return out

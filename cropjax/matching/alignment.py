@@ -275,11 +275,30 @@ def _profile_at(profile, coords):
 
 
 def _profiles(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """A canvas's inside-mask read on the box's own axes is the product of a row and a column
+  """A canvas's inside-mask read on the frame's own axes is the product of a row and a column
   profile (the frame is a rectangle there): those two, exact for such a mask."""
   i, j = np.unravel_index(np.argmax(inside), inside.shape)
   peak = max(float(inside[i, j]), 1e-6)
   return inside[:, j].copy(), inside[i, :] / peak
+
+
+def _separable(inside: np.ndarray, profiles: tuple[np.ndarray, np.ndarray]) -> bool:
+  """Whether the mask is its profiles' product: always on the frame's axes; on a turned
+  canvas (a straightened crop's), only where the frame's edge does not cross it."""
+  return bool(np.abs(np.outer(*profiles) - inside).max() < 1e-3)
+
+
+def _mask_at(cmask, x, y, transposed: bool = False):
+  """The canvas's inside-mask read at the grid x (columns) by y (rows), (rows, columns) or
+  `transposed`: from its row and column profiles (`_profiles`), or where it is not their
+  product (`_separable`), from the mask itself."""
+  if isinstance(cmask, tuple):
+    rows, cols = cmask
+    if transposed:
+      return _profile_at(cols, x)[:, None] * _profile_at(rows, y)[None, :]
+    return _profile_at(rows, y)[:, None] * _profile_at(cols, x)[None, :]
+  read = _read_separable(x, y, cmask)
+  return read.T if transposed else read
 
 
 def _warp(params, tsize, tshape, canvas, cmask, with_angle):
@@ -297,10 +316,8 @@ def _warp(params, tsize, tshape, canvas, cmask, with_angle):
   if not with_angle:
     x, y = x0 + u * (x1 - x0), y0 + v * (y1 - y0)
     sampled = _read_separable(x, y, canvas)
-    rows, cols = cmask
     xs, ys = jax.lax.stop_gradient((x, y))  # the frame's mask does not move with the box
-    inside = _profile_at(rows, ys)[:, None] * _profile_at(cols, xs)[None, :]
-    return sampled, inside
+    return sampled, _mask_at(cmask, xs, ys)
   from jax.scipy import ndimage
   u, v = jnp.meshgrid(u, v)
   dx, dy = (u - 0.5) * (x1 - x0), (v - 0.5) * (y1 - y0)
@@ -370,9 +387,7 @@ def _separable_residual():
       rows = jnp.concatenate([rows, along * in_y[:, None]])
     read, across = _lerp_rows(rows.T, kx, fx)  # (tw, th or 2 th)
     sampled = read[:, :th]
-    prow, pcol = cmask
-    inside = _profile_at(pcol, x)[:, None] * _profile_at(prow, y)[None, :]
-    w = tmask.T * inside
+    w = tmask.T * _mask_at(cmask, x, y, transposed=True)
     n, root = _sample_weights(w)
     z_t, _ = _standardise(template.T, w, n, root)
     z_s, norm = _standardise(sampled, w, n, root)
@@ -605,10 +620,13 @@ def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=
   template = _stack([t for t, *_ in items], tshape, m)
   tmask = _stack([np.ones_like(t) for t, *_ in items], tshape, m)
   canvas = _stack([c for _, c, *_ in items], cshape, m)
-  if with_angle:
+  profiles = None if with_angle else [_profiles(i) for _, _, i, *_ in items]
+  # A canvas turned by a given angle (a straightened crop's finest stage) whose frame edge
+  # crosses it has a mask no two profiles make: then the whole batch reads the masks.
+  if profiles is None or not all(_separable(i, pr) for a, (_, _, i, *_), pr
+                                 in zip(angles, items, profiles) if a):
     cmask = _stack([i for _, _, i, *_ in items], cshape, m)
   else:
-    profiles = [_profiles(i) for _, _, i, *_ in items]
     cmask = (_stack([r for r, _ in profiles], cshape[:1], m),
              _stack([c for _, c in profiles], cshape[1:], m))
   tsize = np.ones((m, 2), np.float32)

@@ -150,8 +150,10 @@ def fit_for_model(model: Any, *, max_photos: int = 64, seed: int = 0) -> Verdict
   if not photos:
     raise ValueError(f'{c.data.source!r} has no {c.data.eval_split} photos to fit the verdict on')
   # Two of each negative that alignment finds hard (a window partly outside, a mirror, a second
-  # shot: all score well in part), so ten weights are fitted on enough of each.
-  per_kind = {'positive': 4, 'other_image': 1, 'outside': 2, 'mirrored': 2, 'near_duplicate': 2}
+  # shot: all score well in part), so ten weights are fitted on enough of each; and straightened
+  # crops beside the plain ones (a turned second shot must not pass for one, nor they for it).
+  per_kind = {'positive': 4, 'straightened': 2, 'other_image': 1, 'outside': 2, 'mirrored': 2,
+              'near_duplicate': 2}
   if len(photos) == 1:  # no other photo to pair with
     per_kind.pop('other_image')
   pairs = yardstick.user_pairs(photos, seed=seed, per_kind=per_kind)

@@ -14,8 +14,9 @@ network makes its boxes: `align_places`, and a network's boxes as soon as it has
 them: `align_given`) and the best of each direction
 through the second. The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
-crop) and its alignment goes through the finest stage; the other direction
-keeps its second-stage one, enough to say it fits worse. Beside those two
+crop); its angle is fitted (a straightened crop is turned about its centre:
+`TURN_STAGES`) and it goes through the finest stage at that angle; the other direction
+keeps its second-stage one, enough to say it fits worse. Beside those
 stages (on another core) the crop mirrored left-right is aligned in the
 original that fits better after the first stage (from its box there and from
 that box's mirror image across the original; again in the other original
@@ -74,6 +75,11 @@ OVERHANG = 0.45
 # demo's validation photos (docs/real_photos.md, "Four search starts"): 4 instead of 2 found 5
 # more of 472 crops; more found none more.
 SEARCH_TOP = 4
+# The stages that fit the angle of the direction that fits better after the second stage (a
+# straightened crop is turned about its centre), from 0 and the second stage's box: at 32
+# samples, whose reach takes in a turn of several degrees, then at 64; its finest stage then
+# reads at that angle (docs/real_photos.md, "Straightened crops").
+TURN_STAGES = alignment.STAGES[:2]
 
 
 def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEARCH_TOP,
@@ -258,14 +264,17 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     if key not in best or _fit(a) > _fit(best[key][1]):
       best[key] = (k, a)
 
-  def refine(keys, stages, detail):
-    starts = []
+  def refine(keys, stages, detail, with_angle=False):
+    starts, angles = [], []
     for key in keys:
       k, a = best[key]
       box = np.asarray(a.box)
-      starts.append(box if _inside(box, jobs[k][2].size) else jobs[k][4])
+      inside = _inside(box, jobs[k][2].size)
+      starts.append(box if inside else jobs[k][4])
+      angles.append(a.angle if inside else 0.0)
     done = alignment.align_batch([jobs[best[key][0]][2] for key in keys],
                                  [jobs[best[key][0]][3] for key in keys], starts,
+                                 angles=angles, with_angle=with_angle,
                                  stages=stages, seed=False, detail=detail)
     best.update((key, (best[key][0], a)) for key, a in zip(keys, done))
 
@@ -279,6 +288,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   def finer():  # each direction's best through the second stage, the better one's the last
     refine(list(best), second, detail=False)
     winners = leading()
+    for stage in TURN_STAGES:  # its angle, one stage a call (each keeps its start if better)
+      refine(winners, [stage], detail=False, with_angle=True)
     refine(winners, last, detail=True)
     return winners
 

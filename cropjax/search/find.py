@@ -41,7 +41,7 @@ class Match:
   original: str                 # the library photo it was cut from
   box: tuple[float, float, float, float]   # x0, y0, x1, y1 in the original's upright pixels
   box_fraction: tuple[float, float, float, float]
-  angle: float                  # degrees the crop is turned in the original (0: not fitted)
+  angle: float                  # degrees the crop is turned in the original (Lightroom's sign)
   score: float                  # the verdict's probability
   alignment_score: float | None
   similarity: float             # the retrieval's cosine (what put it among the candidates)
@@ -198,7 +198,7 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
           continue            # a query that is the original of a library photo: not asked for
         q, o = o, q
       matches.append(Match(query=q, original=o, box=r.box, box_fraction=r.box_fraction,
-                           angle=0.0, score=r.probability, alignment_score=r.alignment_score,
+                           angle=r.angle, score=r.probability, alignment_score=r.alignment_score,
                            similarity=sim, original_size=r.original_size))
     if progress:
       progress(min(start + batch_size, len(jobs)), len(jobs))

@@ -22,7 +22,7 @@ FIELDS = ('query', 'original', 'x0', 'y0', 'x1', 'y1', 'angle', 'score', 'alignm
 def _row(m: Match) -> dict:
   return {'query': m.query, 'original': m.original,
           **dict(zip(('x0', 'y0', 'x1', 'y1'), (round(v, 2) for v in m.box))),
-          'angle': m.angle, 'score': round(m.score, 4),
+          'angle': round(m.angle, 2), 'score': round(m.score, 4),
           'alignment_score': None if m.alignment_score is None else round(m.alignment_score, 4),
           'similarity': round(m.similarity, 4),
           'original_width': m.original_size[0], 'original_height': m.original_size[1]}
@@ -40,17 +40,20 @@ def write_csv(matches: Sequence[Match], path: str | os.PathLike) -> None:
     w.writerows(_row(m) for m in matches)
 
 
-def _thumbnail(path: str, box=None, side: int = 320) -> str:
-  """A JPEG data URI of the photo at `side` pixels, `box` (its full upright pixels) drawn."""
+def _thumbnail(path: str, box=None, side: int = 320, angle: float = 0.0) -> str:
+  """A JPEG data URI of the photo at `side` pixels, `box` (its full upright pixels) drawn,
+  turned by `angle` degrees about its centre."""
   from cropjax.search.descriptors import read_photo
   image, full = read_photo(path, side)
   scale = side / max(image.size)
   image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                        Image.Resampling.BOX)
   if box is not None:
-    sx, sy = image.width / full[0], image.height / full[1]
-    ImageDraw.Draw(image).rectangle([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy],
-                                    outline=(255, 40, 40), width=3)
+    from cropjax import metadata
+    fw, fh = full
+    crop = metadata.Crop(box[0] / fw, box[1] / fh, box[2] / fw, box[3] / fh, angle=angle)
+    corners = metadata.corners(crop, image.width, image.height)
+    ImageDraw.Draw(image).polygon(corners, outline=(255, 40, 40), width=3)
   buf = io.BytesIO()
   image.save(buf, 'JPEG', quality=85)
   return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
@@ -64,7 +67,7 @@ def write_html(matches: Sequence[Match], path: str | os.PathLike, *, title: str 
   for m in matches:
     rows.append(
         f'<tr><td><img src="{_thumbnail(m.query)}"><br>{e(m.query)}</td>'
-        f'<td><img src="{_thumbnail(m.original, m.box)}"><br>{e(m.original)}</td>'
+        f'<td><img src="{_thumbnail(m.original, m.box, angle=m.angle)}"><br>{e(m.original)}</td>'
         f'<td>score {m.score:.3f}<br>alignment {m.alignment_score or 0:.3f}<br>'
         f'box {", ".join(f"{v:.0f}" for v in m.box)}<br>'
         f'of {m.original_size[0]} x {m.original_size[1]}</td></tr>')
