@@ -405,7 +405,8 @@ def test_predict_cli_json_show_and_bad_input(pair_workdir, crop_workdir, tmp_pat
                                          '--model', pair_workdir], capsys)
   assert code == 0
   r = json.loads(out)
-  assert {'is_crop', 'probability', 'original', 'box', 'box_fraction', 'top_left'} <= set(r)
+  assert {'is_crop', 'probability', 'original', 'box', 'box_fraction', 'top_left',
+          'angle'} <= set(r)
   code, out, _ = _run(predict_cli.main, [tmp_path / 'a.jpg', tmp_path / 'b.jpg', '--show',
                                          tmp_path / 'side.png', '--model', pair_workdir], capsys)
   assert code == 0 and ('crop' in out) and Image.open(tmp_path / 'side.png').size[1] == 512

@@ -117,7 +117,9 @@ def format_pair(r, a: str, b: str) -> str:
   return (f'{crop} is a crop of {original} (probability {r.probability:.1%}; {why})\n'
           f'  box in {original} ({r.original_size[0]}x{r.original_size[1]}): {_px(r.box, 1)} px, '
           f'{x1 - x0:.1f}x{y1 - y0:.1f}; top-left ({x0:.1f}, {y0:.1f}); as fractions '
-          + ', '.join(f'{v:.4f}' for v in r.box_fraction))
+          + ', '.join(f'{v:.4f}' for v in r.box_fraction)
+          + f'\n  turned {r.angle:+.2f} degrees about its centre (clockwise positive; the box '
+          'is the rectangle unturned)')
 
 
 def _px(box, digits: int = 0) -> str:

@@ -290,8 +290,8 @@ def _separable(inside: np.ndarray, profiles: tuple[np.ndarray, np.ndarray]) -> b
 
 def _mask_at(cmask, x, y, transposed: bool = False):
   """The canvas's inside-mask read at the grid x (columns) by y (rows), (rows, columns) or
-  `transposed`: from its row and column profiles (`_profiles`), or where it is not their
-  product (`_separable`), from the mask itself."""
+  `transposed`: from its row and column profiles (`_profiles`; 0 beyond them), or where it is
+  not their product (`_separable`), from the mask itself (its edge beyond it)."""
   if isinstance(cmask, tuple):
     rows, cols = cmask
     if transposed:
