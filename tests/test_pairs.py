@@ -21,7 +21,7 @@ def images():
 @pytest.fixture(scope='module')
 def batch(images):
   # Sources shrunk to 4N (192 < 240 px): the labels stay exact through the shrink.
-  return next(pairs.dataset(images, image_size=N, batch_size=160, seed=3,
+  return next(pairs.dataset(images, image_size=N, batch_size=200, seed=3,
                             max_source_side=4.0).as_numpy_iterator())
 
 
@@ -54,11 +54,13 @@ def _best_anywhere(original, second, box):
 
 
 def test_batch_layout(batch):
-  assert batch['image'].shape == (160, N, N, 6) and batch['image'].dtype == np.uint8
+  assert batch['image'].shape == (200, N, N, 6) and batch['image'].dtype == np.uint8
   for k in ('is_pair', 'is_swapped', 'kind'):
-    assert batch[k].shape == (160,) and batch[k].dtype == np.int32
-  assert batch['box'].shape == (160, 4) and batch['box'].dtype == np.float32
-  np.testing.assert_array_equal(batch['is_pair'], batch['kind'] == 0)
+    assert batch[k].shape == (200,) and batch[k].dtype == np.int32
+  assert batch['box'].shape == (200, 4) and batch['box'].dtype == np.float32
+  assert batch['angle'].shape == (200,) and batch['angle'].dtype == np.float32
+  pair_kinds = [pairs.KINDS.index(k) for k in pairs.PAIR_KINDS]
+  np.testing.assert_array_equal(batch['is_pair'], np.isin(batch['kind'], pair_kinds))
   pos = batch['box'][batch['is_pair'] == 1]
   assert (pos[:, :2] >= 0).all() and (pos[:, 2:] <= 1 + 1e-6).all()
   assert (pos[:, :2] < pos[:, 2:]).all()
@@ -67,7 +69,7 @@ def test_batch_layout(batch):
 
 def test_positive_labels_are_exact(batch):
   plain, high = [], []
-  for i in np.flatnonzero(batch['is_pair']):
+  for i in np.flatnonzero(batch['kind'] == pairs.KINDS.index('positive')):
     original, crop = _unswap(batch['image'][i], batch['is_swapped'][i])
     plain.append(_corr(_region(original, batch['box'][i]), _gray(crop)))
     high.append(_corr(_region(original, batch['box'][i], True), _gray(crop, True)))
@@ -81,6 +83,40 @@ def test_positive_labels_are_exact(batch):
   assert np.median(high) > 0.6, np.median(high)
   # And the undone swap matters: the crop is not the original.
   assert np.median(plain) > 0.9
+
+
+def test_straightened_crops_are_the_turned_window_inside_the_original(batch):
+  from cropjax import metadata
+  from cropjax.datasets import yardstick
+  idx = np.flatnonzero(batch['kind'] == pairs.KINDS.index('straightened'))
+  assert len(idx) >= 8
+  angles = batch['angle'][idx]
+  assert (np.abs(angles) >= 0.5 - 1e-4).all() and (np.abs(angles) <= 8 + 1e-4).all()
+  assert (angles > 0).any() and (angles < 0).any()
+  np.testing.assert_array_equal(batch['angle'][batch['kind'] != pairs.KINDS.index('straightened')],
+                                0.0)
+  turned, unturned, other_way = [], [], []
+  for i in idx:
+    original, crop = _unswap(batch['image'][i], batch['is_swapped'][i])
+    box, angle = [float(v) for v in batch['box'][i]], float(batch['angle'][i])
+    # The turn is in the original's own pixels (the batch stretches it to N x N): back to its
+    # aspect ratio, and its turned corners stay inside it.
+    w, h = batch['original_size'][i] * (2 * N / batch['original_size'][i].max())
+    original = Image.fromarray(original).resize((round(w), round(h)), Image.BICUBIC)
+    for x, y in metadata.corners(metadata.Crop(*box, angle=angle), w, h):
+      assert -1e-3 * w <= x <= w * (1 + 1e-3) and -1e-3 * h <= y <= h * (1 + 1e-3), (box, angle)
+
+    # The crop is the window read on the turned axes (labelled angle, Lightroom's sign) ...
+    def read(a):
+      return _gray(yardstick.turned_window(original, metadata.Crop(*box, angle=a)).resize((N, N)))
+    turned.append(_corr(read(angle), _gray(crop)))
+    # ... not the window upright, nor turned the other way.
+    if abs(angle) > 3:
+      unturned.append(_corr(read(0.0), _gray(crop)))
+      other_way.append(_corr(read(-angle), _gray(crop)))
+  assert np.median(turned) > 0.9 and min(turned) > 0.75, turned
+  assert np.median(turned) > np.median(unturned) + 0.05, (turned, unturned)
+  assert np.median(turned) > np.median(other_way) + 0.1, (turned, other_way)
 
 
 @pytest.mark.parametrize('kind', ['outside', 'mirrored', 'squashed', 'near_duplicate'])
@@ -275,17 +311,17 @@ def test_sharpness_does_not_tell_the_crop_from_the_original():
 
 
 def test_sides_kept_at_their_aspect_ratio(images, batch):
-  kept = next(pairs.dataset(images, image_size=N, batch_size=160, seed=3, max_source_side=4.0,
+  kept = next(pairs.dataset(images, image_size=N, batch_size=200, seed=3, max_source_side=4.0,
                             keep_aspect=True).as_numpy_iterator())
   for k in ('box', 'kind', 'is_pair', 'is_swapped'):  # the same examples, only drawn otherwise
     np.testing.assert_array_equal(kept[k], batch[k])
   extent = kept['extent']
-  assert extent.shape == (160, 4) and extent.dtype == np.float32
+  assert extent.shape == (200, 4) and extent.dtype == np.float32
   np.testing.assert_allclose(np.maximum(extent[:, 0], extent[:, 1]), 1.0)  # long side N
   np.testing.assert_allclose(np.maximum(extent[:, 2], extent[:, 3]), 1.0)
   assert extent.min() < 0.7  # some sides really are narrow
   plain = []
-  for i in range(160):
+  for i in range(200):
     w1, h1, w2, h2 = np.rint(extent[i] * N).astype(int)
     image = kept['image'][i]
     assert not image[h1:, :, :3].any() and not image[:, w1:, :3].any()  # zeros beyond
@@ -298,6 +334,8 @@ def test_sides_kept_at_their_aspect_ratio(images, batch):
     bw, bh = (box[2] - box[0]) * original.width, (box[3] - box[1]) * original.height
     aspect = crop.width / crop.height
     assert abs(np.log(aspect * bh / bw)) < np.log((N + 1.5) / (N - 1.5)) + 2 / min(crop.size)
+    if labels['kind'] != 'positive':  # (a straightened crop's window is turned)
+      continue
     # Compared at the lower of the two resolutions (a small box of a narrow original has
     # few pixels; the crop is as sharp as the source allows).
     x0, y0, x1, y1 = np.array(box) * np.tile(original.size, 2)

@@ -428,7 +428,9 @@ def test_similarity_keeps_each_photos_best_region(model, tmp_path):
   values = np.linalg.eigvalsh(np.cov(idx.descriptors.astype(np.float64).T, bias=True))
   expected = np.clip(values, 0, None) / (np.sqrt(np.clip(values, 0, None)) + 1e-3) ** 2
   np.testing.assert_allclose(np.sort(np.diag(cov)), np.sort(expected), atol=0.02)
-  assert (np.diag(cov) > 0.9).sum() > 16
+  # Not vacuous: many axes come out at unit spread, as many as the spectrum says (how many
+  # depends on the 2-step test model's features: 16 and 17 of 64 seen).
+  assert (np.diag(cov) > 0.9).sum() == (expected > 0.9).sum() >= 8
   d = white(idx.descriptors.astype(np.float32))
   # Hubness: each region's mean cosine with its nearest whole photos at the query scales, its
   # own photo left out (here all 6 vectors of the two others: fewer than HUB_NEIGHBOURS).

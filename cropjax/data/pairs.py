@@ -11,7 +11,9 @@ beyond; `extent` float32 [B, 4] then gives the first and second image's
 (width, height) as shares of N), `is_pair` int32 [B],
 `is_swapped` int32 [B] (1 when the crop comes first), `box` float32 [B, 4]
 (x0, y0, x1, y1 of the crop inside the original, fractions of the original;
-`top_left = box[:, :2]`), `kind` int32 [B] (an index into `KINDS`) and
+`top_left = box[:, :2]`), `kind` int32 [B] (an index into `KINDS`), `angle`
+float32 [B] (degrees a straightened crop's window is turned, Lightroom's sign
+as `cropjax.metadata`; the box is the window unturned; 0 for other kinds) and
 `original_size` float32 [B, 2] (width and height of the original in source
 photo pixels, for errors in pixels). The labels do not depend on N: the same
 seed gives the same pairs at every size.
@@ -40,7 +42,9 @@ every run and a resumed run starts at k without replaying anything):
    is its box's). Robustness to re-encoding is thus built into the data.
 5. With probability 1/2 the crop is put first.
 
-Kinds: `positive` (a crop pair), and negatives: `other_image` (a crop of
+Kinds: `positive` (a crop pair), `straightened` (a crop pair whose window an
+editor turned about its centre by 0.5-8 degrees either way to level it, kept
+inside the view, and exported upright), and negatives: `other_image` (a crop of
 another photo), `outside` (a window running partly outside the original, into
 the photo beyond the view), `mirrored` (a crop, flipped), `squashed` (a crop
 whose two parts are squashed unequally; a uniform squash is not a negative:
@@ -64,7 +68,10 @@ from PIL import Image
 
 from cropjax.data import sources
 
-KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'squashed', 'near_duplicate')
+# (New kinds go last.) Crop pairs: `positive` and `straightened`; the rest are negatives.
+KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'squashed', 'near_duplicate',
+         'straightened')
+PAIR_KINDS = ('positive', 'straightened')
 N_DRAWS = 37      # uniform draws per example
 _NEAR_MARGIN = 0.15  # a near-duplicate's second shot may see this far beyond the view
 _PLAN_GROUP = 64  # examples planned at once (any number gives the same examples)
@@ -74,8 +81,8 @@ _PLAN_GROUP = 64  # examples planned at once (any number gives the same examples
 class PairOptions:
   """What the generator draws from. Ranges are (low, high)."""
   kinds: Mapping[str, float] = dataclasses.field(default_factory=lambda: {
-      'positive': 0.5, 'other_image': 0.15, 'outside': 0.1, 'mirrored': 0.1, 'squashed': 0.05,
-      'near_duplicate': 0.1})
+      'positive': 0.4, 'straightened': 0.1, 'other_image': 0.15, 'outside': 0.1, 'mirrored': 0.1,
+      'squashed': 0.05, 'near_duplicate': 0.1})
   crop_area: tuple[float, float] = (0.05, 0.9)     # of the original's area
   crop_aspect: tuple[float, float] = (0.5, 2.0)    # width / height in pixels, log-uniform
   view_scale: tuple[float, float] = (0.6, 1.0)     # original = this fraction of each side
@@ -87,6 +94,7 @@ class PairOptions:
   squash_split: tuple[float, float] = (0.15, 0.3)  # where the squashed crop is split
   near_duplicate_shift: tuple[float, float] = (0.08, 0.12)  # corner moves, of the view's size
   near_duplicate_turn: float = 2.0                # degrees, at most either way
+  straightened_turn: tuple[float, float] = (0.5, 8.0)  # degrees either way (an editor's angle)
   max_source_side: float = 8.0                    # sources shrunk to this many N (0: never)
   decoded_cache_mb: float = 512.0                 # keep sources decoded (+ pyramids) if they fit
   keep_aspect: bool = False  # each side at its own aspect ratio, long side N, at the top left
@@ -99,7 +107,7 @@ class PairOptions:
     if not self.kinds or min(self.kinds.values()) < 0 or sum(self.kinds.values()) <= 0:
       raise ValueError(f'kinds needs non-negative weights with a positive sum, got {self.kinds}')
     for name in ('crop_area', 'crop_aspect', 'view_scale', 'jpeg_quality', 'downscale',
-                 'outside_overhang', 'squash_split', 'near_duplicate_shift'):
+                 'outside_overhang', 'squash_split', 'near_duplicate_shift', 'straightened_turn'):
       lo, hi = getattr(self, name)
       if not lo <= hi:
         raise ValueError(f'{name}: low {lo} > high {hi}')
@@ -214,6 +222,7 @@ class _Generator:
     is_other = tf.equal(kind, KINDS.index('other_image'))
     is_squashed = tf.equal(kind, KINDS.index('squashed'))
     is_near = tf.equal(kind, KINDS.index('near_duplicate'))
+    is_turned = tf.equal(kind, KINDS.index('straightened'))
     hw = tf.cast(tf.gather(self.dims[:, 0], src), tf.float32)
     ph, pw = hw[:, 0], hw[:, 1]
     # 1. The original: a random view; 'outside' keeps room beyond it.
@@ -240,6 +249,18 @@ class _Generator:
     start = tf.where(room_before >= room_after, -shift, span - extent + shift) / span
     fx0 = tf.where(is_outside & along_x, start, fx0)
     fy0 = tf.where(is_outside & ~along_x, start, fy0)
+    # 'straightened': the window turned about its centre (draws 28-29, a near-duplicate's
+    # otherwise), shrunk as far as it must be for its turned corners to stay in the view.
+    lo, hi = o.straightened_turn
+    turn = (lo + (hi - lo) * u[28]) * (np.pi / 180) * tf.where(u[29] < 0.5, -1.0, 1.0)
+    cos, sin = tf.abs(tf.cos(turn)), tf.abs(tf.sin(turn))
+    fit = tf.minimum(1.0, tf.minimum(vw / (wpx * cos + hpx * sin), vh / (wpx * sin + hpx * cos)))
+    tw, th = wpx * fit, hpx * fit                          # the turned window's sides
+    bw, bh = tw * cos + th * sin, tw * sin + th * cos      # and its upright bounding box's
+    cx, cy = bw / 2 + (vw - bw) * u[9], bh / 2 + (vh - bh) * u[10]  # its centre, view pixels
+    fx0 = tf.where(is_turned, (cx - tw / 2) / vw, fx0)
+    fy0 = tf.where(is_turned, (cy - th / 2) / vh, fy0)
+    fw, fh = tf.where(is_turned, tw / vw, fw), tf.where(is_turned, th / vh, fh)
     # 'near_duplicate': the whole view, taken again (the warp below).
     fx0, fy0 = tf.where(is_near, 0.0, fx0), tf.where(is_near, 0.0, fy0)
     fw, fh = tf.where(is_near, 1.0, fw), tf.where(is_near, 1.0, fh)
@@ -260,6 +281,10 @@ class _Generator:
                       tf.minimum(vx + (1 + m) * vw, pw), tf.minimum(vy + (1 + m) * vh, ph)], -1)
     window = tf.where(is_near[:, None], grown, window)
     warp = self._second_shot(u, is_near, tf.stack([vx, vy, vx + vw, vy + vh], -1), grown)
+    # A straightened crop reads the turned window's bounding box, turned back in `render`.
+    bound = tf.stack([vx + cx - bw / 2, vy + cy - bh / 2, vx + cx + bw / 2, vy + cy + bh / 2], -1)
+    window = tf.where(is_turned[:, None], bound, window)
+    warp = tf.where(is_turned[:, None], self._turned(turn, tw, th, bw, bh), warp)
     p = o.squash_split[0] + (o.squash_split[1] - o.squash_split[0]) * u[13]
     p = tf.where(u[14] < 0.5, p, 1.0 - p)
     half = (size // 2) / size
@@ -284,6 +309,7 @@ class _Generator:
     if o.keep_aspect:
       pixel_w, pixel_h = window[:, 2] - window[:, 0], window[:, 3] - window[:, 1]
       pixel_w, pixel_h = tf.where(is_near, vw, pixel_w), tf.where(is_near, vh, pixel_h)
+      pixel_w, pixel_h = tf.where(is_turned, tw, pixel_w), tf.where(is_turned, th, pixel_h)
       content = [self._fit(vw, vh), self._fit(pixel_w, pixel_h)]
     else:
       full = tf.fill(tf.shape(vw), float(size))
@@ -312,10 +338,11 @@ class _Generator:
         'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
                  'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix,
                  'warp': warp, 'content': content},
-        'is_pair': tf.cast(tf.equal(kind, 0), tf.int32),
+        'is_pair': tf.cast(tf.equal(kind, KINDS.index('positive')) | is_turned, tf.int32),
         'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
         'box': box,
         'kind': kind,
+        'angle': tf.where(is_turned, turn * (180 / np.pi), 0.0),
         'original_size': tf.stack([vw, vh], -1),
     }
 
@@ -359,6 +386,21 @@ class _Generator:
     a = tf.concat([rows_u, rows_v], 1)
     b = tf.concat([tu, tv], 1)[..., None]
     return tf.linalg.solve(a, b)[..., 0]
+
+  def _turned(self, turn, tw, th, bw, bh):
+    """The affine map [G, 8] (as `_second_shot`'s) from the NxN second side of a straightened
+    crop, rendered from its turned window's bounding box (bw x bh pixels), to the window (tw x
+    th, turned by `turn` radians about the box's centre) upright: output pixel (x, y) shows the
+    window's point ((x + 0.5) / N - 0.5) tw along its turned x axis and likewise in y."""
+    tf, size = self.tf, float(self.size)
+    c, s = tf.cos(turn), tf.sin(turn)
+    # In the box's pixels from its centre the point is (fx - 0.5) tw (c, s) + (fy - 0.5) th
+    # (-s, c), fx = (x + 0.5) / N; the second side's pixel index is (p / bw + 0.5) N - 0.5.
+    a0, a1, b0, b1 = c * tw / bw, -s * th / bw, s * tw / bh, c * th / bh
+    a2 = (0.5 - size / 2) * (a0 + a1) + size / 2 - 0.5
+    b2 = (0.5 - size / 2) * (b0 + b1) + size / 2 - 0.5
+    zero = tf.zeros_like(a0)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero], -1)
 
   # ------------------------------------------------------------------ 3. render
 
@@ -427,7 +469,8 @@ class _Generator:
              for k, width in enumerate((size // 2, size - size // 2))]
     second = tf.concat(parts, axis=2)
     second = tf.cond(
-        tf.equal(example['kind'], KINDS.index('near_duplicate')),
+        tf.equal(example['kind'], KINDS.index('near_duplicate'))
+        | tf.equal(example['kind'], KINDS.index('straightened')),
         lambda: tf.raw_ops.ImageProjectiveTransformV3(
             images=second, transforms=plan['warp'][None], output_shape=[size, size],
             fill_value=0.0, interpolation='BILINEAR', fill_mode='REFLECT'),
