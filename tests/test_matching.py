@@ -412,14 +412,33 @@ def test_the_search_gives_its_best_distinct_places_best_first():
   crop = Pyramid(_crop('astronaut', box, 0.7))
   found = verify.search(original, crop, top=4)
   assert len(found) == 4
-  np.testing.assert_allclose(found[0][0], box, atol=12)  # 4 pixels a sample at 128 of 512
-  scores = [s for _, s in found]
+  np.testing.assert_allclose(found[0].box, box, atol=12)  # 4 pixels a sample at 128 of 512
+  assert found[0].angle == 0.0  # not turned
+  scores = [p.score for p in found]
   assert scores == sorted(scores, reverse=True)
-  for i, (a, _) in enumerate(found):  # distinct places: no two overlap by half
-    assert all(verify._iou(a, b) < 0.5 for b, _ in found[:i])
+  for i, a in enumerate(found):  # distinct places: no two overlap by half
+    assert all(verify._iou(a.box, b.box) < 0.5 for b in found[:i])
   fewer = verify.search(original, crop, top=2)
-  np.testing.assert_equal([b for b, _ in fewer], [b for b, _ in found[:2]])
+  np.testing.assert_equal([p.box for p in fewer], [p.box for p in found[:2]])
   assert verify.search(original, crop, top=0) == []
+
+
+@pytest.mark.parametrize('angle', [-9.0, 7.0])
+def test_the_search_finds_a_crop_turned_beyond_the_unturned_search_s_reach(angle):
+  # A straightened crop turned by several degrees (Lightroom's sign): unturned, its best place
+  # is elsewhere or scores poorly; the turned pass finds its place, at the nearest turn tried
+  # (alignment's sign: the other way), and verification then fits its angle.
+  crop, box = _straightened('astronaut', metadata.Crop(0.2, 0.25, 0.75, 0.7, angle), 0.8)
+  original, crop = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 80)), Pyramid(crop)
+  unturned = verify.search(original, crop, turns=())
+  turned = verify.search(original, crop)
+  nearest = min(verify.SEARCH_TURNS, key=lambda t: abs(t + angle))
+  assert turned[0].angle == nearest and turned[0].score > unturned[0].score + 0.05
+  centre = (np.asarray(turned[0].box[:2]) + turned[0].box[2:]) / 2
+  np.testing.assert_allclose(centre, (box[:2] + box[2:]) / 2, atol=12)
+  ev, = verify.verify_batch([(original, crop)])
+  assert ev.original == 'a' and abs(ev.alignment.angle + angle) < 0.15
+  np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
 
 
 def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():

@@ -7,8 +7,8 @@ For each pair and each direction (B inside A, A inside B) the start boxes are
 the ones given (a model's proposals, each reshaped to the would-be crop's
 aspect ratio about its centre, its area kept) and the best few of a coarse search
 (`search`: normalised cross-correlation of the would-be crop over the would-be
-original at low resolution, over a range of sizes, at the crop's own aspect
-ratio); every start goes through the first (coarsest) stage of
+original at low resolution, over a range of sizes and a few turns, at the crop's own
+aspect ratio); every start goes through the first (coarsest) stage of
 `cropjax.matching.align_batch` (the search's places may go ahead, while a
 network makes its boxes: `align_places`, and a network's boxes as soon as it has
 them: `align_given`) and the best of each direction
@@ -30,7 +30,7 @@ the copy itself fits well.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -76,15 +76,34 @@ OVERHANG = 0.45
 # more of 472 crops; more found none more.
 SEARCH_TOP = 4
 # The stages that fit the angle of the direction that fits better after the second stage (a
-# straightened crop is turned about its centre), from 0 and the second stage's box: at 32
-# samples, whose reach takes in a turn of several degrees, then at 64; its finest stage then
-# reads at that angle (docs/real_photos.md, "Straightened crops").
+# straightened crop is turned about its centre), from the second stage's box at its turn (0,
+# or the search's) and at 0: at 32 samples, whose reach takes in a turn of several degrees,
+# then at 64; its finest stage then reads at that angle (docs/real_photos.md, "Straightened
+# crops", "A turned search").
 TURN_STAGES = alignment.STAGES[:2]
+# The turns `search` also tries (degrees, as `Alignment.angle`): a straightened crop is turned
+# by its editor's angle, and unturned the search finds turns of a few degrees only. Chosen on
+# straightened crops of camera-size photos that are not the yardstick's (docs/real_photos.md,
+# "A turned search"): with these two, 3-8 degrees were found 0.972 of the time and 8-15
+# degrees 0.958, against 0.917 and 0.681 without; four (6 and 12 either way) gained 0.014 and
+# 0.042 more for twice the cost.
+SEARCH_TURNS = (-8.0, 8.0)
+# The turned passes read the original at this side and try every other size of `SEARCH_AREAS`.
+TURN_SIDE = 96
+
+
+class Place(NamedTuple):
+  """One of `search`'s places: a box (pixels of the original, unturned), its correlation, and
+  the turn it was found at (degrees, as `Alignment.angle`)."""
+  box: np.ndarray
+  score: float
+  angle: float = 0.0
 
 
 def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEARCH_TOP,
-           areas: Sequence[float] = SEARCH_AREAS) -> list[tuple[np.ndarray, float]]:
-  """The `top` best boxes (pixels of the original) for the crop by correlation at low resolution.
+           areas: Sequence[float] = SEARCH_AREAS,
+           turns: Sequence[float] = SEARCH_TURNS) -> list[Place]:
+  """The `top` best places for the crop by correlation at low resolution, best first.
 
   At each size the crop (its aspect ratio kept) is correlated with the
   original shrunk to `side` pixels across its long side (OpenCV's
@@ -92,12 +111,45 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEAR
   original is padded by its edge pixels, so a box may run up to `OVERHANG` of
   its size over the frame: a window cut partly beyond the original matches
   best there, where alignment can then show that part of it is not in the
-  original.
+  original. Then, for a straightened crop, the same at each of `turns` with
+  the original turned the other way about its centre (at `TURN_SIDE`, every
+  other size). Places overlapping a better one by half (whatever their turns)
+  are left out.
   """
+  templates: dict = {}  # the crop at each size, made once for every turn
+  found = _scan(original, crop, side, areas, 0.0, templates)
+  for turn in turns:
+    found += _scan(original, crop, min(side, TURN_SIDE), areas[1::2], turn, templates)
+  found.sort(key=lambda f: -f.score)
+  kept: list[Place] = []
+  for place in found:  # distinct places only
+    if len(kept) >= top:
+      break
+    if all(_iou(place.box, k.box) < 0.5 for k in kept):
+      kept.append(place)
+  return kept
+
+
+def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], turn: float,
+          templates: dict) -> list[Place]:
+  """`search`'s best place at each size, on the original shrunk to `side` and turned by -`turn`
+  degrees about its centre (a canvas holding all of it: its pixel q shows the original's centre
+  + rot (q - the canvas's centre), rot turning by `turn` as `Alignment.angle`)."""
   import cv2
   scale = min(1.0, side / max(original.size))
   aw, ah = max(1, round(original.width * scale)), max(1, round(original.height * scale))
   image = original.resized((aw, ah))
+  to_original = np.tile([original.width / aw, original.height / ah], 2)
+  t = np.deg2rad(turn)
+  rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+  centre = np.array([aw, ah]) / 2
+  if turn:
+    cw, ch = np.ceil(np.abs(rot).T @ [aw, ah]).astype(int)
+    m = np.concatenate([rot, (centre - rot @ (np.array([cw, ch]) / 2))[:, None]], 1)
+    image = cv2.warpAffine(image, m, (int(cw), int(ch)),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+  canvas_centre = np.array(image.shape[::-1]) / 2
   aspect = crop.width / crop.height
   found = []
   for area in areas:
@@ -106,25 +158,22 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEAR
     if tw > aw or th > ah or min(tw, th) < 6:
       continue
     tw, th = max(1, round(tw)), max(1, round(th))
-    template = crop.resized((tw, th))
+    if (tw, th) not in templates:
+      templates[tw, th] = crop.resized((tw, th))
+    template = templates[tw, th]
     if template.std() < 1e-4:
       continue
     px, py = int(OVERHANG * tw), int(OVERHANG * th)
     padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
     r = cv2.patchNaNs(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED), -1.0)
     _, best, _, (x, y) = cv2.minMaxLoc(r)
-    x, y = x - px, y - py
-    box = np.array([x, y, x + tw, y + th], np.float64) / np.array(
-        [aw / original.width, ah / original.height] * 2)
-    found.append((box, float(best)))
-  found.sort(key=lambda f: -f[1])
-  kept: list[tuple[np.ndarray, float]] = []
-  for box, s in found:  # distinct places only
-    if len(kept) >= top:
-      break
-    if all(_iou(box, b) < 0.5 for b, _ in kept):
-      kept.append((box, s))
-  return kept
+    mid = centre + rot @ (np.array([x - px + tw / 2, y - py + th / 2]) - canvas_centre)
+    if not (0 <= mid[0] <= aw and 0 <= mid[1] <= ah):  # a turned canvas's corner, beyond
+      continue
+    half = np.array([tw, th]) / 2
+    found.append(Place(np.concatenate([mid - half, mid + half]) * to_original, float(best),
+                       float(turn)))
+  return found
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -161,7 +210,7 @@ def _directions(pairs: Sequence[tuple[Pyramid, Pyramid]]) -> list:
 
 
 def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
-                 top: int = SEARCH_TOP) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
+                 top: int = SEARCH_TOP) -> list[dict[str, list[Place]]]:
   """`search` both ways round for each (a, b) pair, on all cores: `[i]['a']` the places of b in
   a, `[i]['b']` those of a in b."""
   directions = _directions(pairs)
@@ -172,9 +221,11 @@ def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
   return out
 
 
-def _first_stage(jobs: Sequence[tuple[Pyramid, Pyramid, np.ndarray]]) -> list[Alignment]:
-  """Each (original, crop, start box) through the first (coarsest) stage of alignment, seeded."""
+def _first_stage(jobs: Sequence[tuple]) -> list[Alignment]:
+  """Each (original, crop, start box[, angle]) through the first (coarsest) stage of alignment,
+  seeded, at the start's angle (0 where none is given)."""
   return alignment.align_batch([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+                               angles=[j[3] if len(j) > 3 else 0.0 for j in jobs],
                                stages=alignment.STAGES[:1], detail=False)
 
 
@@ -183,9 +234,9 @@ def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
   """Each of `search_pairs`' places through the first (coarsest) stage of alignment, seeded:
   `[i][direction][k]` for place k. It needs no network's box, so it can run while a network
   makes its own starts (`verify_batch(..., placed=)`)."""
-  jobs = [(i, direction, orig, crop, np.asarray(box, np.float64))
+  jobs = [(i, direction, orig, crop, np.asarray(place.box, np.float64), place.angle)
           for i, direction, orig, crop in _directions(pairs)
-          for box, _ in searched[i][direction]]
+          for place in searched[i][direction]]
   return _by_direction(pairs, jobs, _first_stage([j[2:] for j in jobs]))
 
 
@@ -245,9 +296,9 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
   for i, direction, orig, crop in _directions(pairs):
     given = [(*job, a) for job, a in zip(mine[i][direction], given_placed[i][direction])]
-    places = [(i, direction, orig, crop, np.asarray(box, np.float64), a)
-              for (box, _), a in zip(searched[i][direction], placed[i][direction])
-              if all(_iou(box, g[4]) < 0.7 for g in given)]
+    places = [(i, direction, orig, crop, np.asarray(place.box, np.float64), a)
+              for place, a in zip(searched[i][direction], placed[i][direction])
+              if all(_iou(place.box, g[4]) < 0.7 for g in given)]
     if not given and not places:  # nothing fits (the crop would be larger than the original)
       given = [(i, direction, orig, crop, np.array([0.0, 0.0, orig.width, orig.height]), None)]
     jobs += given + places
@@ -264,10 +315,13 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     if key not in best or _fit(a) > _fit(best[key][1]):
       best[key] = (k, a)
 
-  def refine(keys, stages, detail, with_angle=False):
+  def refine(keys, stages, detail, with_angle=False, starting=None):
+    """Each key's job through `stages` from its best alignment, which the result replaces;
+    or from `starting` (one alignment a key), the results returned instead."""
     starts, angles = [], []
-    for key in keys:
+    for j, key in enumerate(keys):
       k, a = best[key]
+      a = a if starting is None else starting[j]
       box = np.asarray(a.box)
       inside = _inside(box, jobs[k][2].size)
       starts.append(box if inside else jobs[k][4])
@@ -276,6 +330,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
                                  [jobs[best[key][0]][3] for key in keys], starts,
                                  angles=angles, with_angle=with_angle,
                                  stages=stages, seed=False, detail=detail)
+    if starting is not None:
+      return done
     best.update((key, (best[key][0], a)) for key, a in zip(keys, done))
 
   def now():  # each direction's alignment as it stands
@@ -288,8 +344,19 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   def finer():  # each direction's best through the second stage, the better one's the last
     refine(list(best), second, detail=False)
     winners = leading()
-    for stage in TURN_STAGES:  # its angle, one stage a call (each keeps its start if better)
-      refine(winners, [stage], detail=False, with_angle=True)
+    # Its angle, one stage a call (each keeps its start if better), from its turn and, where
+    # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
+    # where the fit flattens, on the side it came from (a crop turned 6 degrees, from 8: 6.34,
+    # from 0: 6.07); the better fit at the last of them goes on.
+    starts = [(key, a) for key in winners for a in (best[key][1],) + (
+        (dataclasses.replace(best[key][1], angle=0.0),) if best[key][1].angle else ())]
+    fits = [a for _, a in starts]
+    for stage in TURN_STAGES:
+      fits = refine([key for key, _ in starts], [stage], detail=False, with_angle=True,
+                    starting=fits)
+    for (key, _), a in zip(starts, fits):
+      if a is max((f for (k, _), f in zip(starts, fits) if k == key), key=_fit):
+        best[key] = (best[key][0], a)
     refine(winners, last, detail=True)
     return winners
 
