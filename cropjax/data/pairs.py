@@ -338,7 +338,8 @@ class _Generator:
         'plan': {'first': first, 'first_boxes': first_boxes, 'second': second,
                  'second_boxes': second_boxes, 'misc': misc, 'colour': colour, 'mix': mix,
                  'warp': warp, 'content': content},
-        'is_pair': tf.cast(tf.equal(kind, KINDS.index('positive')) | is_turned, tf.int32),
+        'is_pair': tf.cast(tf.reduce_any(
+            kind[:, None] == tf.constant([KINDS.index(k) for k in PAIR_KINDS]), 1), tf.int32),
         'is_swapped': tf.cast(u[15] < 0.5, tf.int32),   # 5. the crop comes first
         'box': box,
         'kind': kind,

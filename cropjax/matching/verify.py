@@ -221,12 +221,12 @@ def search_pairs(pairs: Sequence[tuple[Pyramid, Pyramid]],
   return out
 
 
-def _first_stage(jobs: Sequence[tuple]) -> list[Alignment]:
-  """Each (original, crop, start box[, angle]) through the first (coarsest) stage of alignment,
-  seeded, at the start's angle (0 where none is given)."""
+def _first_stage(jobs: Sequence[tuple[Pyramid, Pyramid, np.ndarray]],
+                 angles: Sequence[float] | None = None) -> list[Alignment]:
+  """Each (original, crop, start box) through the first (coarsest) stage of alignment, seeded,
+  at its start's angle (`angles`, one a job; 0 without)."""
   return alignment.align_batch([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
-                               angles=[j[3] if len(j) > 3 else 0.0 for j in jobs],
-                               stages=alignment.STAGES[:1], detail=False)
+                               angles=angles, stages=alignment.STAGES[:1], detail=False)
 
 
 def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
@@ -237,7 +237,7 @@ def align_places(pairs: Sequence[tuple[Pyramid, Pyramid]],
   jobs = [(i, direction, orig, crop, np.asarray(place.box, np.float64), place.angle)
           for i, direction, orig, crop in _directions(pairs)
           for place in searched[i][direction]]
-  return _by_direction(pairs, jobs, _first_stage([j[2:] for j in jobs]))
+  return _by_direction(pairs, jobs, _first_stage([j[2:5] for j in jobs], [j[5] for j in jobs]))
 
 
 def _by_direction(pairs, jobs: Sequence[tuple], values: Sequence) -> list[dict[str, list]]:
@@ -348,15 +348,16 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
     # where the fit flattens, on the side it came from (a crop turned 6 degrees, from 8: 6.34,
     # from 0: 6.07); the better fit at the last of them goes on.
-    starts = [(key, a) for key in winners for a in (best[key][1],) + (
-        (dataclasses.replace(best[key][1], angle=0.0),) if best[key][1].angle else ())]
-    fits = [a for _, a in starts]
+    keys, fits = [], []
+    for key in winners:
+      a = best[key][1]
+      for start in (a, dataclasses.replace(a, angle=0.0)) if a.angle else (a,):
+        keys.append(key)
+        fits.append(start)
     for stage in TURN_STAGES:
-      fits = refine([key for key, _ in starts], [stage], detail=False, with_angle=True,
-                    starting=fits)
-    for (key, _), a in zip(starts, fits):
-      if a is max((f for (k, _), f in zip(starts, fits) if k == key), key=_fit):
-        best[key] = (best[key][0], a)
+      fits = refine(keys, [stage], detail=False, with_angle=True, starting=fits)
+    for key in winners:
+      best[key] = (best[key][0], max((f for k, f in zip(keys, fits) if k == key), key=_fit))
     refine(winners, last, detail=True)
     return winners
 
