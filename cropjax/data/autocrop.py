@@ -274,6 +274,7 @@ def dataset(source: str | Sequence[tuple[bytes, Any, float]], *, image_size: int
     ds = tf.data.Dataset.range(shard_index, len(records), shard_count)
   else:  # exactly num_batches full batches, cycling through the split
     ds = tf.data.Dataset.range(shard_index, num_batches * batch_size * shard_count, shard_count)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  ds = ds.map(sources.graph_function(example), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=train or num_batches is not None)  # all full then
   return sources.finish(ds, deterministic, threads)

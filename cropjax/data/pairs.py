@@ -536,9 +536,11 @@ def dataset(source: str | Sequence[bytes], *, image_size: int, batch_size: int, 
   stop = None if num_batches is None else first + num_batches * batch_size * shard_count
   ds = tf.data.Dataset.range(first, stop if stop is not None else np.iinfo(np.int64).max,
                              shard_count)
-  ds = ds.map(gen.draws).batch(_PLAN_GROUP).map(gen.plan).unbatch()
-  ds = ds.map(gen.render, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-  ds = ds.batch(batch_size, drop_remainder=True).map(gen.assemble)
+  graph = sources.graph_function  # traced as written, no autograph (seconds a build)
+  ds = ds.map(graph(gen.draws)).batch(_PLAN_GROUP).map(graph(gen.plan)).unbatch()
+  ds = ds.map(graph(gen.render), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=deterministic)
+  ds = ds.batch(batch_size, drop_remainder=True).map(graph(gen.assemble))
   return sources.finish(ds, deterministic, threads)
 
 

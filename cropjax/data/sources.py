@@ -42,6 +42,13 @@ def tensorflow():
   return tf
 
 
+def graph_function(fn):
+  """`fn` for `tf.data.Dataset.map`, traced as written: no autograph conversion, which costs
+  seconds a pipeline and is not needed (the generators branch with `tf.where`/`tf.cond`, not
+  Python `if` on tensors)."""
+  return tensorflow().autograph.experimental.do_not_convert(fn)
+
+
 def _checked(items: Sequence[tuple[str, bytes]], source: str) -> list[bytes]:
   good = []
   for name, data in items:
