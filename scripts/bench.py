@@ -608,7 +608,8 @@ def section_search(args) -> list[Result]:
   procedural photos (1024 x 768 JPEGs), with `--search-model` (a trained siamese model).
 
   Queries: two crops of each yardstick photo of 10-85 % of the area and one of
-  5-10 % (aspect 0.7-1.4, resized 0.5-1x, JPEG 30-95), and as negatives one
+  5-10 % (aspect 0.7-1.4, resized 0.5-1x, JPEG 30-95), one straightened crop (10-85 %,
+  turned 0.5-8 degrees either way and exported upright), and as negatives one
   mirrored crop per photo and procedural photos not in the library. Reports the
   index build (photos/s, bytes a photo), retrieval latency and recall of the
   right photo among the candidates, and after verification recall@1 per area
@@ -649,6 +650,12 @@ def section_search(args) -> list[Result]:
           path = os.path.join(qdir, f'{name}-{band[:2]}{k}.jpg')
           crop.save(path, quality=int(rng.integers(30, 96)))
           truth[path] = (None if band == 'mirrored' else name, np.array(box), band)
+    angles, turns = {}, np.random.default_rng(1)  # straightened query path -> its angle
+    for name, im in photos:
+      path = os.path.join(qdir, f'{name}-turned.jpg')
+      crop, box, angles[path] = _straightened_crop(im, 0.10, 0.85, turns)
+      crop.save(path, quality=int(turns.integers(30, 96)))
+      truth[path] = (name, box, 'straightened')
     for i, a in enumerate(procedural.images(78, len(photos) // 2, (640, 480))):
       path = os.path.join(qdir, f'stranger{i:03d}.jpg')
       Image.fromarray(a).save(path, quality=85)
@@ -717,7 +724,7 @@ def section_search(args) -> list[Result]:
           f'{encode_ms + shortlist_ms:.0f} ms; find with the top {args.search_top} verified '
           f'{find_ms:.0f} ms (the first pass, compiling: {first_find_ms[rerank_count]:.0f} ms)',
           flush=True)
-    for band in ('10-85 %', '5-10 %'):
+    for band in ('10-85 %', '5-10 %', 'straightened'):
       qs = [q for q in queries if truth[q][2] == band]
       hit = [q for q in qs if q in first and stem(first[q].original) == truth[q][0]]
       tl = [np.hypot(*(np.array(first[q].box[:2]) - truth[q][1][:2]))
@@ -727,16 +734,20 @@ def section_search(args) -> list[Result]:
         r = ranks(lists, band)
         line.append(f'{what}: recall@1 {np.mean([k == 0 for k in r]):.3f}, in the top '
                     f'{args.search_top} {np.mean([k is not None for k in r]):.3f}')
+      turn = ''
+      if band == 'straightened' and hit:
+        turn = (f'; angle error median '
+                f'{np.median([abs(first[q].angle - angles[q]) for q in hit]):.3f} deg')
       print(f'{label} crops of {band:8s} ({len(qs)}): ' + '; '.join(line) +
             f'; found recall@1 {len(hit) / len(qs):.3f}; top-left error median '
-            f'{np.median(tl) if tl else float("nan"):.4f}', flush=True)
+            f'{np.median(tl) if tl else float("nan"):.4f}{turn}', flush=True)
     print(f'{label} reported pairs {len(matches)}, right {len(right)}: precision '
           f'{len(right) / max(len(matches), 1):.3f}; negatives (mirrored, not in the library) '
           f'reported {sum(q in first for q in negatives)} of {len(negatives)}', flush=True)
   if peers is None:
     return []
   for method, p in peers.items():
-    for band in ('10-85 %', '5-10 %'):
+    for band in ('10-85 %', '5-10 %', 'straightened'):
       qs = [i for i, q in enumerate(queries) if truth[q][2] == band]
       right = [stem(p['nearest'][i]) == truth[queries[i]][0] for i in qs]
       print(f'search   {method:14s} crops of {band:8s} ({len(qs)}): recall@1 (nearest) '
@@ -770,18 +781,39 @@ def _search_library(root: str, photos, distractors: int) -> tuple[str, str]:
   return lib, qdir
 
 
-def _user_crop(im, lo: float, hi: float, rng: np.random.Generator):
-  """(a crop of lo-hi of the area, aspect 0.7-1.4, resized 0.5-1x, the box it was cut from)."""
-  from PIL import Image
-  w, h = im.size
+def _user_window(size: tuple[int, int], lo: float, hi: float, rng: np.random.Generator):
+  """A window (x0, y0, x1, y1) of lo-hi of a w x h frame's area, aspect 0.7-1.4."""
+  w, h = size
   area, aspect = rng.uniform(lo, hi), rng.uniform(0.7, 1.4)
   cw = min(w, np.sqrt(area * w * h * aspect))
   ch = min(h, cw / aspect)
   x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
-  box = (x0, y0, x0 + cw, y0 + ch)
+  return (x0, y0, x0 + cw, y0 + ch)
+
+
+def _user_crop(im, lo: float, hi: float, rng: np.random.Generator):
+  """(a crop of lo-hi of the area, aspect 0.7-1.4, resized 0.5-1x, the box it was cut from)."""
+  from PIL import Image
+  box = _user_window(im.size, lo, hi, rng)
+  x0, y0, x1, y1 = box
+  cw, ch = x1 - x0, y1 - y0
   scale = rng.uniform(0.5, 1.0)
   return im.resize((max(8, round(cw * scale)), max(8, round(ch * scale))),
                    Image.Resampling.LANCZOS, box=box), box
+
+
+def _straightened_crop(im, lo: float, hi: float, rng: np.random.Generator):
+  """(a straightened crop: a window of lo-hi of the area, aspect 0.7-1.4, turned by
+  `yardstick.STRAIGHTENED` degrees either way and shrunk to stay in the frame, exported
+  upright and resized 0.5-1x; its unturned box; its angle, Lightroom's sign)."""
+  from cropjax import metadata
+  from cropjax.datasets import yardstick
+  w, h = im.size
+  box = np.array(_user_window(im.size, lo, hi, rng)) / [w, h, w, h]
+  angle = float(rng.uniform(*yardstick.STRAIGHTENED) * rng.choice([-1.0, 1.0]))
+  crop = metadata.fit_in_frame(metadata.Crop(*map(float, box), angle=angle), w, h)
+  box = np.array([crop.left * w, crop.top * h, crop.right * w, crop.bottom * h])
+  return yardstick.turned_window(im, crop, rng.uniform(0.5, 1.0)), box, angle
 
 
 # Photographs in the yardstick's wallpaper packages that are not yardstick photos: the real
