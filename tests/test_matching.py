@@ -528,6 +528,24 @@ def test_a_mirrored_crop_and_a_second_shot_score_below_the_crop():
     assert min(ev.alignment.blocks) < min(found.alignment.blocks) - 0.2
 
 
+def test_the_aspect_evidence_tells_a_crop_from_the_same_window_squeezed():
+  # A crop keeps its window's shape (one scale for both sides); the same window resized to
+  # another shape still aligns (scale per axis) but its box's aspect strays from the crop's.
+  box = (90.6, 120.2, 400.9, 330.4)
+  photo = Image.fromarray(PHOTOS['astronaut'])
+  original = Pyramid(_jpeg(photo, 85))
+  crop = _crop('astronaut', box, 0.6)
+  h, w = crop.shape[:2]
+  squeezed = _jpeg(photo.resize((round(w * 0.8), h), Image.Resampling.LANCZOS, box=box), 60)
+  true, wide = verify.verify_batch([(original, Pyramid(crop)), (original, Pyramid(squeezed))])
+  feature = verify.FEATURES.index('aspect')
+  np.testing.assert_allclose(true.alignment.box, box, atol=1.0)
+  np.testing.assert_allclose(wide.alignment.box, box, atol=2.0)  # found all the same
+  assert abs(true.aspect) < 0.01
+  np.testing.assert_allclose(wide.aspect, -np.log(0.8), atol=0.02)
+  assert true.features[feature] < np.log(0.015) < np.log(0.2) < wide.features[feature]
+
+
 def test_a_mirrored_crop_of_a_nearly_symmetric_scene_fits_better_flipped_back():
   # A scene symmetric left-right but for faint detail (a second photo at 15 %): the mirrored
   # copy of a window fits the window's mirror image almost as well as a crop would; flipped
