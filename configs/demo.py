@@ -7,8 +7,8 @@ each image, kept at its own aspect ratio, and the crop is found by search),
 2,500 steps at 64 px, then the verdict (network + alignment evidence) fitted
 on validation photos: 12m04s and 13m26s in all on two 2-core Xeon hosts without
 other load (11-12 minutes of training, one of the verdict); 12m15s-12m25s in
-four runs on a 2-core AMD EPYC host without other load (11m59s and 12m09s
-in the twenty-first and twenty-second sessions), 14m14s and 15m20s there
+four runs on a 2-core AMD EPYC host without other load (11m59s, 12m09s and
+12m19s in the twenty-first to twenty-third sessions), 14m14s and 15m20s there
 with other work beside it. No ImageNet
 weights can be assumed here, so the trunk starts from scratch and there is no
 freeze phase (freezing a random trunk teaches nothing); configs/resnet18.py and resnet50.py start
