@@ -300,13 +300,14 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   mine = _by_direction(pairs, given_jobs, given_jobs)
   if given_placed is None:
     given_placed = _by_direction(pairs, given_jobs, [None] * len(given_jobs))
-  # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one.
+  # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one
+  # (a given box starts unturned: a turned place near it is a start of its own).
   jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
   for i, direction, orig, crop in _directions(pairs):
     given = [(*job, a) for job, a in zip(mine[i][direction], given_placed[i][direction])]
     places = [(i, direction, orig, crop, np.asarray(place.box, np.float64), a)
               for place, a in zip(searched[i][direction], placed[i][direction])
-              if all(_iou(place.box, g[4]) < 0.7 for g in given)]
+              if place.angle or all(_iou(place.box, g[4]) < 0.7 for g in given)]
     if not given and not places:  # nothing fits (the crop would be larger than the original)
       given = [(i, direction, orig, crop, np.array([0.0, 0.0, orig.width, orig.height]), None)]
     jobs += given + places
