@@ -806,14 +806,11 @@ def _straightened_crop(im, lo: float, hi: float, rng: np.random.Generator):
   """(a straightened crop: a window of lo-hi of the area, aspect 0.7-1.4, turned by
   `yardstick.STRAIGHTENED` degrees either way and shrunk to stay in the frame, exported
   upright and resized 0.5-1x; its unturned box; its angle, Lightroom's sign)."""
-  from cropjax import metadata
   from cropjax.datasets import yardstick
-  w, h = im.size
-  box = np.array(_user_window(im.size, lo, hi, rng)) / [w, h, w, h]
+  window = _user_window(im.size, lo, hi, rng)
   angle = float(rng.uniform(*yardstick.STRAIGHTENED) * rng.choice([-1.0, 1.0]))
-  crop = metadata.fit_in_frame(metadata.Crop(*map(float, box), angle=angle), w, h)
-  box = np.array([crop.left * w, crop.top * h, crop.right * w, crop.bottom * h])
-  return yardstick.turned_window(im, crop, rng.uniform(0.5, 1.0)), box, angle
+  crop, box = yardstick.straightened_crop(im, window, angle, rng.uniform(0.5, 1.0))
+  return crop, box, angle
 
 
 # Photographs in the yardstick's wallpaper packages that are not yardstick photos: the real

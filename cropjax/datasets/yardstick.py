@@ -221,13 +221,22 @@ def _straightened(rng: np.random.Generator, image: Image.Image, scale: float
   """A straightened crop: a window turned about its centre by `STRAIGHTENED` degrees either
   way (Lightroom's sign), shrunk about its centre as far as it must be to stay inside the
   frame, resampled to `scale` times its size -> (the crop, its unturned box, the angle)."""
+  angle = float(rng.uniform(*STRAIGHTENED) * rng.choice([-1.0, 1.0]))
+  crop, box = straightened_crop(image, _window(rng, image.size, (0.15, 0.85)), angle, scale)
+  return crop, box, angle
+
+
+def straightened_crop(image: Image.Image, window, angle: float, scale: float = 1.0
+                      ) -> tuple[Image.Image, np.ndarray]:
+  """The window (x0, y0, x1, y1 pixels) turned about its centre by `angle` degrees (Lightroom's
+  sign), shrunk about its centre as far as it must be to stay inside the frame, exported
+  upright at `scale` times its size -> (the crop, its unturned box in pixels)."""
   from cropjax import metadata
   w, h = image.size
-  angle = float(rng.uniform(*STRAIGHTENED) * rng.choice([-1.0, 1.0]))
-  box = _window(rng, image.size, (0.15, 0.85)) / np.array([w, h, w, h])
+  box = np.asarray(window, np.float64) / np.array([w, h, w, h])
   crop = metadata.fit_in_frame(metadata.Crop(*map(float, box), angle=angle), w, h)
   box = np.array([crop.left * w, crop.top * h, crop.right * w, crop.bottom * h])
-  return turned_window(image, crop, scale), box, angle
+  return turned_window(image, crop, scale), box
 
 
 def turned_window(image: Image.Image, crop, scale: float = 1.0) -> Image.Image:

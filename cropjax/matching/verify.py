@@ -390,8 +390,7 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   for i, (pa, pb) in enumerate(pairs):
     original = winners[i][1]
     a, rev = final[(i, original)], final[(i, 'b' if original == 'a' else 'a')]
-    orig = pa if original == 'a' else pb
-    crop = pb if original == 'a' else pa
+    orig, crop = (pa, pb) if original == 'a' else (pb, pa)
     x0, y0, x1, y1 = a.box
     area = (x1 - x0) * (y1 - y0) / (orig.width * orig.height)
     aspect = np.log((x1 - x0) / max(y1 - y0, 1e-9) * crop.height / crop.width)
