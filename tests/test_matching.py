@@ -406,6 +406,17 @@ def test_the_mirror_check_follows_a_direction_the_second_stage_turns_round(monke
   assert [w for w, _ in calls] == [[(0, 'a')]] and ev.original == 'a'
 
 
+def test_spread_is_the_standard_deviation_and_zero_when_flat():
+  # What the search and the seed ask of each template before correlating it (a flat one says
+  # nothing): OpenCV's one pass, equal to numpy's std.
+  rng = np.random.default_rng(3)
+  for shape in ((7, 11), (32, 24), (1, 5)):
+    a = rng.random(shape, np.float32) * 3 - 1
+    assert abs(alignment.spread(a) - float(a.std())) < 1e-6
+    assert abs(alignment.spread(a[:, ::2]) - float(a[:, ::2].std())) < 1e-6  # a strided view
+  assert alignment.spread(np.full((9, 9), 0.37, np.float32)) < 1e-7  # under both thresholds
+
+
 def test_the_search_gives_its_best_distinct_places_best_first():
   box = (100.3, 140.7, 380.2, 350.9)
   original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))

@@ -169,7 +169,7 @@ def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], t
     if (tw, th) not in templates:
       templates[tw, th] = crop.resized((tw, th))
     template = templates[tw, th]
-    if template.std() < 1e-4:
+    if alignment.spread(template) < 1e-4:
       continue
     px, py = int(OVERHANG * tw), int(OVERHANG * th)
     padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
