@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from cropjax import threads
+from cropjax.matching import alignment
 from cropjax.search import descriptors
 
 # The query's width as a share of a candidate's: from a crop of 5 % of the area at an aspect
@@ -73,7 +74,7 @@ def template_scores(query: np.ndarray, canvases: np.ndarray,
     seen.add((w, h))
     if (w, h) not in cache:
       t = cv2.resize(query, (w, h), interpolation=cv2.INTER_AREA)
-      cache[w, h] = t if t.std() >= MIN_SPREAD else None
+      cache[w, h] = t if alignment.spread(t) >= MIN_SPREAD else None
     if cache[w, h] is None:  # flat: OpenCV calls it a perfect match anywhere; it says nothing
       continue
     # In [-1, 1] (0 where the canvas is flat); fmax turns a NaN (from a NaN pixel) into -1.
