@@ -411,8 +411,9 @@ def _check_shapes(config, variables, where) -> None:
   import jax
 
   from cropjax import train
-  expected = jax.eval_shape(lambda: train.initial_variables(
-      _no_init(config), train.build_model(config), jax.random.key(0)))
+  shapes = jax.eval_shape(functools.partial(train.build_model(config).init, train=False),
+                          jax.random.key(0), train.init_input(config))
+  expected = {k: shapes[k] for k in ('params', 'batch_stats')}
   flat = lambda t: {'/'.join(str(getattr(k, 'key', k)) for k in p): np.shape(v)
                     for p, v in jax.tree_util.tree_flatten_with_path(t)[0]}
   want, got = flat(expected), flat(variables)
@@ -420,12 +421,6 @@ def _check_shapes(config, variables, where) -> None:
     diff = sorted(set(want.items()) ^ set(got.items()))[:4]
     raise ModelError(f'{where}: the checkpoint does not fit its config '
                      f'({config.task}, {config.model.arch}): {diff}')
-
-
-def _no_init(config):
-  c = config.copy_and_resolve_references()
-  c.init.checkpoint = ''
-  return c
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,7 +20,6 @@ parameter must fall in exactly one group.
 
 from __future__ import annotations
 
-import functools
 import logging as std_logging  # absl's level constants are its own
 import os
 import re
@@ -132,10 +131,14 @@ def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
   return optax.partition({'head': opt(1.0), 'backbone': backbone}, labels)
 
 
-def initial_variables(config, model, rng) -> dict[str, Any]:
+def init_input(config) -> jax.Array:
+  """The dummy batch a model of `config` is initialised on."""
   channels = get_task(config).in_channels
-  x = jnp.zeros((1, config.image_size, config.image_size, channels), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False))(rng, x)
+  return jnp.zeros((1, config.image_size, config.image_size, channels), jnp.float32)
+
+
+def initial_variables(config, model, rng) -> dict[str, Any]:
+  variables = models.init_variables(model, rng, init_input(config), train=False)
   variables = {k: variables[k] for k in ('params', 'batch_stats')}
   path = config.init.checkpoint
   if not path:

@@ -129,8 +129,8 @@ def _pair_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def _jax_train(arch: str, size: int, batch: int, dtype):
   model = _jax_pair_model(arch, dtype)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(0), jnp.zeros((1, size, size, 6)))
+  variables = models.init_variables(model, jax.random.key(0), jnp.zeros((1, size, size, 6)),
+                                    train=False)
   tx = optax.sgd(0.01, momentum=0.9)
   state = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
 
@@ -161,8 +161,8 @@ def _jax_train(arch: str, size: int, batch: int, dtype):
 
 def _jax_forward(arch: str, size: int, batch: int, dtype):
   model = _jax_pair_model(arch, dtype)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(0), jnp.zeros((1, size, size, 6)))
+  variables = models.init_variables(model, jax.random.key(0), jnp.zeros((1, size, size, 6)),
+                                    train=False)
   images = jax.device_put(_pair_batch(batch, size)['image'])
   forward = lambda v, x: model.apply(v, x, train=False)
   compiled = jax.jit(forward).lower(variables, images).compile()
