@@ -7,6 +7,8 @@ imported first, before any test module pulls in TensorFlow.
 
 import os
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 try:  # Import order matters; see the module docstring.
@@ -40,3 +42,29 @@ def pytest_unconfigure(config):
   folder = getattr(config, '_cropjax_jax_cache', None)
   if folder:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def match_model(tmp_path_factory):
+  """A tiny siamese matching model as the demo's (each image at its own aspect ratio), with its
+  verdict, trained once for the session's tests."""
+  from PIL import Image
+
+  from configs import tiny
+  from cropjax import inference
+  from cropjax import procedural
+  from cropjax import train
+  root = tmp_path_factory.mktemp('match-model')
+  folder = root / 'photos'
+  folder.mkdir()
+  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
+    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
+  c = tiny.get_config()
+  c.data.source = str(folder)
+  c.data.data_dir = str(root / 'tfds')
+  c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
+  c.verdict_photos = 6
+  c.model.pair_head = 'match'
+  c.data.pair_options.keep_aspect = True
+  train.train_and_evaluate(c, str(root / 'wd'))
+  return inference.load_model(root / 'wd')

@@ -1,6 +1,8 @@
 """Pair heads: boxes valid by construction, GIoU, which examples each loss sees, and the matching
 model's search, symmetry and reusable features."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +53,8 @@ def test_swap_and_box_losses_only_see_positives():
 def test_pair_model_outputs():
   model = heads.PairModel(models.TinyResNet(num_classes=None, in_channels=6))
   x = jnp.zeros((3, 32, 32, 6))
-  v = model.init(jax.random.key(0), x)
-  out = model.apply(v, x)
+  v = models.init_variables(model, jax.random.key(0), x)
+  out = jax.jit(model.apply)(v, x)
   assert out['is_pair'].shape == (3, 2) and out['is_swapped'].shape == (3, 2)
   assert out['box'].shape == (3, 4)
 
@@ -120,13 +122,14 @@ def test_pool_weights_cover_only_the_image():
 def _matching(seed=0):
   model = heads.MatchingPairModel(models.TinyResNet(num_classes=None, outputs=(2, 3)))
   x = jax.random.uniform(jax.random.key(seed), (3, 64, 64, 6)) * 255
-  return model, model.init(jax.random.key(1), x), x
+  return model, models.init_variables(model, jax.random.key(1), x), x
 
 
 def test_swapping_the_inputs_swaps_the_direction():
   model, v, x = _matching()
-  out = model.apply(v, x)
-  swapped = model.apply(v, jnp.concatenate([x[..., 3:], x[..., :3]], -1))
+  apply = jax.jit(model.apply)
+  out = apply(v, x)
+  swapped = apply(v, jnp.concatenate([x[..., 3:], x[..., :3]], -1))
   np.testing.assert_allclose(swapped['is_swapped'], out['is_swapped'][:, ::-1], atol=1e-5)
   np.testing.assert_allclose(swapped['is_pair'], out['is_pair'], atol=1e-5)
   np.testing.assert_allclose(swapped['box'], out['box'], atol=1e-5)
@@ -136,12 +139,12 @@ def test_swapping_the_inputs_swaps_the_direction():
 
 def test_cached_features_equal_recomputed_ones():
   model, v, x = _matching()
-  a = model.apply(v, x[..., :3], method=model.encode)
-  b = model.apply(v, x[..., 3:], method=model.encode)
+  encode = jax.jit(functools.partial(model.apply, method=model.encode))
+  a, b = encode(v, x[..., :3]), encode(v, x[..., 3:])
   assert a.shape == (3, 8, 8, model.dim)
   np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, atol=1e-3)
-  reused = model.apply(v, a, b, method=model.compare)
-  whole = model.apply(v, x)
+  reused = jax.jit(functools.partial(model.apply, method=model.compare))(v, a, b)
+  whole = jax.jit(model.apply)(v, x)
   for k in whole:
     np.testing.assert_allclose(reused[k], whole[k], rtol=1e-4, atol=1e-5)
 
@@ -149,12 +152,12 @@ def test_cached_features_equal_recomputed_ones():
 def test_crop_model_outputs_stay_in_range_even_with_huge_weights():
   model = heads.CropModel(models.TinyResNet(num_classes=None), max_angle=10.0)
   x = jax.random.uniform(jax.random.key(0), (16, 32, 32, 3)) * 50
-  variables = model.init(jax.random.key(1), x)
+  variables = models.init_variables(model, jax.random.key(1), x)
   params = dict(variables['params'])
   for head in ('crop', 'angle'):  # saturate the heads
     params[head] = jax.tree_util.tree_map(lambda v: v * 1e4, params[head])
   variables = {**variables, 'params': params}
-  out = model.apply(variables, x)
+  out = jax.jit(model.apply)(variables, x)
   crop, angle = np.asarray(out['crop']), np.asarray(out['angle'])
   assert crop.shape == (16, 4) and angle.shape == (16,)
   assert (crop >= 0).all() and (crop <= 1).all()
@@ -187,8 +190,8 @@ def test_turned_corners_follow_the_metadata_geometry():
 def test_binned_angle_head_reads_out_bin_plus_residual_and_stays_in_range():
   model = heads.CropModel(models.TinyResNet(num_classes=None), max_angle=10.0, angle_bins=21)
   x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
-  out = model.apply(variables, x)
+  variables = models.init_variables(model, jax.random.key(1), x)
+  out = jax.jit(model.apply)(variables, x)
   assert out['angle_logits'].shape == (8, 21) and out['angle_residual'].shape == (8, 21)
   centres, width = heads.angle_bins(10.0, 21)
   assert width == 1.0
@@ -250,7 +253,7 @@ def test_edge_head_crop_model_places_edges_over_the_finest_map_and_learns_a_box(
   inside = ((grid[None, None, :] >= boxes[:, 0, None, None]) & (grid[None, None, :] <= boxes[:, 2, None, None])
             & (grid[None, :, None] >= boxes[:, 1, None, None]) & (grid[None, :, None] <= boxes[:, 3, None, None]))
   images = np.repeat(inside[..., None], 3, -1).astype(np.float32) + rng.normal(0, 0.05, (n, size, size, 3))
-  variables = jax.jit(model.init)(jax.random.key(1), images[:2])
+  variables = models.init_variables(model, jax.random.key(1), images[:2])
   assert 'crop' in variables['params'] and set(variables['params']['crop']) >= {'lateral0', 'lateral1'}
   out = jax.jit(model.apply)(variables, images)
   assert out['crop'].shape == (n, 4) and out['angle'].shape == (n,)
@@ -308,9 +311,9 @@ def test_inside_head_maps_the_crop_at_the_finest_positions_and_its_loss_sees_it(
   backbone = models.TinyResNet(num_classes=None, outputs=(2, 4))
   model = heads.CropModel(backbone, max_angle=10.0, angle_bins=21, crop_head='inside')
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x)
-  out = model.apply(variables, x)
-  finest = backbone.apply({'params': variables['params']['backbone'],
+  variables = models.init_variables(model, jax.random.key(1), x)
+  out = jax.jit(model.apply)(variables, x)
+  finest = jax.jit(backbone.apply)({'params': variables['params']['backbone'],
                           'batch_stats': variables['batch_stats']['backbone']}, x)[0]
   assert out['inside'].shape == finest.shape[:3] and out['crop'].shape == (2, 4)
   batch = {'crop': jnp.array([[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 0.5, 1.0]]),

@@ -267,16 +267,9 @@ def test_the_network_runs_beside_the_search_with_the_same_answers(pair_workdir, 
   assert [r.to_json() for r in beside] == [r.to_json() for r in first]
 
 
-def test_a_matching_model_encodes_each_distinct_image_once(photo_folder, pair_workdir, tmp_path,
-                                                            monkeypatch):
-  c = tiny.get_config()
-  c.data.source = str(photo_folder)
-  c.data.data_dir = str(tmp_path / 'tfds')
-  c.num_steps, c.freeze_steps, c.eval_every, c.verdict_photos = 1, 0, 1, 0
-  c.model.pair_head = 'match'
-  c.data.pair_options.keep_aspect = True  # as the demo: each image at its own aspect ratio
-  train.train_and_evaluate(c, str(tmp_path / 'wd'))
-  model = inference.load_model(tmp_path / 'wd')
+def test_a_matching_model_encodes_each_distinct_image_once(photo_folder, pair_workdir,
+                                                            match_model, monkeypatch):
+  model = match_model  # as the demo: each image at its own aspect ratio
   assert model.keep_aspect
   files = sorted(str(p) for p in photo_folder.iterdir())[:5]
   encoded = []
@@ -293,7 +286,8 @@ def test_a_matching_model_encodes_each_distinct_image_once(photo_folder, pair_wo
   features = inference.encode(files, model=model)
   for f, extent in zip(files, features.extents):  # each image's share of its square
     w, h = Image.open(f).size
-    np.testing.assert_allclose(extent, np.array([w, h]) / max(w, h), atol=1 / c.image_size)
+    np.testing.assert_allclose(extent, np.array([w, h]) / max(w, h),
+                               atol=1 / model.config.image_size)
   out = model.compare(features[[1]], features[[3]])
   assert float(out['box'][0, 0]) == pytest.approx(results[4].box_fraction[0], abs=1e-5)
   with pytest.raises(inference.ModelError, match='encodes pairs, not images'):

@@ -33,12 +33,15 @@ def test_conv_formulations_match_xla_with_gradients(impl, k, stride, hw):
   x = jnp.asarray(rng.standard_normal((3, *hw, 5)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((k, k, 5, 4)), jnp.float32)
   pad = ((k // 2, k // 2),) * 2
-  f = lambda x, w: jnp.sum(jnp.sin(conv_lib.conv(x, w, (stride, stride), pad, impl)))
-  ref = lambda x, w: jnp.sum(jnp.sin(conv_lib.conv_xla(x, w, (stride, stride), pad)))
-  y = conv_lib.conv(x, w, (stride, stride), pad, impl)
-  assert y.shape == conv_lib.conv_xla(x, w, (stride, stride), pad).shape
-  assert rel_error(y, conv_lib.conv_xla(x, w, (stride, stride), pad)) < 1e-5
-  for got, want in zip(jax.grad(f, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+  # Compiled, as in a model (op by op, a 7x7 im2col's 49 slices take seconds).
+  conv = jax.jit(lambda x, w: conv_lib.conv(x, w, (stride, stride), pad, impl))
+  xla = jax.jit(lambda x, w: conv_lib.conv_xla(x, w, (stride, stride), pad))
+  f = lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+  ref = lambda x, w: jnp.sum(jnp.sin(xla(x, w)))
+  y = conv(x, w)
+  assert y.shape == xla(x, w).shape
+  assert rel_error(y, xla(x, w)) < 1e-5
+  for got, want in zip(jax.jit(jax.grad(f, (0, 1)))(x, w), jax.jit(jax.grad(ref, (0, 1)))(x, w)):
     assert rel_error(got, want) < 1e-5
 
 

@@ -94,21 +94,25 @@ def test_the_closed_form_jacobian_equals_the_reads_derivatives():
   def closed(p, cmask=cmask):  # its layout is the solver's business: transposed
     return alignment._residual(p, (template, tmask, tsize, canvas, cmask, False)).T
 
+  # Compiled once each (op by op, autodiff of the reads takes seconds a call).
+  plain_at, closed_at = jax.jit(plain), jax.jit(closed)
+  d_plain, d_closed, r_closed = (jax.jit(jax.jacfwd(plain)), jax.jit(jax.jacfwd(closed)),
+                                 jax.jit(jax.jacrev(closed)))
   for p in ([6.3, 5.6, 38.2, 21.9], [-5.0, -3.3, 30.1, 14.2], [-4.5, -2.2, 52.1, 33.3]):
     p = jnp.array(p, jnp.float32)
-    expected = jax.jacfwd(plain)(p)
+    expected = d_plain(p)
     assert np.abs(expected).max() > 1.0  # the residual does move
-    np.testing.assert_allclose(closed(p), plain(p), atol=2e-6)
-    np.testing.assert_allclose(jax.jacfwd(closed)(p), expected, atol=2e-6)
-    np.testing.assert_allclose(jax.jacrev(closed)(p), expected, atol=2e-6)
+    np.testing.assert_allclose(closed_at(p), plain_at(p), atol=2e-6)
+    np.testing.assert_allclose(d_closed(p), expected, atol=2e-6)
+    np.testing.assert_allclose(r_closed(p), expected, atol=2e-6)
   # Every sample on a centre (x = 6 + (j + 0.5) * 32 / 32; centres at k + 0.5), the box inside
   # the frame (the mask, which the solver holds still, does not move the differences).
   inside = (jnp.ones(ch, jnp.float32), jnp.ones(cw, jnp.float32))
   p, h = jnp.array([6.0, 5.0, 38.0, 21.0], jnp.float32), 3e-3
-  central = jnp.stack([(plain(p + h * e, inside) - plain(p - h * e, inside)) / (2 * h)
+  central = jnp.stack([(plain_at(p + h * e, inside) - plain_at(p - h * e, inside)) / (2 * h)
                        for e in jnp.eye(4)], -1)
-  assert np.abs(central - jax.jacfwd(plain)(p, inside)).max() > 1.0  # one-sided autodiff
-  np.testing.assert_allclose(jax.jacfwd(closed)(p, inside), central, atol=1e-2)
+  assert np.abs(central - d_plain(p, inside)).max() > 1.0  # one-sided autodiff
+  np.testing.assert_allclose(d_closed(p, inside), central, atol=1e-2)
 
 
 @pytest.mark.parametrize('name', sorted(PHOTOS))
@@ -651,7 +655,7 @@ def test_the_yardstick_photos_are_in_no_training_source():
   from cropjax.datasets import photos
   demo = photos.Photos.BUILDER_CONFIGS[0]
   assert demo.name == 'demo' and not demo.path  # procedural images and scikit-image's photos
-  training = [splits.dhash(e.load()) for e in photos.sources(demo)]
+  training = threads.map(lambda e: splits.dhash(e.load()), photos.sources(demo))  # 512 made
   assert len(training) == demo.procedural + len(list(procedural.skimage_photos()))
   packages = {p.package for p in yardstick.PHOTOS}
   assert len(yardstick.PHOTOS) >= 30 and len({p.name for p in yardstick.PHOTOS}) == len(yardstick.PHOTOS)

@@ -1,5 +1,7 @@
 """cropjax.models against torchvision: architecture, parameter counts, BatchNorm."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,8 +66,8 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close():
   model16 = models.TinyResNet(num_classes=10, dtype=jnp.bfloat16)
   variables = models.init(model32, jax.random.key(1), 32)
   x = jax.random.normal(jax.random.key(2), (4, 32, 32, 3))
-  y32 = model32.apply(variables, x)
-  y16 = model16.apply(variables, x)
+  y32 = jax.jit(model32.apply)(variables, x)
+  y16 = jax.jit(model16.apply)(variables, x)
   assert y16.dtype == jnp.bfloat16
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(
       models.init(model16, jax.random.key(1), 32)))
@@ -81,7 +83,8 @@ def test_train_mode_matches_torch_batchnorm(arch):
   tmodel.train()
   with torch.no_grad():
     ref = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-  out, updated = models.get(arch).apply(variables, x, train=True, mutable=['batch_stats'])
+  apply = functools.partial(models.get(arch).apply, train=True, mutable=['batch_stats'])
+  out, updated = jax.jit(apply)(variables, x)
   assert rel_error(out, ref) < 1e-4
   new = weights.convert(state_dict_numpy(tmodel), arch)['batch_stats']
   for path in [('stem_bn', 'mean'), ('layer3_0', 'bn2', 'mean'), ('layer4_1', 'bn1', 'mean')]:

@@ -29,21 +29,8 @@ WINDOW = (52.0, 40.0, 196.0, 136.0)  # its window, upright pixels of that photo
 
 
 @pytest.fixture(scope='module')
-def model(tmp_path_factory):
-  root = tmp_path_factory.mktemp('model')
-  folder = root / 'photos'
-  folder.mkdir()
-  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
-    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
-  c = tiny.get_config()
-  c.data.source = str(folder)
-  c.data.data_dir = str(root / 'tfds')
-  c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
-  c.verdict_photos = 6
-  c.model.pair_head = 'match'
-  c.data.pair_options.keep_aspect = True
-  train.train_and_evaluate(c, str(root / 'wd'))
-  return inference.load_model(root / 'wd')
+def model(match_model):  # conftest.py: the tiny matching model, trained once a session
+  return match_model
 
 
 def _library(folder, count=6):
