@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import tiny
-from cropjax import inference
 from cropjax import procedural
 from cropjax import search
 from cropjax import threads
-from cropjax import train
 from cropjax.cli import find as find_cli
 from cropjax.search import descriptors
 from cropjax.search import index as index_lib
