@@ -655,7 +655,8 @@ def test_the_yardstick_photos_are_in_no_training_source():
   from cropjax.datasets import photos
   demo = photos.Photos.BUILDER_CONFIGS[0]
   assert demo.name == 'demo' and not demo.path  # procedural images and scikit-image's photos
-  training = threads.map(lambda e: splits.dhash(e.load()), photos.sources(demo))  # 512 made
+  # The 512 procedural images are made here, on both cores.
+  training = threads.map(lambda e: splits.dhash(e.load()), photos.sources(demo))
   assert len(training) == demo.procedural + len(list(procedural.skimage_photos()))
   packages = {p.package for p in yardstick.PHOTOS}
   assert len(yardstick.PHOTOS) >= 30 and len({p.name for p in yardstick.PHOTOS}) == len(yardstick.PHOTOS)
