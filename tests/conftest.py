@@ -45,22 +45,27 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope='session')
-def match_model(tmp_path_factory):
-  """A tiny siamese matching model as the demo's (each image at its own aspect ratio), with its
-  verdict, trained once for the session's tests."""
+def photo_folder(tmp_path_factory):
+  """12 small procedural photos (JPEG) that the tests' tiny models train on; only read."""
   from PIL import Image
 
-  from configs import tiny
-  from cropjax import inference
   from cropjax import procedural
-  from cropjax import train
-  root = tmp_path_factory.mktemp('match-model')
-  folder = root / 'photos'
-  folder.mkdir()
+  folder = tmp_path_factory.mktemp('photos')
   for i, a in enumerate(procedural.images(5, 12, (96, 128))):
     Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
+  return folder
+
+
+@pytest.fixture(scope='session')
+def match_model(photo_folder, tmp_path_factory):
+  """A tiny siamese matching model as the demo's (each image at its own aspect ratio), with its
+  verdict, trained once for the session's tests."""
+  from configs import tiny
+  from cropjax import inference
+  from cropjax import train
+  root = tmp_path_factory.mktemp('match-model')
   c = tiny.get_config()
-  c.data.source = str(folder)
+  c.data.source = str(photo_folder)
   c.data.data_dir = str(root / 'tfds')
   c.num_steps, c.freeze_steps, c.eval_every = 2, 0, 2
   c.verdict_photos = 6

@@ -44,14 +44,6 @@ def _refine(model, share: float):
 
 
 @pytest.fixture(scope='module')
-def photo_folder(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('photos')
-  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
-    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
-  return folder
-
-
-@pytest.fixture(scope='module')
 def pair_workdir(photo_folder, tmp_path_factory):
   root = tmp_path_factory.mktemp('pairs')
   c = tiny.get_config()

@@ -16,18 +16,8 @@ from configs import tiny
 from cropjax import models
 from cropjax import train
 from cropjax import weights
-from cropjax import procedural
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def photo_folder(tmp_path_factory):
-  from PIL import Image
-  folder = tmp_path_factory.mktemp('photos')
-  for i, a in enumerate(procedural.images(5, 12, (96, 128))):
-    Image.fromarray(a).save(folder / f'p{i:02d}.jpg')
-  return folder
 
 
 def _config(photo_folder, tmp_path, **overrides):
