@@ -125,9 +125,9 @@ def evaluate_pairs(model: inference.Model, *, examples: int = 512, batch_size: i
   start = time.perf_counter()
   out = model.forward(truth['image'], batch_size, extents=truth.get('extent'))
   seconds = time.perf_counter() - start
-  prob = _softmax(out['is_pair'])[:, 1]
+  prob = inference.softmax(out['is_pair'])[:, 1]
   net = {'is_pair': prob > 0.5, 'score': prob,
-         'is_swapped': _softmax(out['is_swapped'])[:, 1] > 0.5, 'box': out['box']}
+         'is_swapped': inference.softmax(out['is_swapped'])[:, 1] > 0.5, 'box': out['box']}
   labels = {k: v for k, v in truth.items() if k != 'image'}
   report = {'task': 'pairs', 'model': repr(model), 'source': source, 'split': kw['split'],
             'image_size': model.image_size, 'network': _with_kinds(net, labels),
@@ -231,11 +231,6 @@ def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: 
 def _collect(ds) -> dict[str, np.ndarray]:
   batches = list(ds.as_numpy_iterator())
   return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-  e = np.exp(logits - logits.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
 
 
 def _clip_polygon(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:

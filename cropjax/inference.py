@@ -410,10 +410,11 @@ def load_model(path: str | os.PathLike, *, task: str | None = None) -> Model:
 def _check_shapes(config, variables, where) -> None:
   import jax
 
+  from cropjax import models
   from cropjax import train
   shapes = jax.eval_shape(functools.partial(train.build_model(config).init, train=False),
                           jax.random.key(0), train.init_input(config))
-  expected = {k: shapes[k] for k in ('params', 'batch_stats')}
+  expected = models.variables_of(shapes)
   flat = lambda t: {'/'.join(str(getattr(k, 'key', k)) for k in p): np.shape(v)
                     for p, v in jax.tree_util.tree_flatten_with_path(t)[0]}
   want, got = flat(expected), flat(variables)
@@ -639,7 +640,8 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
   return out
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """Probabilities from logits over the last axis, in numpy."""
   e = np.exp(logits - logits.max(-1, keepdims=True))
   return e / e.sum(-1, keepdims=True)
 
@@ -647,8 +649,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def pair_result(out: dict[str, np.ndarray], i: int, size_a: tuple[int, int],
                 size_b: tuple[int, int]) -> PairPrediction:
   """Example i of the pair model's outputs, for images of these (width, height) sizes."""
-  p = float(_softmax(out['is_pair'][i])[1])
-  p_swap = float(_softmax(out['is_swapped'][i])[1])
+  p = float(softmax(out['is_pair'][i])[1])
+  p_swap = float(softmax(out['is_swapped'][i])[1])
   original = 'b' if p_swap > 0.5 else 'a'
   w, h = size_b if original == 'b' else size_a
   f = tuple(float(v) for v in out['box'][i])
@@ -821,7 +823,7 @@ def _look(m: Model, pixels: np.ndarray, frames: list, close_ups: list[Image.Imag
       looks.append([c if c[2] - c[0] >= 1e-3 and c[3] - c[1] >= 1e-3 else b
                     for b, c in zip(boxes, closer)])
     boxes = np.mean(np.array(looks, np.float64), 0)  # a mean of boxes in the frame: in it
-  probs = _softmax(np.asarray(out['angle_logits'], np.float64)) if 'angle_logits' in out else None
+  probs = softmax(np.asarray(out['angle_logits'], np.float64)) if 'angle_logits' in out else None
   return np.array(boxes, np.float64).reshape(-1, 4), np.asarray(out['angle'], np.float64), probs
 
 

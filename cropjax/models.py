@@ -207,6 +207,16 @@ def get(arch: str, **kwargs: Any) -> ResNet:
         f'unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}') from None
 
 
+# The variable collections a trained ResNet model is: what is saved, loaded, converted and checked.
+VARIABLES = ('params', 'batch_stats')
+
+
+def variables_of(variables: Any) -> dict[str, Any]:
+  """`VARIABLES` of a model's variables (init's or a checkpoint's may hold other collections);
+  KeyError where one is missing."""
+  return {k: variables[k] for k in VARIABLES}
+
+
 def init_variables(module: nn.Module, rng: jax.Array, *args: Any, **kwargs: Any) -> Any:
   """`module.init(rng, *args, **kwargs)`, compiled: it runs once, so on the CPU XLA's backend
   does not optimise it (a tiny pair model's init compiled in 6.7-8.3 s, and in 1.5 s so; the
@@ -219,7 +229,7 @@ def init(model: ResNet, rng: jax.Array, image_size: int = 224) -> dict[str, Any]
   """Initialises {'params', 'batch_stats'} for `model` on a dummy batch."""
   x = jnp.zeros((1, image_size, image_size, model.in_channels), jnp.float32)
   variables = init_variables(model, rng, x, train=False)
-  return {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  return variables_of(variables)
 
 
 def count_params(params: Any) -> int:

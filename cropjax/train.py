@@ -139,7 +139,7 @@ def init_input(config) -> jax.Array:
 
 def initial_variables(config, model, rng) -> dict[str, Any]:
   variables = models.init_variables(model, rng, init_input(config), train=False)
-  variables = {k: variables[k] for k in ('params', 'batch_stats')}
+  variables = models.variables_of(variables)
   path = config.init.checkpoint
   if not path:
     return variables
@@ -170,7 +170,7 @@ def merge_backbone(variables, backbone_vars, *, source: str,
   """
   out = flax.core.unfreeze(jax.tree_util.tree_map(np.asarray, variables))
   problems = []
-  for col in ('params', 'batch_stats'):
+  for col in models.VARIABLES:
     target = flax.traverse_util.flatten_dict(out[col]['backbone'], sep='/')
     given = {k: v for k, v in flax.traverse_util.flatten_dict(
         flax.core.unfreeze(backbone_vars[col]), sep='/').items()

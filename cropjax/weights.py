@@ -133,7 +133,7 @@ def _expected_shapes(model: models.ResNet) -> dict[str, tuple[int, ...]]:
   x = jax.ShapeDtypeStruct((1, 64, 64, model.in_channels), jnp.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
   flat = flax.traverse_util.flatten_dict(
-      {k: v for k, v in shapes.items() if k in ('params', 'batch_stats')}, sep='/')
+      models.variables_of(shapes), sep='/')
   return {k: tuple(v.shape) for k, v in flat.items()}
 
 
@@ -216,5 +216,5 @@ def save(variables: Mapping[str, Any], directory: str | os.PathLike, *, arch: st
 def load(directory: str | os.PathLike, *, with_meta: bool = False):
   """Loads variables saved by `save` (or `scripts/convert_weights.py`)."""
   variables, meta = checkpoint.load_variables(directory)
-  variables = {k: variables[k] for k in ('params', 'batch_stats')}
+  variables = models.variables_of(variables)
   return (variables, meta) if with_meta else variables
