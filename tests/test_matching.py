@@ -283,8 +283,8 @@ def test_a_fit_that_ends_worse_keeps_its_start_and_the_start_s_score(monkeypatch
   # spoiled): it must come back at its start, unconverged, with its start's full score.
   real = alignment._stage_fn
 
-  def pushed(with_angle, max_steps, scored):
-    fn = real(with_angle, max_steps, scored)
+  def pushed(with_angle, max_steps, scored, over):
+    fn = real(with_angle, max_steps, scored, over)
 
     def call(*args):
       out = [np.array(v) for v in fn(*args)]
@@ -365,6 +365,17 @@ def test_verification_fits_a_straightened_crop_s_angle_both_ways_round(angle):
     assert ev.alignment.score > 0.95 and ev.alignment.inside > 0.999
 
 
+@pytest.mark.parametrize('name, angle', [('coffee', -1.0), ('coffee', 1.0), ('astronaut', 1.0)])
+def test_a_small_turn_is_fitted_whole_not_short_of_it(name, angle):
+  # Found by the unturned search, a crop turned a degree starts its angle fit at 0; read on a
+  # canvas of one pixel a sample, the fit stayed near that start (these settled 0.18-0.27
+  # degrees short); on alignment.ANGLE_OVERSAMPLE's canvas within a few hundredths.
+  crop, _ = _straightened(name, metadata.Crop(0.25, 0.15, 0.7, 0.75, angle), 0.8)
+  original, crop = Pyramid(_jpeg(Image.fromarray(PHOTOS[name]), 80)), Pyramid(crop)
+  for ev in verify.verify_batch([(original, crop), (crop, original)]):
+    assert abs(ev.alignment.angle + angle) < 0.08, ev.alignment.angle
+
+
 def test_a_turned_canvas_crossed_by_the_frame_s_edge_reads_its_whole_mask():
   # On the frame's axes a canvas's inside-mask is the product of a row and a column profile;
   # turned, with the frame's edge across it, it is not, and a stage reads the mask itself: a
@@ -427,7 +438,8 @@ def test_the_search_gives_its_best_distinct_places_best_first():
   crop = Pyramid(_crop('astronaut', box, 0.7))
   found = verify.search(original, crop, top=4)
   assert len(found) == 4
-  np.testing.assert_allclose(found[0].box, box, atol=12)  # 4 pixels a sample at 128 of 512
+  # 8 pixels a sample: 4 at 128 of 512, its sizes searched on the original halved once
+  np.testing.assert_allclose(found[0].box, box, atol=16)
   assert found[0].angle == 0.0  # not turned
   scores = [p.score for p in found]
   assert scores == sorted(scores, reverse=True)
@@ -436,6 +448,26 @@ def test_the_search_gives_its_best_distinct_places_best_first():
   fewer = verify.search(original, crop, top=2)
   np.testing.assert_equal([p.box for p in fewer], [p.box for p in found[:2]])
   assert verify.search(original, crop, top=0) == []
+
+
+@pytest.mark.parametrize('turns', [(), (8.0,)])
+def test_a_large_crop_is_searched_on_the_original_halved_and_found_in_place(monkeypatch, turns):
+  # 55 % of the frame: at 128 samples its template's short side is about 80, so its sizes are
+  # searched on the original halved twice; the place comes back in the original's pixels (a
+  # sample there is 16 of them), as the search at full resolution finds it (with a sample of 4).
+  box = (40.2, 30.7, 480.3, 360.9)
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
+  crop = Pyramid(_crop('astronaut', box, 0.6))
+  halved = verify.search(original, crop, turns=turns)
+  monkeypatch.setattr(verify, 'SEARCH_LEAST', 10**6)  # every size at `side` itself
+  full = verify.search(original, crop, turns=turns)
+  assert halved[0].angle == full[0].angle == 0.0 and halved[0].score > 0.9
+  centre, width = (np.add(box[:2], box[2:])) / 2, box[2] - box[0]
+  # within a sample and a half (a template rounded to whole samples moves its centre by up to
+  # half of one); the sizes tried are 12 % apart
+  for place, sample in ((halved[0], 16), (full[0], 4)):
+    np.testing.assert_allclose((place.box[:2] + place.box[2:]) / 2, centre, atol=1.5 * sample)
+    assert abs(np.log((place.box[2] - place.box[0]) / width)) < np.log(1.13) / 2 + 0.02
 
 
 @pytest.mark.parametrize('angle', [-9.0, 7.0])

@@ -12,7 +12,8 @@ resolution (a template of the crop 32, 64, then 128 samples across its long
 side, never more than the crop's own pixels: a tenth of a sample is then
 well under a pixel of most originals): at each stage the original is
 read around the current box at the template's scale (from a pyramid, so it is
-antialiased) and the box is fitted by Levenberg-Marquardt (optimistix) on the
+antialiased; where the angle is fitted, at `ANGLE_OVERSAMPLE` pixels a sample,
+so the read blurs alike at every angle) and the box is fitted by Levenberg-Marquardt (optimistix) on the
 zero-mean, unit-variance difference of the two, so a change of exposure or
 contrast and JPEG noise do not move it (the squared residual over n samples is
 2 n (1 - ZNCC)).
@@ -216,13 +217,24 @@ def _box_affine(box: np.ndarray, angle_deg: float, size: tuple[int, int]) -> np.
   return np.concatenate([lin, off[:, None]], 1)
 
 
+# Canvas pixels a template sample spans in the stages that fit the angle (`_stage_inputs`). Read
+# at one, the template's samples fall on the canvas's own pixel centres at the start angle, where
+# a bilinear read does not blur, and at every other angle between them, where it does: the fit
+# then favours the angle it started from (crops turned 1-2.5 degrees settled up to 0.27 degrees
+# short at 64 samples, however many steps it took). At two the read blurs alike at every angle
+# (docs/real_photos.md, "The search at a crop's own scale, and the angle without pixel
+# locking").
+ANGLE_OVERSAMPLE = 2
+
+
 def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: float,
-                  samples: int, margin: float):
+                  samples: int, margin: float, over: int = 1):
   """One pair's template, canvas and start parameters for a stage.
 
   The canvas is the original read around the box (the box grown by `margin`
-  on each side) at the template's sampling step, on the box's turned axes; in
-  canvas pixels the box then starts at (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
+  on each side) at the template's sampling step, on the box's turned axes, with
+  `over` x `over` canvas pixels a sample (from the pyramid level that step picks);
+  in canvas pixels the box then starts at over x (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
   tw, th = _template_size(crop, samples)
   # The finest stage's template is exact (its box is the answer); coarser ones are cheaper.
   template = crop.template((tw, th), exact=samples >= STAGES[-1][0])
@@ -230,10 +242,11 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
   cw, ch = tw + 2 * mw, th + 2 * mh
   grown = np.array([box[0] - (box[2] - box[0]) * mw / tw, box[1] - (box[3] - box[1]) * mh / th,
                     box[2] + (box[2] - box[0]) * mw / tw, box[3] + (box[3] - box[1]) * mh / th])
-  affine = _box_affine(grown, angle, (cw, ch))
-  step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-  canvas, inside = original.read(affine, (cw, ch), step)
-  return template, canvas, inside, np.array([mw, mh, mw + tw, mh + th], np.float64), affine
+  affine = _box_affine(grown, angle, (cw * over, ch * over))
+  step = float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * over
+  canvas, inside = original.read(affine, (cw * over, ch * over), step)
+  return (template, canvas, inside, np.array([mw, mh, mw + tw, mh + th], np.float64) * over,
+          affine)
 
 
 # ------------------------------------------------------------------ JAX side
@@ -515,9 +528,10 @@ def _band(a):
 
 
 @functools.lru_cache(maxsize=None)
-def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False):
-  """The jitted, batched refinement of one stage; `scored`: also (ZNCC, share inside) at the
-  result and at `given` (`_fit_terms`), in the same call."""
+def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False, over: int = 1):
+  """The jitted, batched refinement of one stage (on a canvas of `over` pixels a sample);
+  `scored`: also (ZNCC, share inside) at the result and at `given` (`_fit_terms`), in the same
+  call."""
   import jax
   import jax.numpy as jnp
   import lineax as lx
@@ -537,10 +551,10 @@ def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False):
     p = jnp.where(finite, sol.value, p0)
     # Converged: the fit settled within half a sample of where this stage began (optimistix's
     # own flag stays unset when, at the optimum, every further step is rejected).
-    moved = jnp.max(jnp.abs(p[:4] - p0[:4]))
+    settled = finite & (jnp.max(jnp.abs(p[:4] - p0[:4])) < 0.5 * over)
     if not scored:
-      return p, finite & (moved < 0.5)
-    return (p, finite & (moved < 0.5), *_fit_terms(p, *args[:5], with_angle),
+      return p, settled
+    return (p, settled, *_fit_terms(p, *args[:5], with_angle),
             *_fit_terms(given, *args[:5], with_angle))
 
   # `one` jitted inside the vmap: each padded batch size reuses its trace (optimistix's solver
@@ -611,11 +625,18 @@ class _Batch:
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
+  over = ANGLE_OVERSAMPLE if with_angle else 1
 
   def one(job):  # a pair's reads (and seed)
-    inputs = _stage_inputs(*job, samples, margin)
+    inputs = _stage_inputs(*job, samples, margin, over)
     template, canvas, _, start, _ = inputs
-    return inputs, (_seed(template, canvas, start) if seed else start)
+    if not seed:
+      return inputs, start
+    if over > 1:  # the seed matches at whole samples: on the canvas at one pixel a sample
+      import cv2
+      h, w = canvas.shape
+      canvas = cv2.resize(canvas, (w // over, h // over), interpolation=cv2.INTER_AREA)
+    return inputs, _seed(template, canvas, start / over) * over
   # The finest stage's reads on every core (OpenCV releases the GIL; its exact templates are
   # area-averaged from the full crop); a coarser stage's are small, so Python's share of them
   # holds the GIL and threads only contend: one after another (docs/real_photos.md).
@@ -624,7 +645,7 @@ def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=
   items = [d[0] for d in done]
   m = _bucket(n)
   mg = round(margin * samples)  # one shape per stage: one compilation per stage and batch size
-  tshape, cshape = (samples, samples), (samples + 2 * mg, samples + 2 * mg)
+  tshape, cshape = (samples, samples), ((samples + 2 * mg) * over, (samples + 2 * mg) * over)
   template = _stack([t for t, *_ in items], tshape, m)
   tmask = _stack([np.ones_like(t) for t, *_ in items], tshape, m)
   canvas = _stack([c for _, c, *_ in items], cshape, m)
@@ -707,7 +728,7 @@ def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
   """One stage for a batch -> (boxes, angles, converged, its batch, its parameters, and with
   `scored` (ZNCC, share) at the result and at the given boxes, else None)."""
   batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
-  stage = _stage_fn(with_angle, max_steps, scored)
+  stage = _stage_fn(with_angle, max_steps, scored, ANGLE_OVERSAMPLE if with_angle else 1)
   p, ok, *fit = _call(lambda p0, given, *arrays: stage(*arrays, p0, given), batch, batch.p0,
                       batch.given)
   p = p.astype(np.float64)

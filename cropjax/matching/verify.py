@@ -98,6 +98,13 @@ TURN_STAGES = alignment.STAGES[:2]
 SEARCH_TURNS = (-8.0, 8.0)
 # The turned passes read the original at this side and try every other size of `SEARCH_AREAS`.
 TURN_SIDE = 96
+# `search`'s templates keep a short side of at least this many pixels: a larger crop's size is
+# searched on the original halved until its template's short side is under twice this
+# (`_scan`). Chosen on the demo's validation photos and the 12 camera-size wallpapers, never
+# the yardstick (docs/real_photos.md, "A finer angle and a cheaper search" and "The search at a
+# crop's own scale"): 16 found every crop the full 128 pixels found (and 2 more of 520) for
+# 60-75 % of the search's time; 12 lost wallpaper pairs, 8 crops.
+SEARCH_LEAST = 16
 
 
 class Place(NamedTuple):
@@ -114,8 +121,9 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEAR
   """The `top` best places for the crop by correlation at low resolution, best first.
 
   At each size the crop (its aspect ratio kept) is correlated with the
-  original shrunk to `side` pixels across its long side (OpenCV's
-  `matchTemplate`, zero-mean normalised); one best place per size. The
+  original shrunk to `side` pixels across its long side (a large crop's sizes
+  with the original halved, `SEARCH_LEAST`; OpenCV's `matchTemplate`,
+  zero-mean normalised); one best place per size. The
   original is padded by its edge pixels, so a box may run up to `OVERHANG` of
   its size over the frame: a window cut partly beyond the original matches
   best there, where alignment can then show that part of it is not in the
@@ -142,30 +150,27 @@ def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], t
           templates: dict) -> list[Place]:
   """`search`'s best place at each size, on the original shrunk to `side` and turned by -`turn`
   degrees about its centre (a canvas holding all of it: its pixel q shows the original's centre
-  + rot (q - the canvas's centre), rot turning by `turn` as `Alignment.angle`)."""
+  + rot (q - the canvas's centre), rot turning by `turn` as `Alignment.angle`). A size whose
+  template's short side exceeds 2 x `SEARCH_LEAST` is searched on the original halved (again
+  and again) until it would not: a large crop's place needs no more pixels than a small one's."""
   import cv2
   scale = min(1.0, side / max(original.size))
   aw, ah = max(1, round(original.width * scale)), max(1, round(original.height * scale))
-  image = original.resized((aw, ah))
-  to_original = np.tile([original.width / aw, original.height / ah], 2)
-  t = np.deg2rad(turn)
-  rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
-  centre = np.array([aw, ah]) / 2
-  if turn:
-    cw, ch = np.ceil(np.abs(rot).T @ [aw, ah]).astype(int)
-    m = np.concatenate([rot, (centre - rot @ (np.array([cw, ch]) / 2))[:, None]], 1)
-    image = cv2.warpAffine(image, m, (int(cw), int(ch)),
-                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REPLICATE)
-  canvas_centre = np.array(image.shape[::-1]) / 2
   aspect = crop.width / crop.height
+  canvases: dict = {}  # the original at each halving (turned), made once
   found = []
   for area in areas:
     tw = np.sqrt(area * aw * ah * aspect)
     th = tw / aspect
     if tw > aw or th > ah or min(tw, th) < 6:
       continue
-    tw, th = max(1, round(tw)), max(1, round(th))
+    f = 1
+    while min(tw, th) / (2 * f) >= SEARCH_LEAST:
+      f *= 2
+    if f not in canvases:
+      canvases[f] = _canvas(original, (max(1, round(aw / f)), max(1, round(ah / f))), turn)
+    image, rot, centre, canvas_centre, to_original = canvases[f]
+    tw, th = max(1, round(tw / f)), max(1, round(th / f))
     if (tw, th) not in templates:
       templates[tw, th] = crop.resized((tw, th))
     template = templates[tw, th]
@@ -176,12 +181,32 @@ def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], t
     r = cv2.patchNaNs(cv2.matchTemplate(padded, template, cv2.TM_CCOEFF_NORMED), -1.0)
     _, best, _, (x, y) = cv2.minMaxLoc(r)
     mid = centre + rot @ (np.array([x - px + tw / 2, y - py + th / 2]) - canvas_centre)
-    if not (0 <= mid[0] <= aw and 0 <= mid[1] <= ah):  # a turned canvas's corner, beyond
-      continue
+    if not (0 <= mid[0] <= 2 * centre[0] and 0 <= mid[1] <= 2 * centre[1]):
+      continue  # a turned canvas's corner, beyond the original
     half = np.array([tw, th]) / 2
     found.append(Place(np.concatenate([mid - half, mid + half]) * to_original, float(best),
                        float(turn)))
   return found
+
+
+def _canvas(original: Pyramid, size: tuple[int, int], turn: float):
+  """The original shrunk to `size` and turned by -`turn` degrees about its centre on a canvas
+  holding all of it -> (canvas, rot, the original's centre, the canvas's centre, to original
+  pixels): the canvas's pixel q shows the shrunk original's centre + rot (q - canvas centre)."""
+  import cv2
+  aw, ah = size
+  image = original.resized((aw, ah))
+  t = np.deg2rad(turn)
+  rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+  centre = np.array([aw, ah]) / 2
+  if turn:
+    cw, ch = np.ceil(np.abs(rot).T @ [aw, ah]).astype(int)
+    m = np.concatenate([rot, (centre - rot @ (np.array([cw, ch]) / 2))[:, None]], 1)
+    image = cv2.warpAffine(image, m, (int(cw), int(ch)),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+  return (image, rot, centre, np.array(image.shape[::-1]) / 2,
+          np.tile([original.width / aw, original.height / ah], 2))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
