@@ -13,10 +13,10 @@ side, never more than the crop's own pixels: a tenth of a sample is then
 well under a pixel of most originals): at each stage the original is
 read around the current box at the template's scale (from a pyramid, so it is
 antialiased; where the angle is fitted, at `ANGLE_OVERSAMPLE` pixels a sample,
-so the read blurs alike at every angle) and the box is fitted by Levenberg-Marquardt (optimistix) on the
-zero-mean, unit-variance difference of the two, so a change of exposure or
-contrast and JPEG noise do not move it (the squared residual over n samples is
-2 n (1 - ZNCC)).
+so the read blurs alike at every angle) and the box is fitted by
+Levenberg-Marquardt (optimistix) on the zero-mean, unit-variance difference of
+the two, so a change of exposure or contrast and JPEG noise do not move it (the
+squared residual over n samples is 2 n (1 - ZNCC)).
 The first stage starts from the best place near the given box by normalised
 cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
@@ -225,6 +225,12 @@ def _box_affine(box: np.ndarray, angle_deg: float, size: tuple[int, int]) -> np.
 # (docs/real_photos.md, "The search at a crop's own scale, and the angle without pixel
 # locking").
 ANGLE_OVERSAMPLE = 2
+
+
+def _oversample(with_angle: bool) -> int:
+  """Canvas pixels a template sample spans in a stage (`ANGLE_OVERSAMPLE` where it fits the
+  angle)."""
+  return ANGLE_OVERSAMPLE if with_angle else 1
 
 
 def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: float,
@@ -625,7 +631,7 @@ class _Batch:
 
 def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
   n = len(originals)
-  over = ANGLE_OVERSAMPLE if with_angle else 1
+  over = _oversample(with_angle)
 
   def one(job):  # a pair's reads (and seed)
     inputs = _stage_inputs(*job, samples, margin, over)
@@ -728,7 +734,7 @@ def _fit_stage(originals, crops, boxes, angles, samples, margin, *, with_angle, 
   """One stage for a batch -> (boxes, angles, converged, its batch, its parameters, and with
   `scored` (ZNCC, share) at the result and at the given boxes, else None)."""
   batch = _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed)
-  stage = _stage_fn(with_angle, max_steps, scored, ANGLE_OVERSAMPLE if with_angle else 1)
+  stage = _stage_fn(with_angle, max_steps, scored, _oversample(with_angle))
   p, ok, *fit = _call(lambda p0, given, *arrays: stage(*arrays, p0, given), batch, batch.p0,
                       batch.given)
   p = p.astype(np.float64)
