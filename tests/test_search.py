@@ -264,6 +264,44 @@ def test_a_planted_crop_is_found_among_distractors_with_its_box(model, tmp_path)
   assert m.original_size == (260, 180)
 
 
+def test_a_query_verifies_its_best_candidate_first_and_every_copy_of_its_original(
+    model, tmp_path, monkeypatch):
+  """A query whose best-ranked candidate is its original spares the others, but for another copy
+  of that original (which matches it about as well); a query without one verifies them all;
+  `verify_all` verifies every candidate and reports the same."""
+  from cropjax import inference
+  lib, queries = _planted(tmp_path)
+  photo = Image.open(lib / f'photo{CROP_OF:02d}.jpg')
+  photo.resize((182, 126), Image.Resampling.LANCZOS).save(lib / 'copy.jpg', quality=85)
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  asked = []
+  real = inference.predict_pairs
+
+  def predict_pairs(pairs, **kwargs):
+    asked.extend((os.path.basename(q), os.path.basename(o)) for q, o in pairs)
+    return real(pairs, **kwargs)
+  monkeypatch.setattr(inference, 'predict_pairs', predict_pairs)
+  asks = [queries / 'crop.jpg', queries / 'stranger.jpg']
+  progress = []
+  found, _ = search.find(idx, asks, model=model, top=len(idx),
+                         progress=lambda done, total: progress.append((done, total)))
+  verified = {q: [o for qq, o in asked if qq == q] for q in ('crop.jpg', 'stranger.jpg')}
+  assert sorted((os.path.basename(m.query), os.path.basename(m.original)) for m in found) == [
+      ('crop.jpg', 'copy.jpg'), ('crop.jpg', f'photo{CROP_OF:02d}.jpg')]
+  assert sorted(verified['crop.jpg']) == ['copy.jpg', f'photo{CROP_OF:02d}.jpg']
+  assert len(verified['stranger.jpg']) == len(idx)
+  assert progress[-1] == (len(asked), len(asked))
+  asked.clear()
+  every, _ = search.find(idx, asks, model=model, top=len(idx), verify_all=True)
+  assert len(asked) == 2 * len(idx)
+  assert len(every) == len(found)
+  for a, b in zip(sorted(every, key=lambda m: m.original), sorted(found, key=lambda m: m.original)):
+    assert (a.query, a.original, a.original_size) == (b.query, b.original, b.original_size)
+    # the same pairs, verified in other batches: equal to float32 rounding
+    np.testing.assert_allclose(a.box, b.box, atol=1e-4)
+    np.testing.assert_allclose([a.score, a.angle], [b.score, b.angle], atol=1e-5)
+
+
 def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path, monkeypatch):
   lib, queries = _planted(tmp_path)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)

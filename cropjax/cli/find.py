@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--pipeline-option', action='append', default=[], metavar='=--FLAG=VALUE',
                  help='a further Beam pipeline flag, repeated as needed, e.g. '
                  '--pipeline-option=--flink_master=host:8081')
-  p.add_argument('--top', type=int, default=5, help='candidates verified per query (default 5)')
+  p.add_argument('--top', type=int, default=5, help='candidates verified per query (default 5): '
+                 'the best-ranked first, the rest where it is not the original or they '
+                 'match the query about as well (another copy of the original)')
+  p.add_argument('--verify-all', action='store_true', help='verify all --top candidates of '
+                 'every query, even after its original is found')
   p.add_argument('--rerank', type=int, metavar='N',
                  help='photos retrieved per query and ordered by template matching on their '
                  'thumbnails before the --top first are verified (default 300; 0: by '
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
       queries = [str(p) for p in index_lib.library_files(args.queries)]
     matches, skipped = search.find(idx, queries, model=model, top=args.top,
                                    rerank=args.rerank, progress=_progress('verifying'),
-                                   search=args.neighbours)
+                                   search=args.neighbours, verify_all=args.verify_all)
   except (inference.InputError, inference.ModelError, search.SearchIndexError,
           FileNotFoundError, ValueError) as e:
     print(f'cropjax-find: {e}', file=sys.stderr)

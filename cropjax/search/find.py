@@ -11,14 +11,17 @@ are ordered by how well the query, brought to a few sizes, matches a piece of
 each one's thumbnail (`rerank`: normalised cross-correlation), and the `top`
 first go through `cropjax.predict_pairs` (the matching model, alignment both
 ways and the verdict), and only pairs the verdict accepts are reported, with the box
-alignment found, in the original's upright pixels.
+alignment found, in the original's upright pixels. A query's best-ranked candidate
+is verified first; where it is the query's original, the others are verified only
+where they match the query about as well by template (another copy of the original,
+`COPY_MARGIN`), which spares most of the time of a query whose original is in the library.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -134,29 +137,36 @@ def _nearest_photos(index: Index, queries: np.ndarray, top: int,
 
 def shortlist(index: Index, queries: np.ndarray, greys: Sequence[np.ndarray | None], top: int,
               rerank: int = RERANK, exclude: Sequence[int | None] | None = None,
-              search: str = 'auto') -> list[list[tuple[int, float]]]:
+              search: str = 'auto', with_template: bool = False) -> list[list[tuple]]:
   """The `top` photos (index, cosine) to verify for each query (descriptors [n, S, D], grey
   image `rerank.query_grey`, or None for library photo i, whose thumbnail stands in): the
   `rerank` best by descriptor (`candidates`), ordered by template matching on their
-  thumbnails (`rerank.order`; `rerank=0`: by descriptor alone)."""
+  thumbnails (`rerank.order`; `rerank=0`: by descriptor alone). `with_template`: (index,
+  cosine, template score) triples, the score NaN where not re-ranked."""
   found = candidates(index, queries, max(top, rerank), exclude, search)
-  if rerank:
-    for i, cands in enumerate(found):
+  out = []
+  for i, cands in enumerate(found):
+    if rerank:
       grey = rerank_lib.photo_grey(index, i) if greys[i] is None else greys[i]
-      found[i] = [cands[j] for j in rerank_lib.order(index, grey, [k for k, _ in cands])]
-  return [c[:top] for c in found]
+      ranked = [(*cands[j], t) for j, t in rerank_lib.order(index, grey, [k for k, _ in cands])]
+    else:
+      ranked = [(k, sim, float('nan')) for k, sim in cands]
+    out.append([c if with_template else c[:2] for c in ranked[:top]])
+  return out
 
 
 def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, top: int = 5,
          rerank: int = RERANK, progress: Callable[[int, int], None] | None = None,
-         batch_size: int = 32, search: str = 'auto'
+         batch_size: int = 32, search: str = 'auto', verify_all: bool = False
          ) -> tuple[list[Match], list[tuple[str, str]]]:
   """(matches, skipped queries as (path, why)): each query's verified originals in the index, or
   with `queries=None` the crop relations inside the library itself (each pair once). The
   `rerank` best photos by descriptor (`candidates`; `search`: its nearest-neighbour search)
   are ordered by template matching on their thumbnails (`cropjax.search.rerank`; 0: not),
-  and the `top` first are verified."""
-  from cropjax import inference
+  and the `top` first are verified: a query's best-ranked candidate first, then the others
+  where it is not the query's original, or where they match the query about as well
+  (`COPY_MARGIN`: another copy of the original); `verify_all` (and a library searched against
+  itself): all of them at once."""
   settings = index.settings
   skipped: list[tuple[str, str]] = []
   if queries is None:
@@ -176,31 +186,88 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
     query_desc = (descriptors.query_descriptors(images, model, settings) if images
                   else np.zeros((0, len(settings['query_sides']), settings['dim']), np.float32))
     exclude = [None] * len(names)
-  found = shortlist(index, query_desc, greys, top, rerank, exclude, search)
+  found = shortlist(index, query_desc, greys, top, rerank, exclude, search, with_template=True)
   jobs, seen = [], set()
   for i, cands in enumerate(found):
-    for k, sim in cands:
+    for rank, (k, sim, template) in enumerate(cands):
       pair = frozenset((names[i], index.photos[k].path))
       if queries is None and pair in seen:
         continue
       seen.add(pair)
-      jobs.append((names[i], index.photos[k].path, sim))
-  matches: list[Match] = []
-  for start in range(0, len(jobs), batch_size):
-    chunk = jobs[start:start + batch_size]
-    results = inference.predict_pairs([(q, o) for q, o, _ in chunk], model=model,
-                                      batch_size=batch_size)
-    for (q, o, sim), r in zip(chunk, results):
-      if not r.is_crop:
-        continue
-      if r.original == 'a':  # the query holds the library photo
-        if queries is not None:
-          continue            # a query that is the original of a library photo: not asked for
-        q, o = o, q
-      matches.append(Match(query=q, original=o, box=r.box, box_fraction=r.box_fraction,
-                           angle=r.angle, score=r.probability, alignment_score=r.alignment_score,
-                           similarity=sim, original_size=r.original_size))
-    if progress:
-      progress(min(start + batch_size, len(jobs)), len(jobs))
+      jobs.append(_Job(names[i], index.photos[k].path, sim, template, i, rank))
+  verifier = _Verifier(model, batch_size, progress, len(jobs))
+  if queries is None or verify_all:
+    matches = verifier(jobs, library=queries is None)
+  else:
+    matches = verifier([j for j in jobs if j.rank == 0])
+    firsts = {j.query_number: j.template for j in jobs if j.rank == 0}
+    rest = [j for j in jobs if j.rank and _worth_verifying(
+        j, firsts[j.query_number], j.query_number in verifier.found)]
+    verifier.total = len(firsts) + len(rest)
+    matches += verifier(rest)
   matches.sort(key=lambda m: -m.score)
   return matches, skipped
+
+
+# Once a query's best-ranked candidate is verified as its original, another candidate is verified
+# only where its template score (`rerank`) is within this of that one's: a second copy of the
+# original (an export at another size) matches the query about as well. On development queries
+# (`.dev/cascade27.py`: 8 photos exported again at 0.6x and quality 80 in a library of 1,079,
+# none of them the yardstick's) the two copies' scores were within 0.005 for each of the 24
+# queries cut from them, and every query reported what verifying all its candidates did, both
+# copies included, less one wrong pair (docs/search.md, "A query's best candidate first").
+COPY_MARGIN = 0.05
+
+
+class _Job(NamedTuple):
+  query: str
+  photo: str
+  similarity: float
+  template: float       # the re-ranking's template score (NaN where not re-ranked)
+  query_number: int
+  rank: int
+
+
+def _worth_verifying(job: _Job, first: float, first_is_original: bool) -> bool:
+  """Whether a lower-ranked candidate still needs verifying after the query's first one (its
+  template score `first`) was, or was not, verified as the query's original."""
+  return (not first_is_original or not np.isfinite(first) or not np.isfinite(job.template)
+          or job.template >= first - COPY_MARGIN)
+
+
+class _Verifier:
+  """Pairs (query, library photo) through `cropjax.predict_pairs`, `batch_size` at a time, into
+  `Match`es; `progress(done, total)` after each batch."""
+
+  def __init__(self, model, batch_size: int, progress: Callable[[int, int], None] | None,
+               total: int):
+    self.model, self.batch_size, self.progress = model, batch_size, progress
+    self.done, self.total = 0, total
+    self.found: set[int] = set()  # the query numbers of the jobs that gave a match
+
+  def __call__(self, jobs: Sequence[_Job], library: bool = False) -> list[Match]:
+    """Matches among `jobs`; `library`: either may be the crop of the other (else only the
+    query a crop of the library photo)."""
+    from cropjax import inference
+    matches: list[Match] = []
+    for start in range(0, len(jobs), self.batch_size):
+      chunk = jobs[start:start + self.batch_size]
+      results = inference.predict_pairs([(j.query, j.photo) for j in chunk], model=self.model,
+                                        batch_size=self.batch_size)
+      for j, r in zip(chunk, results):
+        if not r.is_crop:
+          continue
+        q, o = j.query, j.photo
+        if r.original == 'a':  # the query holds the library photo
+          if not library:
+            continue            # a query that is the original of a library photo: not asked for
+          q, o = o, q
+        self.found.add(j.query_number)
+        matches.append(Match(query=q, original=o, box=r.box, box_fraction=r.box_fraction,
+                             angle=r.angle, score=r.probability,
+                             alignment_score=r.alignment_score, similarity=j.similarity,
+                             original_size=r.original_size))
+      self.done += len(chunk)
+      if self.progress:
+        self.progress(self.done, max(self.total, self.done))
+    return matches

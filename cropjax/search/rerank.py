@@ -1,6 +1,6 @@
 """Candidates re-ranked by template matching on the index's grey thumbnails.
 
-    order = rerank.order(index, query_grey, [k for k, _ in candidates])
+    order = rerank.order(index, query_grey, [k for k, _ in candidates])  # [(i, score)]
 
 Retrieval by pooled region descriptors finds a crop's original among the first
 hundred photos of a large library far more often than first (the descriptor
@@ -140,12 +140,15 @@ def scores(index, query: np.ndarray, photos: Sequence[int], halved: bool = False
 MIN_PART = 4  # thumbnails a thread matches at least
 
 
-def order(index, query: np.ndarray, photos: Sequence[int]) -> list[int]:
-  """Positions into `photos`, best first: all of them matched at half size, the `FINE` best of
-  those again at the thumbnails' full size and put first in that order (ties keep the
-  order they came in)."""
+def order(index, query: np.ndarray, photos: Sequence[int]) -> list[tuple[int, float]]:
+  """(position into `photos`, template score) pairs, best first: all of them matched at half
+  size, the `FINE` best of those again at the thumbnails' full size and put first in that order
+  with those scores (ties keep the order they came in), then the rest with their half-size
+  scores."""
   coarse = scores(index, query, photos, halved=True)
   ranked = sorted(range(len(photos)), key=lambda i: -coarse[i])
   best = ranked[:FINE]
   fine = scores(index, query, [photos[i] for i in best])
-  return sorted(best, key=lambda j: -fine[best.index(j)]) + ranked[FINE:]
+  firsts = sorted(range(len(best)), key=lambda j: -fine[j])
+  return ([(best[j], float(fine[j])) for j in firsts]
+          + [(i, float(coarse[i])) for i in ranked[FINE:]])
