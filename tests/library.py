@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from cropjax import demo_library
+
 CRS = 'http://ns.adobe.com/camera-raw-settings/1.0/'
 RDF = 'http://www.w3.org/1999/02/22-rdf-syntax-ns#'
 
@@ -19,24 +21,8 @@ RDF = 'http://www.w3.org/1999/02/22-rdf-syntax-ns#'
 EXAMPLE = {'CropLeft': '0.374857', 'CropTop': '0.368916', 'CropRight': '0.925143',
            'CropBottom': '0.731084', 'CropAngle': '-10'}
 
-BILLION_LAUGHS = '''<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-<rdf:Description rdf:about="" xmlns:crs="http://ns.adobe.com/camera-raw-settings/1.0/"
- crs:HasCrop="True" crs:CropLeft="0.1" crs:CropTop="0.1" crs:CropRight="0.9" crs:CropBottom="0.9">
-<crs:Label>&lol9;</crs:Label></rdf:Description></rdf:RDF></x:xmpmeta>
-'''
+# Entity expansion (a 'billion laughs'): the same hostile text the demo library plants.
+BILLION_LAUGHS = demo_library.BILLION_LAUGHS.decode()
 
 EXTERNAL_ENTITY = '''<?xml version="1.0"?>
 <!DOCTYPE x [ <!ENTITY secret SYSTEM "file:///etc/passwd"> ]>
