@@ -730,7 +730,7 @@ def section_search(args) -> list[Result]:
     what = (f'the best {rerank_count} by descriptor re-ranked by template' if rerank_count
             else f'the top {args.search_top} by descriptor alone')
     print(f'{label} {what} {shortlist_ms:.0f} ms a query; in all (no verification) '
-          f'{encode_ms + shortlist_ms:.0f} ms; find with the top {args.search_top} verified '
+          f'{encode_ms + shortlist_ms:.0f} ms; find (of the top {args.search_top}, the best first) '
           f'{find_ms:.0f} ms (the first pass, compiling: {first_find_ms[rerank_count]:.0f} ms)',
           flush=True)
     if rerank_count == args.search_rerank:
