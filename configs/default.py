@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   # autocrop_demo.py, from scratch, trains it at the heads' rate: docs/autocrop.md).
   c.backbone_lr_mult = 0.1
   c.warmup_steps = 500
+  # Wall-clock minutes the training may take (0: no limit): after warmup the run times its
+  # steps and an evaluation, and where num_steps would not fit, its schedule spans the steps
+  # that do (cropjax.train.steps_in_budget). The verdict's fit comes after.
+  c.train_minutes = 0.0
   c.weight_decay = 1e-4
   c.grad_clip = 1.0
   c.loss_weights = ml_collections.ConfigDict(

@@ -71,4 +71,13 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_for: Callable[[int], An
     return None
   target = abstract_for(step)
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except ValueError as e:
+    if 'tree structures do not match' not in str(e):
+      raise
+    raise CheckpointError(
+        f'{mngr.directory}/{step}: its training state does not fit this model and optimizer (a '
+        'checkpoint of another config, or of a cropjax before the optimizer kept its schedule '
+        'in its state); its weights still load for prediction, but training cannot resume '
+        'from it: train in a new workdir') from None

@@ -16,6 +16,12 @@ in inference mode, so its parameters and statistics stay bit-identical. Phase 2
 trains everything, the backbone at `config.backbone_lr_mult` times the rate.
 Parameter groups are declared in the config as path patterns, and every
 parameter must fall in exactly one group.
+
+AdamW's warmup-cosine schedule keeps its span in the optimizer state
+(`ScheduleState`), so `config.train_minutes` can fit a run to a machine: after
+warmup the run times its steps and an evaluation and, where `config.num_steps`
+would not fit in the time left, spans the steps that do (`steps_in_budget`),
+without compiling the step again; a resumed run keeps its span.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging as std_logging  # absl's level constants are its own
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -117,15 +123,67 @@ def param_labels(params: Any, groups: dict[str, str]) -> Any:
   return flax.traverse_util.unflatten_dict(labels, sep='/')
 
 
+class ScheduleState(NamedTuple):
+  """`scale_by_schedule`'s state: the updates taken, and the steps its schedule spans. The
+  span is data, not a constant of the compiled step, so a time budget can shorten the run
+  once it has measured the machine (`with_total`), and a resumed run keeps the span it had."""
+  count: jax.Array
+  total: jax.Array
+
+
+def warmup_cosine(count, total, peak: float, warmup: int) -> jax.Array:
+  """`optax.warmup_cosine_decay_schedule(0, peak, warmup, total)` at `count`, with `total` a
+  traced value: linear from 0 over `warmup` steps, then a cosine to 0 at `total`."""
+  count = jnp.asarray(count, jnp.float32)
+  span = jnp.maximum(jnp.asarray(total, jnp.float32) - warmup, 1.0)
+  cosine = peak * 0.5 * (1 + jnp.cos(jnp.pi * jnp.clip(count - warmup, 0.0, span) / span))
+  return jnp.where(count < warmup, peak * count / max(warmup, 1), cosine)
+
+
+def scale_by_schedule(peak: float, warmup: int, total: int) -> optax.GradientTransformation:
+  """Updates scaled by minus `warmup_cosine` at the update's count (as optax's
+  `scale_by_learning_rate` with that schedule), its span held in the state."""
+  def init(params):
+    del params
+    return ScheduleState(jnp.zeros([], jnp.int32), jnp.asarray(total, jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    rate = warmup_cosine(state.count, state.total, peak, warmup)
+    updates = jax.tree_util.tree_map(lambda u: (-rate * u).astype(u.dtype), updates)
+    return updates, ScheduleState(optax.safe_increment(state.count), state.total)
+  return optax.GradientTransformation(init, update)
+
+
+def _is_schedule(x) -> bool:
+  return isinstance(x, ScheduleState)
+
+
+def with_total(opt_state: Any, total: int) -> Any:
+  """The optimizer state with every schedule in it spanning `total` steps."""
+  return jax.tree_util.tree_map(
+      lambda s: s._replace(total=jnp.asarray(total, jnp.int32)) if _is_schedule(s) else s,
+      opt_state, is_leaf=_is_schedule)
+
+
+def schedule_total(opt_state: Any) -> int | None:
+  """The steps the optimizer state's schedules span (None where it has none)."""
+  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_schedule)
+           if _is_schedule(s)]
+  return int(jax.device_get(found[0].total)) if found else None
+
+
 def make_optimizer(config, labels, phase: int) -> optax.GradientTransformation:
-  # Warmup as long as the run: all warmup (optax needs one step of decay at least;
+  """AdamW (clipped) under a warmup-cosine schedule spanning `config.num_steps` (until a time
+  budget shortens it: `with_total`); in phase 1 the backbone's updates are zero."""
+  # Warmup as long as the run: all warmup (the cosine needs one step at least;
   # train_and_evaluate refuses num_steps < 1).
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, min(config.warmup_steps, config.num_steps - 1), config.num_steps)
+  warmup = min(config.warmup_steps, config.num_steps - 1)
 
   def opt(mult):
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                       optax.adamw(lambda s: schedule(s) * mult, weight_decay=config.weight_decay))
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.scale_by_adam(),
+                       optax.add_decayed_weights(config.weight_decay),
+                       scale_by_schedule(config.learning_rate * mult, warmup, config.num_steps))
 
   backbone = optax.set_to_zero() if phase == 1 else opt(config.backbone_lr_mult)
   return optax.partition({'head': opt(1.0), 'backbone': backbone}, labels)
@@ -270,13 +328,38 @@ def _global_batch(batch, data_sharding):
       lambda x: jax.make_array_from_process_local_data(data_sharding, np.asarray(x)), batch)
 
 
+# A time budget's run measures the machine over its first steps, to this step at least (or to
+# the end of warmup, whichever is later: the rate until then does not depend on the span).
+CALIBRATION_STEPS = 20
+# Of a time budget, what is left unplanned: the rate drifts, and checkpoints take time too.
+BUDGET_MARGIN = 0.03
+
+
+def steps_in_budget(*, budget_s: float, elapsed_s: float, done: int, step_s: float,
+                    eval_s: float, eval_every: int, num_steps: int) -> int:
+  """The steps a run with a time budget takes in all: as many as fit in what is left of
+  `budget_s` after `elapsed_s` (less `BUDGET_MARGIN`), at `step_s` a step, an evaluation of
+  `eval_s` every `eval_every` steps and one at the end; at most `num_steps`, at least `done`."""
+  left = budget_s * (1 - BUDGET_MARGIN) - elapsed_s - eval_s
+  more = int(max(0.0, left) // max(step_s + eval_s / max(eval_every, 1), 1e-9))
+  return max(done, min(num_steps, done + more))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at: int | None = None) -> TrainState:
+                       stop_at: int | None = None,
+                       clock: Callable[[], float] = time.perf_counter) -> TrainState:
   """Trains (or resumes) in `workdir`; returns the final state.
 
   `stop_at` ends this run early at that step, with a checkpoint, as a
-  preemption would (the schedule still spans `config.num_steps`).
+  preemption would (the schedule still spans the whole run). With
+  `config.train_minutes` the run is fitted to that wall-clock time (from this
+  call, the data's preparation and compiling included; the verdict comes after):
+  at the end of warmup (`CALIBRATION_STEPS` at least) it times its steps and an
+  evaluation on `clock`, and where `config.num_steps` would not fit, the schedule
+  is made to span the steps that do (`steps_in_budget`); a resumed run keeps the
+  span it was given.
   """
+  started = clock()
   from clu import metric_writers
   from clu import periodic_actions
 
@@ -305,15 +388,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if restored is not None:
     state = restored
     logging.info('resumed from step %d in %s', int(state.step), workdir)
-  state = jax.device_put(state, replicated)
   start = int(state.step)
+  budget_s = 60.0 * config.get('train_minutes', 0.0)
+  # Where a budget's run measures the machine (None: it does not, or it did before a resume).
+  calibrate_at = max(CALIBRATION_STEPS, min(config.warmup_steps, config.num_steps - 1))
+  total = config.num_steps  # the steps the schedule spans
+  if budget_s and start >= calibrate_at:  # resumed: the span that budget gave
+    total = min(schedule_total(state.opt_state) or total, total)
+  if not budget_s or start >= calibrate_at or calibrate_at >= config.num_steps:
+    calibrate_at = None
+  if schedule_total(state.opt_state) != total:  # resumed with another config.num_steps
+    state = state.replace(opt_state=with_total(state.opt_state, total))
+  state = jax.device_put(state, replicated)
 
   if jax.process_index() == 0:  # what cropjax.load_model rebuilds the model from
     _write_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flat_config(config).items()})
-  report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer,
+  report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                            every_steps=config.log_every)
   train_ds, val_ds = task.datasets(config, start)
   train_iter = train_ds.as_numpy_iterator()
@@ -323,12 +416,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding),
               out_shardings=(replicated, replicated)), _variables(state), val_ds, data_sharding)
   last_metrics = {}
-  end = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
+  end = total if stop_at is None else min(stop_at, total)
   tick, tick_step = time.perf_counter(), start
-  for step in range(start, end):
+  timed = None  # (clock, step) once this run's first step is done: the budget's rate from there
+  step = start
+  while step < end:
     phase = phase_of(step)
     if step == config.freeze_steps and step > 0:
-      state = _unfreeze(state, txs)
+      state = _unfreeze(state, txs, total)
       state = jax.device_put(state, replicated)
     if phase not in steps:
       steps[phase] = jax.jit(make_train_step(config, model, txs[phase], phase),
@@ -336,6 +431,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                              out_shardings=(replicated, replicated), donate_argnums=0)
     batch = _global_batch(next(train_iter), data_sharding)
     state, metrics = steps[phase](state, batch)
+    if calibrate_at is not None and (timed is None or step + 1 == calibrate_at):
+      jax.block_until_ready(state)
+      if timed is None:
+        timed = (clock(), step + 1)
+      if step + 1 == calibrate_at:
+        # The steps after this run's first (which compiled); with none, all since the start.
+        step_s = ((clock() - timed[0]) / (step + 1 - timed[1]) if step + 1 > timed[1]
+                  else clock() - started)
+        eval_from = clock()
+        last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1, task)
+        eval_s = clock() - eval_from
+        total = _agreed(steps_in_budget(
+            budget_s=budget_s, elapsed_s=clock() - started, done=step + 1, step_s=step_s,
+            eval_s=eval_s, eval_every=config.eval_every, num_steps=config.num_steps))
+        state = jax.device_put(state.replace(opt_state=with_total(state.opt_state, total)),
+                               replicated)
+        end = total if stop_at is None else min(stop_at, total)
+        report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
+                                                 every_steps=config.log_every)
+        logging.info('time budget %.1f min: %d of %d steps fit (%.3f s a step, %.1f s an '
+                     'evaluation, %.0f s gone)', budget_s / 60, total, config.num_steps,
+                     step_s, eval_s, clock() - started)
     report(step + 1)
     last = step + 1 == end
     log_now = (step + 1) % config.log_every == 0 or last
@@ -353,13 +470,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       tick, tick_step = now, step + 1
       writer.write_scalars(step + 1, {f'train_{k}': float(v) for k, v in metrics.items()}
                            | {'phase': phase, 'examples_per_second': rate})
-    if (step + 1) % config.eval_every == 0 or last:
+    if ((step + 1) % config.eval_every == 0 or last) and step + 1 != calibrate_at:
       last_metrics = evaluate(eval_step, state, val_ds, data_sharding, writer, step + 1, task)
     if save_now:
       checkpoint.save(manager, step + 1, state, last_metrics)
+    step += 1
   manager.wait_until_finished()
   writer.flush()
-  if config.task == 'pairs' and config.get('verdict_photos', 0) and end == config.num_steps:
+  if config.task == 'pairs' and config.get('verdict_photos', 0) and end == total:
     _fit_verdict(config, state, workdir)
   return state
 
@@ -425,9 +543,18 @@ def _state_for_phase(state, txs, phase):
   return state.replace(opt_state=txs[phase].init(state.params))
 
 
-def _unfreeze(state: TrainState, txs) -> TrainState:
-  """Phase 1 -> 2: a fresh optimizer state for the backbone, the heads' carried over."""
-  fresh = txs[2].init(state.params)
+def _agreed(total: int) -> int:
+  """Process 0's plan, on every process (their clocks differ)."""
+  if jax.process_count() == 1:
+    return total
+  from jax.experimental import multihost_utils
+  return int(multihost_utils.broadcast_one_to_all(np.int32(total)))
+
+
+def _unfreeze(state: TrainState, txs, total: int) -> TrainState:
+  """Phase 1 -> 2: a fresh optimizer state for the backbone (its schedule spanning `total`
+  steps), the heads' carried over."""
+  fresh = with_total(txs[2].init(state.params), total)
   old_inner, new_inner = state.opt_state.inner_states, fresh.inner_states
   merged = dict(new_inner)
   merged['head'] = old_inner['head']

@@ -9,10 +9,12 @@ import textwrap
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from configs import autocrop_tiny
 from configs import tiny
+from cropjax import checkpoint
 from cropjax import models
 from cropjax import train
 from cropjax import weights
@@ -98,6 +100,17 @@ def test_bad_configuration_fails_at_start(photo_folder, tmp_path):
   assert not os.path.exists(tmp_path / 'w1' / 'checkpoints' / '1')
 
 
+def test_resuming_a_checkpoint_of_another_config_is_a_clear_error(photo_folder, tmp_path):
+  c = _config(photo_folder, tmp_path, num_steps=2, freeze_steps=0)
+  train.train_and_evaluate(c, str(tmp_path / 'w'))
+  other = _config(photo_folder, tmp_path, num_steps=4, freeze_steps=0,
+                  **{'model.pair_head': 'match'})
+  with pytest.raises(checkpoint.CheckpointError, match=r'checkpoints/2: its training state does '
+                     'not fit.*train in a new workdir'):
+    train.train_and_evaluate(other, str(tmp_path / 'w'))
+  assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == ['2']  # left as it was
+
+
 def test_warmup_as_long_as_the_run_is_all_warmup():
   c = tiny.get_config()
   c.num_steps = c.warmup_steps = 4
@@ -110,6 +123,85 @@ def test_warmup_as_long_as_the_run_is_all_warmup():
     updates, state = tx.update({'w': jax.numpy.ones(3)}, state, params)
     rates.append(float(-updates['w'][0]))
   assert rates[0] == 0.0 and rates[1] > 0 and rates == sorted(rates)  # rising: still warming up
+
+
+def _run(tx, grads, state, params):
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  return state, params
+
+
+def test_the_schedule_is_optax_adamw_and_its_span_can_be_shortened():
+  c = tiny.get_config()
+  c.num_steps, c.warmup_steps, c.learning_rate, c.weight_decay = 10, 3, 0.1, 0.05
+  rng = np.random.default_rng(0)
+  grads = [{'w': jax.numpy.asarray(rng.normal(size=5), jax.numpy.float32)} for _ in range(10)]
+  params = {'w': jax.numpy.asarray(rng.normal(size=5), jax.numpy.float32)}
+
+  def reference(total):
+    schedule = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, 3, total)
+    return optax.chain(optax.clip_by_global_norm(c.grad_clip),
+                       optax.adamw(schedule, weight_decay=c.weight_decay))
+  ours = train.make_optimizer(c, {'w': 'head'}, 2)
+  state, p = _run(ours, grads, ours.init(params), params)
+  _, q = _run(reference(10), grads, reference(10).init(params), params)
+  np.testing.assert_allclose(p['w'], q['w'], rtol=1e-5, atol=1e-7)
+  assert train.schedule_total(state) == 10
+  # Shortened to 6 after 4 steps (as a time budget does): what a 6-step schedule gives, and
+  # nothing moves after its end.
+  state, p = _run(ours, grads[:4], ours.init(params), params)
+  state = train.with_total(state, 6)
+  assert train.schedule_total(state) == 6
+  state, p = _run(ours, grads[4:6], state, p)
+  _, q = _run(reference(6), grads[:6], reference(6).init(params), params)
+  np.testing.assert_allclose(p['w'], q['w'], rtol=1e-5, atol=1e-7)
+  updates, _ = ours.update(grads[6], state, p)
+  assert not np.any(np.asarray(updates['w']))
+
+
+@pytest.mark.parametrize('elapsed', [0.0, 100.0, 400.0])
+def test_steps_in_budget_fill_the_time_left_and_no_more(elapsed):
+  plan = dict(budget_s=600.0, elapsed_s=elapsed, done=100, step_s=0.5, eval_s=10.0,
+              eval_every=100, num_steps=5000)
+  n = train.steps_in_budget(**plan)
+
+  def needs(steps):  # the time the whole run takes with `steps` steps
+    more = steps - plan['done']
+    return elapsed + plan['eval_s'] + more * (plan['step_s'] + plan['eval_s'] / plan['eval_every'])
+  room = plan['budget_s'] * (1 - train.BUDGET_MARGIN)
+  assert plan['done'] < n < plan['num_steps']
+  assert needs(n) <= room < needs(n + 1)
+  # Enough time: the configured steps; none left: stop where it is.
+  assert train.steps_in_budget(**{**plan, 'budget_s': 1e6}) == 5000
+  assert train.steps_in_budget(**{**plan, 'budget_s': 10.0}) == 100
+
+
+def test_a_time_budget_sets_the_span_once_and_a_resume_keeps_it(photo_folder, tmp_path,
+                                                                 monkeypatch):
+  c = _config(photo_folder, tmp_path, num_steps=10, freeze_steps=4, checkpoint_every=100,
+              eval_every=100, train_minutes=1.0)
+  monkeypatch.setattr(train, 'CALIBRATION_STEPS', 3)
+  plans = []
+
+  def plan(**kw):
+    plans.append(kw)
+    return 7
+  monkeypatch.setattr(train, 'steps_in_budget', plan)
+  straight = train.train_and_evaluate(c, str(tmp_path / 'straight'))
+  assert int(straight.step) == 7 and train.schedule_total(straight.opt_state) == 7
+  (kw,) = plans
+  assert kw['done'] == 3 and kw['num_steps'] == 10 and kw['budget_s'] == 60.0
+  assert kw['step_s'] > 0 and kw['eval_s'] > 0 and kw['elapsed_s'] > 0
+  # Stopped after the plan and resumed: not planned again, the same span, the same weights.
+  train.train_and_evaluate(c, str(tmp_path / 'resumed'), stop_at=5)
+  resumed = train.train_and_evaluate(c, str(tmp_path / 'resumed'))
+  assert len(plans) == 2 and int(resumed.step) == 7
+  assert train.schedule_total(resumed.opt_state) == 7
+  assert _same(resumed.params, straight.params)
+  # Without a budget the configured span, whatever a checkpoint held.
+  c.train_minutes = 0.0
+  assert int(train.train_and_evaluate(c, str(tmp_path / 'resumed')).step) == 10
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(photo_folder, tmp_path):
