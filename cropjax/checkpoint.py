@@ -65,7 +65,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any,
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_for: Callable[[int], Any]) -> Any | None:
-  """The latest saved state, shaped like `abstract_for(step)`; None when there is none."""
+  """The latest saved state, shaped like `abstract_for(step)`; None when there is none;
+  CheckpointError naming it when it holds a state of another shape (another config's)."""
   step = mngr.latest_step()
   if step is None:
     return None
