@@ -392,12 +392,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   budget_s = 60.0 * config.get('train_minutes', 0.0)
   # Where a budget's run measures the machine (None: it does not, or it did before a resume).
   calibrate_at = max(CALIBRATION_STEPS, min(config.warmup_steps, config.num_steps - 1))
+  held = schedule_total(state.opt_state)  # a fresh state's: num_steps; a restored one's
   total = config.num_steps  # the steps the schedule spans
   if budget_s and start >= calibrate_at:  # resumed: the span that budget gave
-    total = min(schedule_total(state.opt_state) or total, total)
+    total = min(held or total, total)
   if not budget_s or start >= calibrate_at or calibrate_at >= config.num_steps:
     calibrate_at = None
-  if schedule_total(state.opt_state) != total:  # resumed with another config.num_steps
+  if held != total:  # resumed with another config.num_steps, or without the budget
     state = state.replace(opt_state=with_total(state.opt_state, total))
   state = jax.device_put(state, replicated)
 
@@ -406,8 +407,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flat_config(config).items()})
-  report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
-                                           every_steps=config.log_every)
+  progress = lambda steps: periodic_actions.ReportProgress(
+      num_train_steps=steps, writer=writer, every_steps=config.log_every)
+  ending = lambda steps: steps if stop_at is None else min(stop_at, steps)
+  report = progress(total)
   train_ds, val_ds = task.datasets(config, start)
   train_iter = train_ds.as_numpy_iterator()
   steps = {}
@@ -416,7 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.jit(make_eval_step(config, model), in_shardings=(replicated, data_sharding),
               out_shardings=(replicated, replicated)), _variables(state), val_ds, data_sharding)
   last_metrics = {}
-  end = total if stop_at is None else min(stop_at, total)
+  end = ending(total)
   tick, tick_step = time.perf_counter(), start
   timed = None  # (clock, step) once this run's first step is done: the budget's rate from there
   step = start
@@ -447,9 +450,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             eval_s=eval_s, eval_every=config.eval_every, num_steps=config.num_steps))
         state = jax.device_put(state.replace(opt_state=with_total(state.opt_state, total)),
                                replicated)
-        end = total if stop_at is None else min(stop_at, total)
-        report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
-                                                 every_steps=config.log_every)
+        end, report = ending(total), progress(total)
         logging.info('time budget %.1f min: %d of %d steps fit (%.3f s a step, %.1f s an '
                      'evaluation, %.0f s gone)', budget_s / 60, total, config.num_steps,
                      step_s, eval_s, clock() - started)

@@ -178,10 +178,9 @@ def test_steps_in_budget_fill_the_time_left_and_no_more(elapsed):
 
 
 def _spans(opt_state):
-  """The span of every schedule in an optimizer state."""
-  return {int(s.total) for s in jax.tree_util.tree_leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, train.ScheduleState))
-          if isinstance(s, train.ScheduleState)}
+  """The span of each parameter group's schedule (the heads' and, once unfrozen, the
+  backbone's)."""
+  return {train.schedule_total(inner) for inner in opt_state.inner_states.values()} - {None}
 
 
 def test_a_time_budget_sets_the_span_once_and_a_resume_keeps_it(photo_folder, tmp_path,
