@@ -596,6 +596,17 @@ def test_the_aspect_evidence_tells_a_crop_from_the_same_window_squeezed():
   assert true.features[feature] < np.log(0.015) < np.log(0.2) < wide.features[feature]
 
 
+def test_a_mirrored_crop_never_fits_by_turning_its_box_inside_out():
+  # A box with x1 < x0 reads the template mirrored, so a mirrored crop fits its original that
+  # way; unguarded, the finest stage took this one there: (244, -2, 135, 410), ZNCC 0.52.
+  wheel = dict(procedural.skimage_photos(['colorwheel']))['colorwheel']
+  x0, y0, x1, y1 = 40, 60, 220, 300
+  crop = np.ascontiguousarray(wheel[y0:y1, x0:x1][:, ::-1])
+  for stages in (alignment.STAGES[:1], alignment.STAGES[-1:], alignment.STAGES):
+    a = align_batch([wheel], [crop], [(x0, y0, x1, y1)], stages=stages, seed=False)[0]
+    assert a.box[2] > a.box[0] and a.box[3] > a.box[1], (stages, a.box)
+
+
 def test_a_mirrored_crop_of_a_nearly_symmetric_scene_fits_better_flipped_back():
   # A scene symmetric left-right but for faint detail (a second photo at 15 %): the mirrored
   # copy of a window fits the window's mirror image almost as well as a crop would; flipped

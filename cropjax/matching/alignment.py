@@ -24,7 +24,9 @@ cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 original inside the final box at the finest stage; where the box runs beyond
 the original's frame, only the part inside counts and `inside` (the share of
 the box within the frame) says how much that is. A result never scores worse
-than its start (the start is returned instead). `blocks` holds the same
+than its start (the start is returned instead), and a stage never turns the box
+inside out (x1 < x0 reads the template mirrored: a mirrored crop fits that way; the
+stage keeps its start). `blocks` holds the same
 correlation on a 4 x 4 grid of the crop: a true crop matches everywhere, a
 near-duplicate (another viewpoint) falls off towards the corners.
 
@@ -553,11 +555,14 @@ def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False, over: int 
   def one(template, tmask, tsize, canvas, cmask, p0, given):
     args = (template, tmask, tsize, canvas, cmask, with_angle)
     sol = optx.least_squares(_residual, solver, p0, args=args, max_steps=max_steps, throw=False)
-    finite = jnp.all(jnp.isfinite(sol.value))
-    p = jnp.where(finite, sol.value, p0)
+    # A box turned inside out (x1 < x0 or y1 < y0) reads the template mirrored: a mirrored crop
+    # fits its original that way, so it is no place of the crop and the stage keeps its start.
+    q = sol.value
+    usable = jnp.all(jnp.isfinite(q)) & (q[2] > q[0]) & (q[3] > q[1])
+    p = jnp.where(usable, q, p0)
     # Converged: the fit settled within half a sample of where this stage began (optimistix's
     # own flag stays unset when, at the optimum, every further step is rejected).
-    settled = finite & (jnp.max(jnp.abs(p[:4] - p0[:4])) < 0.5 * over)
+    settled = usable & (jnp.max(jnp.abs(p[:4] - p0[:4])) < 0.5 * over)
     if not scored:
       return p, settled
     return (p, settled, *_fit_terms(p, *args[:5], with_angle),
