@@ -5,10 +5,11 @@
 The demo library (`cropjax.demo_library`: photos placed in distracting
 margins, the crop being the photo) is generated and annotated once into the
 tfds data dir. 1,000 steps, or as many as fit in 12 minutes (`train_minutes`): 9m25s
-and 9m38s in all on a 2-core AMD EPYC, where all of them fit; watch
-`tensorboard --logdir workdirs`. From scratch, so the
-backbone learns at the heads' rate (the ImageNet configs give it a tenth).
-docs/autocrop.md has its figures on held-out photos (IoU 0.96).
+and 9m38s in all on a 2-core AMD EPYC, where all of them fit; 13m01s and 10m57s
+(871 and 901 steps) on a 2-core Xeon at half its rate. Watch `tensorboard
+--logdir workdirs`. From scratch, so the backbone learns at the heads' rate (the
+ImageNet configs give it a tenth). docs/autocrop.md has its figures on held-out
+photos (IoU 0.96).
 """
 
 from configs import autocrop
