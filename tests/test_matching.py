@@ -56,6 +56,54 @@ def test_a_resized_jpeg_crop_is_found_to_half_a_pixel_from_a_start_ten_percent_o
   assert a.peak > 0.05  # and only there
 
 
+def _shaded(crop: np.ndarray, kind: str) -> np.ndarray:
+  """A crop as an editor might shade it: a vignette (corners at 40 % of their brightness) or a
+  graduated filter (the top darkened to 55 %, easing off over the next two fifths)."""
+  h, w = crop.shape[:2]
+  y, x = np.mgrid[0:h, 0:w]
+  if kind == 'vignette':
+    gain = 1 - 0.6 * ((x / w - 0.5) ** 2 + (y / h - 0.5) ** 2) / 0.5
+  else:
+    gain = 0.55 + 0.45 * np.clip((y / h - 0.1) / 0.4, 0, 1)
+  return _jpeg(Image.fromarray(np.clip(crop * gain[..., None], 0, 255).astype(np.uint8)), 80)
+
+
+@pytest.mark.parametrize('kind', ['vignette', 'graduated'])
+def test_a_crop_shaded_by_an_edit_is_found_as_exactly_as_the_plain_crop(kind, monkeypatch):
+  # The template is divided by the smooth gain field that maps the original onto it
+  # (`alignment._flattened`): without it a vignette or graduated filter pulls the box off the
+  # crop and lowers the score a verdict reads.
+  box = (100.3, 140.7, 380.2, 350.9)
+  original = _jpeg(Image.fromarray(PHOTOS['astronaut']), 85)
+  crop = _shaded(_crop('astronaut', box, 0.7, quality=95), kind)
+  a = align(original, crop, _off(box, 0.1))
+  assert np.abs(np.array(a.box) - box).max() < 0.5, (a.box, box)
+  assert a.score > 0.98 and min(a.blocks) > 0.5
+  monkeypatch.setattr(alignment, 'FIELD_TERMS', ())
+  without = align(original, crop, _off(box, 0.1))
+  assert without.score < a.score - 0.01
+  # another photo's window gains nothing like it from a field of its own
+  other = _shaded(_crop('coffee', (201.6, 90.2, 530.5, 370.8), 0.55, quality=95), kind)
+  monkeypatch.undo()
+  assert align(original, other, _off(box, 0.1)).score < 0.6
+
+
+def test_the_gain_field_undoes_a_smooth_shading_and_leaves_a_plain_crop_alone():
+  rng = np.random.default_rng(0)
+  canvas = (0.2 + 0.6 * np.asarray(Image.fromarray(PHOTOS['chelsea']).convert('L'),
+                                   np.float32)[:120, :160] / 255).astype(np.float32)
+  inside = np.ones_like(canvas)
+  plain = canvas[10:106, 12:140].copy()
+  y, x = np.mgrid[0:96, 0:128]
+  gain = (0.9 - 0.5 * (x / 128 - 0.3) ** 2 + 0.2 * y / 96).astype(np.float32)
+  flat = alignment._flattened(plain * gain * 1.3, canvas, inside, (12, 10), 1)
+  ratio = flat / plain
+  assert ratio.std() / ratio.mean() < 0.01  # the field gone, a constant left
+  noisy = plain + rng.normal(0, 0.01, plain.shape).astype(np.float32)  # JPEG's noise, say
+  ratio = noisy / alignment._flattened(noisy, canvas, inside, (12, 10), 1)  # the field itself
+  assert np.abs(ratio - 1).max() < 0.02  # a plain crop's field is about 1
+
+
 def test_the_finest_stage_reaches_its_optimum_in_two_steps():
   # The residual is each sample's difference at unit variance, so Levenberg-Marquardt's first
   # damping (1) is small beside it and its first steps are Gauss-Newton's. (With the difference

@@ -16,12 +16,15 @@ antialiased; where the angle is fitted, at `ANGLE_OVERSAMPLE` pixels a sample,
 so the read blurs alike at every angle) and the box is fitted by
 Levenberg-Marquardt (optimistix) on the zero-mean, unit-variance difference of
 the two, so a change of exposure or contrast and JPEG noise do not move it (the
-squared residual over n samples is 2 n (1 - ZNCC)).
+squared residual over n samples is 2 n (1 - ZNCC)). From the second stage on, the
+template is first divided by the smooth gain field (quadratic across the crop)
+that best maps the original under the stage's start box onto it (`_flattened`),
+so an editor's vignette or graduated filter does not move it either.
 The first stage starts from the best place near the given box by normalised
 cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
-`score` is the zero-mean normalised cross-correlation of the crop and the
-original inside the final box at the finest stage; where the box runs beyond
+`score` is the zero-mean normalised cross-correlation of the crop (its shading
+undone as above) and the original inside the final box at the finest stage; where the box runs beyond
 the original's frame, only the part inside counts and `inside` (the share of
 the box within the frame) says how much that is. A result never scores worse
 than its start (the start is returned instead), and a stage never turns the box
@@ -253,8 +256,74 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
   affine = _box_affine(grown, angle, (cw * over, ch * over))
   step = float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * over
   canvas, inside = original.read(affine, (cw * over, ch * over), step)
+  if samples > STAGES[0][0] and FIELD_TERMS:
+    template = _flattened(template, canvas, inside, (mw, mh), over)
   return (template, canvas, inside, np.array([mw, mh, mw + tw, mh + th], np.float64) * over,
           affine)
+
+
+# Powers (i, j) of the crop's coordinates u, v in [-1, 1] whose products with the original's
+# pixels model a smooth change of gain between the two (`_flattened`): a vignette, a graduated
+# filter, a dodged corner. Empty: none.
+FIELD_TERMS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
+FIELD_RANGE = (0.25, 4.0)  # the gain field is clipped to this
+FIELD_SAMPLES = 32  # about this many samples a side fit the field
+_UNIT = np.array([float(t == (0, 0)) for t in FIELD_TERMS])  # the field 1, which the fit leans to
+
+
+def _flattened(template: np.ndarray, canvas: np.ndarray, inside: np.ndarray,
+               at: tuple[int, int], over: int) -> np.ndarray:
+  """The template divided by the smooth gain field (`FIELD_TERMS`) that best maps the original's
+  pixels under the stage's start box onto it, template ~ field * (a * original + b): an edit
+  that brightens or darkens parts of the crop (a vignette, a graduated filter) then no longer
+  pulls the box or lowers the score. Where the box is off, the field fitted is what little the
+  two share in their shading; a true crop needs none and gets one close to 1. The field is
+  smooth, so it is fitted on about `FIELD_SAMPLES` samples a side."""
+  th, tw = template.shape
+  k = max(1, min(th, tw) // FIELD_SAMPLES)  # every k-th sample each way
+  # the original under the box at those samples (the canvas has `over` pixels a sample)
+  r0, c0 = (at[1] + k // 2) * over + over // 2, (at[0] + k // 2) * over + over // 2
+  s = canvas[r0:(at[1] + th) * over:k * over, c0:(at[0] + tw) * over:k * over]
+  w = inside[r0:(at[1] + th) * over:k * over, c0:(at[0] + tw) * over:k * over] > 0.999
+  t = template[k // 2::k, k // 2::k]
+  basis, powers_v, powers_u = _field_basis(th, tw, k)
+  s, w, t = s.ravel().astype(np.float64), w.ravel(), t.ravel().astype(np.float64)
+  if w.sum() < 4 * len(FIELD_TERMS):
+    return template
+  if not w.all():
+    s, t, basis = s[w], t[w], basis[:, w]
+  s = s - s.mean()
+  spread2 = s @ s
+  if spread2 < 1e-8 * len(s):
+    return template
+  field = 1.0
+  for _ in range(2):  # the level (a, b) given the field, then the field given the level
+    flat = t / field
+    level = (s @ flat / spread2) * s + flat.mean()
+    x = basis * level
+    gram = x @ x.T
+    ridge = 1e-3 * np.trace(gram) / len(basis)
+    d = np.linalg.solve(gram + ridge * np.eye(len(basis)), x @ t + ridge * _UNIT)
+    if d[0] <= 0:
+      return template
+    field = np.clip(d @ basis, *FIELD_RANGE)
+  coef = np.zeros((powers_v.shape[1], powers_u.shape[1]))
+  for dk, (i, j) in zip(d, FIELD_TERMS):
+    coef[j, i] = dk
+  full = np.clip(powers_v @ coef @ powers_u.T, *FIELD_RANGE)
+  return (template / full).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _field_basis(th: int, tw: int, k: int):
+  """`FIELD_TERMS` at every k-th sample of a th x tw template, flattened ([terms, samples]), and
+  the powers of v and u at every sample ([th, degree + 1], [tw, degree + 1])."""
+  degree = max(max(t) for t in FIELD_TERMS)
+  u, v = (np.arange(tw) + 0.5) / tw * 2 - 1, (np.arange(th) + 0.5) / th * 2 - 1
+  pu, pv = u[:, None] ** np.arange(degree + 1), v[:, None] ** np.arange(degree + 1)
+  su, sv = pu[k // 2::k], pv[k // 2::k]
+  basis = np.stack([np.outer(sv[:, j], su[:, i]).ravel() for i, j in FIELD_TERMS])
+  return basis, pv, pu
 
 
 # ------------------------------------------------------------------ JAX side
