@@ -71,6 +71,10 @@ def main() -> None:
   parser.add_argument('--workdir', required=True, help='a trained crop-pair workdir')
   parser.add_argument('--kinds', default=','.join(KINDS))
   parser.add_argument('--seed', type=int, default=7)
+  parser.add_argument('--photos', nargs='*', metavar='FILE',
+                      help="photos to cut the crops from instead of the yardstick's (read as "
+                           'the yardstick reads them): development photos, so that a choice is '
+                           'not made on the yardstick')
   args = parser.parse_args()
   import cropjax
   from cropjax import sift
@@ -80,8 +84,16 @@ def main() -> None:
     if k not in KINDS:
       parser.error(f'unknown edit {k!r}; choose from {", ".join(KINDS)}')
   model = cropjax.load_model(args.workdir)
+  if args.photos:
+    photos = []
+    for path in args.photos:
+      image = ImageOps.exif_transpose(Image.open(path)).convert('RGB')
+      image.thumbnail((yardstick.MAX_SIDE, yardstick.MAX_SIDE), Image.Resampling.LANCZOS)
+      photos.append((path, image))
+  else:
+    photos = yardstick.photos()
   rows = []
-  for i, (_, photo) in enumerate(yardstick.photos()):
+  for i, (_, photo) in enumerate(photos):
     for kind in kinds:
       rng = np.random.default_rng([args.seed, i, KINDS.index(kind)])
       box = yardstick._window(rng, photo.size, (0.15, 0.85))
@@ -102,7 +114,8 @@ def main() -> None:
     table.setdefault(kind, []).append((
         mine, np.hypot(*(np.asarray(p.box[:2]) - box[:2])) / width if mine else np.nan,
         theirs, np.hypot(*(np.asarray(s.box[:2]) * size - box[:2])) / width if theirs else np.nan))
-  print(f'{len(results) // len(kinds)} crops of each edit, the yardstick\'s photos (seed {args.seed})')
+  source = f'{len(photos)} photos given' if args.photos else "the yardstick's photos"
+  print(f'{len(results) // len(kinds)} crops of each edit, {source} (seed {args.seed})')
   print(f'{"edit":12s} {"cropjax found":>14s} {"top-left":>9s} {"SIFT found":>11s} {"top-left":>9s}')
   for kind in kinds:
     v = np.array(table[kind], float)
