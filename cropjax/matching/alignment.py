@@ -24,8 +24,8 @@ The first stage starts from the best place near the given box by normalised
 cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
 `score` is the zero-mean normalised cross-correlation of the crop (its shading
-undone as above) and the original inside the final box at the finest stage; where the box runs beyond
-the original's frame, only the part inside counts and `inside` (the share of
+undone as above) and the original inside the final box at the finest stage;
+where the box runs beyond the original's frame, only the part inside counts and `inside` (the share of
 the box within the frame) says how much that is. A result never scores worse
 than its start (the start is returned instead), and a stage never turns the box
 inside out (x1 < x0 reads the template mirrored: a mirrored crop fits that way; the
@@ -264,11 +264,10 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
 
 # Powers (i, j) of the crop's coordinates u, v in [-1, 1] whose products with the original's
 # pixels model a smooth change of gain between the two (`_flattened`): a vignette, a graduated
-# filter, a dodged corner. Empty: none.
+# filter, a dodged corner. The constant first; empty: none.
 FIELD_TERMS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
 FIELD_RANGE = (0.25, 4.0)  # the gain field is clipped to this
 FIELD_SAMPLES = 32  # about this many samples a side fit the field
-_UNIT = np.array([float(t == (0, 0)) for t in FIELD_TERMS])  # the field 1, which the fit leans to
 
 
 def _flattened(template: np.ndarray, canvas: np.ndarray, inside: np.ndarray,
@@ -286,7 +285,7 @@ def _flattened(template: np.ndarray, canvas: np.ndarray, inside: np.ndarray,
   s = canvas[r0:(at[1] + th) * over:k * over, c0:(at[0] + tw) * over:k * over]
   w = inside[r0:(at[1] + th) * over:k * over, c0:(at[0] + tw) * over:k * over] > 0.999
   t = template[k // 2::k, k // 2::k]
-  basis, powers_v, powers_u = _field_basis(th, tw, k)
+  basis, powers_v, powers_u = _field_basis(th, tw, k, FIELD_TERMS)
   s, w, t = s.ravel().astype(np.float64), w.ravel(), t.ravel().astype(np.float64)
   if w.sum() < 4 * len(FIELD_TERMS):
     return template
@@ -303,8 +302,9 @@ def _flattened(template: np.ndarray, canvas: np.ndarray, inside: np.ndarray,
     x = basis * level
     gram = x @ x.T
     ridge = 1e-3 * np.trace(gram) / len(basis)
-    d = np.linalg.solve(gram + ridge * np.eye(len(basis)), x @ t + ridge * _UNIT)
-    if d[0] <= 0:
+    unit = np.eye(len(basis))  # its first row: the field 1, which the fit leans to
+    d = np.linalg.solve(gram + ridge * unit, x @ t + ridge * unit[0])
+    if d[0] <= 0:  # the crop darker where the original is brighter: no field explains that
       return template
     field = np.clip(d @ basis, *FIELD_RANGE)
   coef = np.zeros((powers_v.shape[1], powers_u.shape[1]))
@@ -315,14 +315,14 @@ def _flattened(template: np.ndarray, canvas: np.ndarray, inside: np.ndarray,
 
 
 @functools.lru_cache(maxsize=64)
-def _field_basis(th: int, tw: int, k: int):
-  """`FIELD_TERMS` at every k-th sample of a th x tw template, flattened ([terms, samples]), and
-  the powers of v and u at every sample ([th, degree + 1], [tw, degree + 1])."""
-  degree = max(max(t) for t in FIELD_TERMS)
+def _field_basis(th: int, tw: int, k: int, terms: tuple):
+  """The field's `terms` at every k-th sample of a th x tw template, flattened ([terms,
+  samples]), and the powers of v and u at every sample ([th, degree + 1], [tw, degree + 1])."""
+  degree = max(max(t) for t in terms)
   u, v = (np.arange(tw) + 0.5) / tw * 2 - 1, (np.arange(th) + 0.5) / th * 2 - 1
   pu, pv = u[:, None] ** np.arange(degree + 1), v[:, None] ** np.arange(degree + 1)
   su, sv = pu[k // 2::k], pv[k // 2::k]
-  basis = np.stack([np.outer(sv[:, j], su[:, i]).ravel() for i, j in FIELD_TERMS])
+  basis = np.stack([np.outer(sv[:, j], su[:, i]).ravel() for i, j in terms])
   return basis, pv, pu
 
 
