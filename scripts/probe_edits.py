@@ -72,9 +72,9 @@ def main() -> None:
   parser.add_argument('--kinds', default=','.join(KINDS))
   parser.add_argument('--seed', type=int, default=7)
   parser.add_argument('--photos', nargs='*', metavar='FILE',
-                      help="photos to cut the crops from instead of the yardstick's (read as "
-                           'the yardstick reads them): development photos, so that a choice is '
-                           'not made on the yardstick')
+                      help="photos to cut the crops from instead of the yardstick's (upright, "
+                           "the long side capped at the yardstick's MAX_SIDE): development "
+                           'photos, so that a choice is not made on the yardstick')
   args = parser.parse_args()
   import cropjax
   from cropjax import sift

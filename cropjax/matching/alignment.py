@@ -25,8 +25,8 @@ cross-correlation at whole samples and a few scales (OpenCV's `matchTemplate`).
 
 `score` is the zero-mean normalised cross-correlation of the crop (its shading
 undone as above) and the original inside the final box at the finest stage;
-where the box runs beyond the original's frame, only the part inside counts and `inside` (the share of
-the box within the frame) says how much that is. A result never scores worse
+where the box runs beyond the original's frame, only the part inside counts and
+`inside` (the share of the box within the frame) says how much that is. A result never scores worse
 than its start (the start is returned instead), and a stage never turns the box
 inside out (x1 < x0 reads the template mirrored: a mirrored crop fits that way; the
 stage keeps its start). `blocks` holds the same
