@@ -23,7 +23,10 @@ scikit-image's photos). Photos are read with their long side capped at
 JPEG at quality 30-95: `positive` (a window of 15-85 % of the area, aspect
 0.6-1.7, resized to 0.5-1x), `straightened` (such a window turned by 0.5-8
 degrees either way about its centre, shrunk where it must be to stay inside
-the frame, as an editor's straightened crop is), and the negatives `other_image` (a crop of
+the frame, as an editor's straightened crop is), `edited` (such a window toned or shaded by
+one of `cropjax.datasets.edits`' edits, drawn uniformly: black and white, contrast,
+exposure, saturation, white balance, a vignette, a graduated filter, an export's mix),
+and the negatives `other_image` (a crop of
 another photo), `outside` (the original is a view of the photo and the
 window runs 25-45 % of its size over the view's edge), `mirrored` (a crop,
 flipped left to right) and `near_duplicate` (the same scene taken twice: a
@@ -43,10 +46,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from cropjax.datasets import edits as edits_module
+
 MAX_SIDE = 1600
 INSTALL = 'apt-get install mate-backgrounds lomiri-wallpapers plasma-workspace-wallpapers'
 # (New kinds go last: a pair's draws are keyed by its kind's index here.)
-KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'near_duplicate', 'straightened')
+KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'near_duplicate', 'straightened',
+         'edited')
+PAIR_KINDS = ('positive', 'straightened', 'edited')  # the rest are negatives
 STRAIGHTENED = (0.5, 8.0)  # degrees a straightened crop is turned, either way
 
 
@@ -158,6 +165,7 @@ class Pair:
   box: tuple[float, float, float, float]   # the window in pixels of the original (unturned)
   original_size: tuple[int, int]
   angle: float = 0.0                       # degrees the window is turned (Lightroom's sign)
+  edit: str = ''                           # the editor's edit of an `edited` crop
 
 
 def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Image.Image]]:
@@ -166,7 +174,6 @@ def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Im
   Raises YardstickError when fewer than `minimum` are installed, or when one
   differs from its manifest entry.
   """
-  from cropjax.inference import load_image
   out = []
   for p in PHOTOS:
     if not os.path.isfile(p.path):
@@ -177,17 +184,26 @@ def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Im
       raise YardstickError(f'{p.path}: differs from the yardstick manifest (another version of '
                            f'{p.package}?); the yardstick is defined by the files listed in '
                            'cropjax/datasets/yardstick.py')
-    with Image.open(io.BytesIO(data)) as im:
-      im.draft('RGB', (max_side, max_side))  # JPEG: decode at a reduced size where enough
-      image = load_image(im, p.path)
-    if max(image.size) > max_side:
-      s = max_side / max(image.size)
-      image = image.resize((round(image.width * s), round(image.height * s)), Image.Resampling.LANCZOS)
-    out.append((p.name, image))
+    out.append((p.name, read_photo(io.BytesIO(data), max_side, name=p.path)))
   if len(out) < minimum:
     raise YardstickError(f'only {len(out)} of the yardstick\'s {len(PHOTOS)} photos are installed '
                          f'({minimum} needed); install them with: {INSTALL}')
   return out
+
+
+def read_photo(file, max_side: int = MAX_SIDE, *, name: str | None = None) -> Image.Image:
+  """A photo (a path or a file object) as the yardstick reads its own: upright RGB (EXIF
+  orientation), JPEGs decoded at a reduced size where enough, the long side capped at
+  `max_side`."""
+  from cropjax.inference import load_image
+  with Image.open(file) as im:
+    im.draft('RGB', (max_side, max_side))
+    image = load_image(im, name or str(file))
+  if max(image.size) > max_side:
+    s = max_side / max(image.size)
+    image = image.resize((round(image.width * s), round(image.height * s)),
+                         Image.Resampling.LANCZOS)
+  return image
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -299,14 +315,16 @@ def _second_shot(rng: np.random.Generator, image: Image.Image, view: np.ndarray,
 
 
 def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
-               per_kind: dict[str, int] | None = None) -> list[Pair]:
+               per_kind: dict[str, int] | None = None,
+               edits: Sequence[str] = edits_module.KINDS) -> list[Pair]:
   """Pairs made from each photo the way people make crops (see the module docstring).
 
   `per_kind`: how many pairs of each kind per photo (default 2 positives, one straightened,
-  one of each negative).
+  one edited, one of each negative). `edits`: what an `edited` crop's edit is drawn from.
   """
-  per_kind = per_kind or {'positive': 2, 'straightened': 1, 'other_image': 1, 'outside': 1,
-                          'mirrored': 1, 'near_duplicate': 1}
+  per_kind = per_kind or {'positive': 2, 'straightened': 1, 'edited': 1, 'other_image': 1,
+                          'outside': 1, 'mirrored': 1, 'near_duplicate': 1}
+  edits = tuple(edits)
   unknown = set(per_kind) - set(KINDS)
   if unknown:
     raise ValueError(f'unknown kinds {sorted(unknown)}; choose from {KINDS}')
@@ -319,7 +337,7 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
         rng = np.random.default_rng([seed, i, KINDS.index(kind), k])
         q1, q2 = rng.integers(30, 96, 2)
         scale = rng.uniform(0.5, 1.0)
-        original, is_pair, angle = photo, kind in ('positive', 'straightened'), 0.0
+        original, is_pair, angle, edit = photo, kind in PAIR_KINDS, 0.0, ''
         if kind == 'straightened':
           second, box, angle = _straightened(rng, photo, scale)
         elif kind == 'near_duplicate':
@@ -356,10 +374,13 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
             second = second.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
           if kind == 'other_image':
             box = box / np.tile(source.size, 2) * np.tile(photo.size, 2)
+          if kind == 'edited':
+            edit = edits_module.draw(rng, edits)
+            second = edits_module.edit(second, edit, rng)
         first, second = _jpeg(original, q1), _jpeg(second, q2)
         swap = bool(rng.uniform() < 0.5)
         a, b = (second, first) if swap else (first, second)
         out.append(Pair(name=f'{name}/{kind}{k}', kind=kind, a=a, b=b, is_pair=is_pair,
                         original='b' if swap else 'a', box=tuple(float(v) for v in box),
-                        original_size=first.size, angle=angle))
+                        original_size=first.size, angle=angle, edit=edit))
   return out
