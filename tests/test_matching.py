@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter
 from cropjax import metadata
 from cropjax import procedural
 from cropjax import threads
+from cropjax.datasets import edits
 from cropjax.datasets import splits
 from cropjax.datasets import yardstick
 from cropjax.matching import AlignError, Pyramid, align, align_batch
@@ -459,6 +460,7 @@ def test_the_mirror_check_follows_a_direction_the_second_stage_turns_round(monke
     return calls[-1][1]
   monkeypatch.setattr(verify.alignment, 'align_batch', second_stage_turns)
   monkeypatch.setattr(verify, '_mirrored', recorded)
+  monkeypatch.setattr(verify, 'RUNNER_UP', False)  # the second stage's rows: a, b alone
   ev, = verify.verify_batch([(original, crop)])
   assert [w for w, _ in calls] == [[(0, 'a')], [(0, 'b')]]
   assert ev.original == 'b' and ev.mirror is calls[1][1][0]
@@ -480,10 +482,97 @@ def test_spread_is_the_standard_deviation_and_zero_when_flat():
   assert alignment.spread(np.full((9, 9), 0.37, np.float32)) < 1e-7  # under both thresholds
 
 
-def test_the_search_gives_its_best_distinct_places_best_first():
+@pytest.mark.parametrize('kind', edits.KINDS)
+def test_an_edited_crop_is_its_window_toned_or_shaded(kind):
+  photos = [(n, Image.fromarray(a)) for n, a in PHOTOS.items()]
+  pairs = yardstick.user_pairs(photos, seed=2, per_kind={'edited': 1}, edits=(kind,))
+  assert [p.edit for p in pairs] == [kind] * len(photos) and all(p.is_pair for p in pairs)
+  for p in pairs:
+    original, crop = (p.a, p.b) if p.original == 'a' else (p.b, p.a)
+    window = np.asarray(original.resize(crop.size, Image.Resampling.LANCZOS, box=p.box)
+                        .convert('L'), float)
+    mine = np.asarray(crop.convert('L'), float)
+    assert np.corrcoef(window.ravel(), mine.ravel())[0, 1] > 0.8  # the same picture
+    h, w = mine.shape
+    gain = (mine + 8) / (window + 8)  # what the edit did, where
+    top, mid = np.median(gain[:h // 10]), np.median(gain[h // 2:])
+    corner, centre = np.median(gain[:h // 8, :w // 8]), np.median(gain[3 * h // 8:5 * h // 8,
+                                                                        3 * w // 8:5 * w // 8])
+    if kind == 'graduated':  # the top darker than the lower half
+      assert top < 0.75 * mid
+    elif kind in ('vignette', 'vignette30', 'export'):  # the corners darker than the centre
+      assert corner < {'vignette': 0.6, 'vignette30': 0.9, 'export': 0.95}[kind] * centre
+    elif kind == 'bw':
+      rgb = np.asarray(crop, float)
+      assert np.abs(rgb - rgb.mean(-1, keepdims=True)).mean() < 3  # no colour left
+  with pytest.raises(ValueError, match='unknown edit'):
+    edits.edit(photos[0][1], 'sepia', np.random.default_rng(0))
+  with pytest.raises(ValueError, match='edits must be some of'):
+    yardstick.user_pairs(photos, per_kind={'edited': 1}, edits=('sepia',))
+
+
+def test_unshading_removes_a_smooth_gain_and_keeps_the_detail():
+  image = np.asarray(Image.fromarray(PHOTOS['astronaut']).convert('L').resize((128, 128)),
+                     np.float32) / 255
+  y, x = np.mgrid[0:128, 0:128] / 128
+  shaded = image * (0.5 + 0.5 * np.clip((y - 0.1) / 0.4, 0, 1)) * (1 - 0.3 * (x - 0.5) ** 2)
+  plain, undone = verify._unshaded(image), verify._unshaded(shaded.astype(np.float32))
+  inner = (slice(8, -8), slice(8, -8))  # a blur's reach from the edge
+  corr = lambda a, b: np.corrcoef(a[inner].ravel(), b[inner].ravel())[0, 1]
+  assert corr(plain, undone) > 0.995 > 0.95 > corr(image, shaded)  # undone, where it was not
+  assert corr(y, undone) ** 2 < 0.001  # nothing of the graduated filter's ramp left
+
+
+def test_a_graduated_crop_is_placed_by_the_unshaded_search_and_scored_unshaded(monkeypatch):
+  box = (100.3, 140.7, 380.2, 350.9)
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
+  crop = Pyramid(_shaded(_crop('astronaut', box, 0.7, quality=95), 'graduated'))
+  found = verify.search(original, crop)
+  assert any(verify._iou(p.box, box) > 0.7 for p in found)
+  # the unshaded place is one more start, where it is a place of its own
+  monkeypatch.setattr(verify, 'UNSHADED', 0)
+  assert len(verify.search(original, crop)) == verify.SEARCH_TOP <= len(found)
+  monkeypatch.undo()
+  # the runner-up's score: the crop's shading undone where it is read, nothing fitted
+  (at, _), (elsewhere, _) = alignment.scores_at([original] * 2, [crop] * 2,
+                                                [box, _off(box, 0.5)])
+  assert at > 0.97 and elsewhere < 0.7
+  monkeypatch.setattr(alignment, 'FIELD_TERMS', ())
+  assert alignment.scores_at([original], [crop], [box])[0][0] < at - 0.02
+
+
+def test_the_runner_up_is_the_best_unshaded_fit_elsewhere(monkeypatch):
+  def fit(box, score):
+    return alignment.Alignment(box=tuple(box), angle=0.0, score=score, start_score=score,
+                               converged=True, inside=1.0, blocks=(), peak=0.0, detail=0.0)
+  original, crop = Pyramid(PHOTOS['astronaut']), Pyramid(PHOTOS['coffee'])
+  starts = [np.array(b, float) for b in ((0, 0, 100, 100), (5, 5, 105, 105), (300, 300, 400, 400),
+                                         (200, 0, 300, 100))]
+  jobs = [(0, 'a', original, crop, b) for b in starts]
+  # the third start's fit moved far from it (to the fourth's place); the best is the first
+  done = [fit(starts[0], 0.9), fit(starts[1], 0.8), fit(starts[3] + 20, 0.7),
+          fit(starts[3], 0.6)]
+  best = {(0, 'a'): (0, done[0])}
+  flat = {(300.0, 300.0): 0.95, (220.0, 20.0): 0.5, (200.0, 0.0): 0.8}  # by top-left
+  seen = []
+
+  def scores_at(originals, crops, boxes, angles=None, stage=0):
+    seen.extend(tuple(float(v) for v in b[:2]) for b in boxes)
+    return [(flat[tuple(float(v) for v in b[:2])], 1.0) for b in boxes]
+  monkeypatch.setattr(alignment, 'scores_at', scores_at)
+  runner = verify._runners_up(jobs, done, best)
+  # the second overlaps the best; the third's start (not its fit) scores best unshaded
+  assert sorted(seen) == sorted(flat) and runner[(0, 'a')][0] == 2
+  assert runner[(0, 'a')][1].box == tuple(starts[2])
+  monkeypatch.setattr(verify, 'RUNNER_UP', False)
+  assert verify._runners_up(jobs, done, best) == {}
+
+
+def test_the_search_gives_its_best_distinct_places_best_first(monkeypatch):
   box = (100.3, 140.7, 380.2, 350.9)
   original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
   crop = Pyramid(_crop('astronaut', box, 0.7))
+  monkeypatch.setattr(verify, 'UNSHADED', 0)  # the places by plain correlation alone
   found = verify.search(original, crop, top=4)
   assert len(found) == 4
   # 8 pixels a sample: 4 at 128 of 512, its sizes searched on the original halved once
@@ -779,7 +868,8 @@ def test_user_pairs_have_the_geometry_they_claim():
   photos = [(n, Image.fromarray(a)) for n, a in PHOTOS.items()]
   pairs = yardstick.user_pairs(photos, seed=1)
   assert {p.kind for p in pairs} == set(yardstick.KINDS)
-  assert len(pairs) == 7 * len(photos) and sum(p.is_pair for p in pairs) == 3 * len(photos)
+  assert len(pairs) == 8 * len(photos) and sum(p.is_pair for p in pairs) == 4 * len(photos)
+  assert all((p.edit in edits.KINDS) == (p.kind == 'edited') for p in pairs)
   assert yardstick.user_pairs(photos, seed=1)[5].box == pairs[5].box  # deterministic
   for p in pairs:
     original, crop = (p.a, p.b) if p.original == 'a' else (p.b, p.a)

@@ -239,13 +239,15 @@ def _oversample(with_angle: bool) -> int:
 
 
 def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: float,
-                  samples: int, margin: float, over: int = 1):
+                  samples: int, margin: float, over: int = 1, flatten: bool | None = None):
   """One pair's template, canvas and start parameters for a stage.
 
   The canvas is the original read around the box (the box grown by `margin`
   on each side) at the template's sampling step, on the box's turned axes, with
   `over` x `over` canvas pixels a sample (from the pyramid level that step picks);
-  in canvas pixels the box then starts at over x (m*tw, m*th, (1+m)*tw, (1+m)*th)."""
+  in canvas pixels the box then starts at over x (m*tw, m*th, (1+m)*tw, (1+m)*th).
+  `flatten`: divide the template by the gain field (`_flattened`); by default from the
+  second stage on."""
   tw, th = _template_size(crop, samples)
   # The finest stage's template is exact (its box is the answer); coarser ones are cheaper.
   template = crop.template((tw, th), exact=samples >= STAGES[-1][0])
@@ -256,7 +258,7 @@ def _stage_inputs(original: Pyramid, crop: Pyramid, box: np.ndarray, angle: floa
   affine = _box_affine(grown, angle, (cw * over, ch * over))
   step = float(np.sqrt(abs(np.linalg.det(affine[:, :2])))) * over
   canvas, inside = original.read(affine, (cw * over, ch * over), step)
-  if samples > STAGES[0][0] and FIELD_TERMS:
+  if (samples > STAGES[0][0] if flatten is None else flatten) and FIELD_TERMS:
     template = _flattened(template, canvas, inside, (mw, mh), over)
   return (template, canvas, inside, np.array([mw, mh, mw + tw, mh + th], np.float64) * over,
           affine)
@@ -703,12 +705,13 @@ class _Batch:
                   len(rows), self.given[take])
 
 
-def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False) -> _Batch:
+def _prepare(originals, crops, boxes, angles, samples, margin, with_angle, seed=False,
+             flatten: bool | None = None) -> _Batch:
   n = len(originals)
   over = _oversample(with_angle)
 
   def one(job):  # a pair's reads (and seed)
-    inputs = _stage_inputs(*job, samples, margin, over)
+    inputs = _stage_inputs(*job, samples, margin, over, flatten)
     template, canvas, _, start, _ = inputs
     if not seed:
       return inputs, start
@@ -860,6 +863,24 @@ def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
     out += _align_chunk(originals[part], crops[part], boxes[part],
                         None if angles is None else angles[part], with_angle, stages, i, seed,
                         detail)
+  return out
+
+
+def scores_at(originals: Sequence[Pyramid], crops: Sequence[Pyramid], boxes: Sequence, *,
+              angles: Sequence[float] | None = None, stage: int = 0
+              ) -> list[tuple[float, float]]:
+  """(ZNCC, share inside the frame) of each crop at its box, read as `STAGES[stage]` reads it
+  but with the crop's template divided by the gain field fitted there (`_flattened`), without
+  fitting anything."""
+  samples, margin, _ = STAGES[stage]
+  angles = [0.0] * len(boxes) if angles is None else list(angles)
+  out: list[tuple[float, float]] = []
+  for i in range(0, len(boxes), CHUNK):
+    part = slice(i, i + CHUNK)
+    batch = _prepare(originals[part], crops[part], [np.asarray(b, np.float64) for b in boxes[part]],
+                     angles[part], samples, margin, False, flatten=True)
+    zncc, share = _scores(batch, batch.given, False, full=False)
+    out += [(float(z), float(s)) for z, s in zip(zncc, share)]
   return out
 
 
