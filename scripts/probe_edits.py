@@ -26,8 +26,9 @@ from cropjax.datasets import edits  # noqa: E402
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='a trained crop-pair workdir')
-  parser.add_argument('--kinds', default=','.join(edits.KINDS))
-  parser.add_argument('--seed', type=int, default=7)
+  parser.add_argument('--kinds', default=','.join(edits.KINDS),
+                      help='the edits to measure, comma-separated (default: all nine)')
+  parser.add_argument('--seed', type=int, default=7, help="the pairs' draw")
   parser.add_argument('--photos', nargs='*', metavar='FILE',
                       help="photos to cut the crops from instead of the yardstick's (read as "
                            'it reads its own): development photos, so that a choice is not '
