@@ -113,8 +113,8 @@ SEARCH_LEAST = 16
 # `UNSHADED`), the other kinds unchanged.
 RUNNER_UP = True
 # The crop's shading undone for the search too: its best place on the log of each image less
-# its blur (`_unshaded`, this many pixels of the search's), at every `UNSHADED`-th size, is one
-# more start where it is a place of its own (0: none). An editor's vignette or graduated
+# its blur (`_unshaded`: a Gaussian of `UNSHADED_SIGMA` pixels of the search's images), at
+# every `UNSHADED`-th size, is one more start where it is a place of its own (0: none). An editor's vignette or graduated
 # filter outweighs a crop's content at the search's scale; chosen on the development
 # wallpapers (docs/real_photos.md, "Shaded crops placed"): a graduated crop's place among the
 # search's 0.71 -> 0.95 with it (sigma 2; 4: 0.90, 8: 0.62); every other size found as many.
