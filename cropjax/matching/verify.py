@@ -114,10 +114,11 @@ SEARCH_LEAST = 16
 RUNNER_UP = True
 # The crop's shading undone for the search too: its best place on the log of each image less
 # its blur (`_unshaded`: a Gaussian of `UNSHADED_SIGMA` pixels of the search's images), at
-# every `UNSHADED`-th size, is one more start where it is a place of its own (0: none). An editor's vignette or graduated
-# filter outweighs a crop's content at the search's scale; chosen on the development
-# wallpapers (docs/real_photos.md, "Shaded crops placed"): a graduated crop's place among the
-# search's 0.71 -> 0.95 with it (sigma 2; 4: 0.90, 8: 0.62); every other size found as many.
+# every `UNSHADED`-th size, is one more start where it is a place of its own (0: none). An
+# editor's vignette or graduated filter outweighs a crop's content at the search's scale;
+# chosen on the development wallpapers (docs/real_photos.md, "Shaded crops placed"): a
+# graduated crop's place among the search's 0.71 -> 0.95 with it (sigma 2; 4: 0.90, 8:
+# 0.62); every other size found as many.
 UNSHADED = 2
 UNSHADED_SIGMA = 2.0
 UNSHADED_FLOOR = 0.02  # added to luma (0-1) before its log: black is not minus infinity
@@ -150,9 +151,10 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEAR
   are left out.
   """
   templates: dict = {}  # the crop at each size, made once for every turn
-  found = _scan(original, crop, side, areas, 0.0, templates)
+  canvases: dict = {}  # the original at each side, halving and turn, made once
+  found = _scan(original, crop, side, areas, 0.0, templates, canvases)
   for turn in turns:
-    found += _scan(original, crop, min(side, TURN_SIDE), areas[1::2], turn, templates)
+    found += _scan(original, crop, min(side, TURN_SIDE), areas[1::2], turn, templates, canvases)
   found.sort(key=lambda f: -f.score)
   kept: list[Place] = []
   for place in found:  # distinct places only
@@ -161,7 +163,8 @@ def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEAR
     if all(_iou(place.box, k.box) < 0.5 for k in kept):
       kept.append(place)
   if UNSHADED and top:  # one more start: the best place with the crop's shading undone
-    shaded = _scan(original, crop, side, areas[::UNSHADED], 0.0, templates, unshaded=True)
+    shaded = _scan(original, crop, side, areas[::UNSHADED], 0.0, templates, canvases,
+                   unshaded=True)
     place = max(shaded, key=lambda f: f.score, default=None)
     if place is not None and all(_iou(place.box, k.box) < 0.5 for k in kept):
       kept.append(place)
@@ -177,17 +180,18 @@ def _unshaded(image: np.ndarray) -> np.ndarray:
 
 
 def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], turn: float,
-          templates: dict, unshaded: bool = False) -> list[Place]:
+          templates: dict, canvases: dict, unshaded: bool = False) -> list[Place]:
   """`search`'s best place at each size, on the original shrunk to `side` and turned by -`turn`
   degrees about its centre (a canvas holding all of it: its pixel q shows the original's centre
   + rot (q - the canvas's centre), rot turning by `turn` as `Alignment.angle`). A size whose
   template's short side exceeds 2 x `SEARCH_LEAST` is searched on the original halved (again
-  and again) until it would not: a large crop's place needs no more pixels than a small one's."""
+  and again) until it would not: a large crop's place needs no more pixels than a small one's.
+  `templates` and `canvases` keep the crop's sizes and the original's canvases for the next
+  scan of the same search; `unshaded`: both with their shading undone (`_unshaded`)."""
   import cv2
   scale = min(1.0, side / max(original.size))
   aw, ah = max(1, round(original.width * scale)), max(1, round(original.height * scale))
   aspect = crop.width / crop.height
-  canvases: dict = {}  # the original at each halving (turned), made once
   found = []
   for area in areas:
     tw = np.sqrt(area * aw * ah * aspect)
@@ -197,11 +201,14 @@ def _scan(original: Pyramid, crop: Pyramid, side: int, areas: Sequence[float], t
     f = 1
     while min(tw, th) / (2 * f) >= SEARCH_LEAST:
       f *= 2
-    if f not in canvases:
-      canvases[f] = _canvas(original, (max(1, round(aw / f)), max(1, round(ah / f))), turn)
-      if unshaded:
-        canvases[f] = (_unshaded(canvases[f][0]), *canvases[f][1:])
-    image, rot, centre, canvas_centre, to_original = canvases[f]
+    key = (side, f, turn)
+    if key not in canvases:
+      canvases[key] = _canvas(original, (max(1, round(aw / f)), max(1, round(ah / f))), turn)
+    if unshaded:
+      if key + (True,) not in canvases:
+        canvases[key + (True,)] = (_unshaded(canvases[key][0]), *canvases[key][1:])
+      key += (True,)
+    image, rot, centre, canvas_centre, to_original = canvases[key]
     tw, th = max(1, round(tw / f)), max(1, round(th / f))
     if (tw, th) not in templates:
       templates[tw, th] = crop.resized((tw, th))
@@ -414,16 +421,13 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     # of those for each direction; the better direction's through the last
     keys = list(best)
     extra = [key for key in keys if key in runner]
-    if extra:
-      tried = refine(keys + extra, second, detail=False,
-                     starting=[best[key][1] for key in keys] + [runner[key][1] for key in extra])
-      for key, a in zip(keys, tried):
-        best[key] = (best[key][0], a)
-      for key, a in zip(extra, tried[len(keys):]):
-        if _fit(a) > _fit(best[key][1]):
-          best[key] = (runner[key][0], a)
-    else:
-      refine(keys, second, detail=False)
+    tried = refine(keys + extra, second, detail=False,
+                   starting=[best[key][1] for key in keys] + [runner[key][1] for key in extra])
+    for key, a in zip(keys, tried):
+      best[key] = (best[key][0], a)
+    for key, a in zip(extra, tried[len(keys):]):
+      if _fit(a) > _fit(best[key][1]):
+        best[key] = (runner[key][0], a)
     winners = leading()
     # Its angle, one stage a call (each keeps its start if better), from its turn and, where
     # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
