@@ -36,6 +36,16 @@ def pytest_configure(config):
     jax.config.update('jax_default_matmul_precision', 'highest')
 
 
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (setup.cfg): a worker a core, at most 4 (each holds JAX, TensorFlow and PyTorch,
+  about 3 GB, and a file's tests run on one worker, so more rarely pay)."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  return max(1, min(4, cores))
+
+
 def pytest_unconfigure(config):
   """The session's compilation cache goes with it (about 15 MB a full run, else left in /tmp)."""
   import shutil
