@@ -18,9 +18,10 @@ except ImportError:
 
 
 def pytest_configure(config):
-  """One persistent JAX compilation cache for the session (a fresh temporary folder, also
-  given to the subprocesses some tests start): the many tiny training runs compile the same
-  programs, and a cached executable is the same executable, so results do not change."""
+  """One persistent JAX compilation cache for the session's process (a fresh temporary folder,
+  also given to the subprocesses its tests start; each pytest-xdist worker has its own): the
+  many tiny training runs compile the same programs, and a cached executable is the same
+  executable, so results do not change."""
   import tempfile
   folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
   config._cropjax_jax_cache = folder  # removed when the session ends (pytest_unconfigure)
