@@ -25,7 +25,9 @@ def pytest_configure(config):
   """One persistent JAX compilation cache for the session's process (a fresh temporary folder,
   also given to the subprocesses its tests start; each pytest-xdist worker has its own): the
   many tiny training runs compile the same programs, and a cached executable is the same
-  executable, so results do not change."""
+  executable, so results do not change. Not in pytest-xdist's controller, which runs no test."""
+  if getattr(config.option, 'numprocesses', None) and not hasattr(config, 'workerinput'):
+    return
   import tempfile
   folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
   config._cropjax_jax_cache = folder  # removed when the session ends (pytest_unconfigure)
