@@ -49,14 +49,22 @@ def match_pair(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.75, min_inliers
                tolerance: float = 0.05, max_side: int = 512) -> SiftResult:
   """SIFT + Lowe's ratio test + RANSAC similarity fit of B onto A (see the module docstring)."""
   import cv2
-  ga, gb = _gray(a, max_side), _gray(b, max_side)
-  sift = _sift()
-  ka, da = sift.detectAndCompute(ga, None)
-  kb, db = sift.detectAndCompute(gb, None)
+  return match_grey(_gray(a, max_side), _gray(b, max_side), _sift(), cv2.NORM_L2, ratio=ratio,
+                    min_inliers=min_inliers, tolerance=tolerance)
+
+
+def match_grey(ga: np.ndarray, gb: np.ndarray, detector, norm: int, *, ratio: float = 0.75,
+               min_inliers: int = 10, tolerance: float = 0.05) -> SiftResult:
+  """`match_pair` on grey uint8 images with any OpenCV keypoint detector and its descriptors'
+  norm (SIFT's L2; ORB's Hamming): keypoints, Lowe's ratio test, a RANSAC similarity of B
+  onto A, and the box of the image that maps into the other."""
+  import cv2
+  ka, da = detector.detectAndCompute(ga, None)
+  kb, db = detector.detectAndCompute(gb, None)
   none = SiftResult(False, 0.0, 0, 'a', (0.0, 0.0, 1.0, 1.0))
   if da is None or db is None or len(ka) < 2 or len(kb) < 2:
     return none
-  matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(db, da, k=2)
+  matches = cv2.BFMatcher(norm).knnMatch(db, da, k=2)
   good = [m[0] for m in matches if len(m) == 2 and m[0].distance < ratio * m[1].distance]
   if len(good) < 3:
     return none

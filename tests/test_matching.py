@@ -608,7 +608,7 @@ def test_a_large_crop_is_searched_on_the_original_halved_and_found_in_place(monk
 
 
 @pytest.mark.parametrize('angle', [-9.0, 7.0])
-def test_the_search_finds_a_crop_turned_beyond_the_unturned_search_s_reach(angle):
+def test_the_search_finds_a_crop_turned_beyond_the_unturned_search_s_reach(angle, monkeypatch):
   # A straightened crop turned by several degrees (Lightroom's sign): unturned, its best place
   # is elsewhere or scores poorly; the turned pass finds its place, at the nearest turn tried
   # (alignment's sign: the other way), and verification then fits its angle.
@@ -622,10 +622,59 @@ def test_the_search_finds_a_crop_turned_beyond_the_unturned_search_s_reach(angle
   np.testing.assert_allclose(centre, (box[:2] + box[2:]) / 2, atol=12)
   # From the search alone, and beside a given unturned start on the window itself (a network's
   # box): the turned place near it is a start of its own, not a duplicate of that box.
+  monkeypatch.setattr(verify, 'PROPOSAL_INLIERS', 0)  # searched, not proposed by keypoints
   for starts in (None, [{'a': [box]}]):
     ev, = verify.verify_batch([(original, crop)], starts)
     assert ev.original == 'a' and abs(ev.alignment.angle + angle) < 0.15
     np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
+
+
+def test_keypoints_propose_a_crop_s_place_and_turn_whichever_image_comes_first():
+  # ORB keypoints and a RANSAC similarity put a straightened crop of a real photo within a few
+  # pixels and its turn within a few tenths of a degree (alignment's sign: the other way).
+  crop, box = _straightened('astronaut', metadata.Crop(0.2, 0.25, 0.75, 0.7, 5.0), 0.8)
+  original, crop = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 80)), Pyramid(crop)
+  for a, b, which in ((original, crop, 'a'), (crop, original, 'b')):
+    proposal = verify.propose(a, b)
+    assert proposal.original == which
+    np.testing.assert_allclose(proposal.place.box, box, atol=3)
+    assert abs(proposal.place.angle + 5.0) < 0.3
+    assert proposal.place.score >= verify.PROPOSAL_INLIERS  # its inliers
+  # an unturned crop starts unturned; another photo and a mirrored crop are proposed nothing
+  window = (100.3, 140.7, 380.2, 350.9)
+  plain = Pyramid(_crop('astronaut', window, 0.7))
+  proposal = verify.propose(original, plain)
+  assert proposal.original == 'a' and proposal.place.angle == 0.0
+  np.testing.assert_allclose(proposal.place.box, window, atol=3)
+  assert verify.propose(original, Pyramid(PHOTOS['coffee'])) is None
+  assert verify.propose(original, verify.mirrored(plain)) is None
+
+
+def test_a_pair_proposed_by_keypoints_is_not_searched(monkeypatch):
+  window = (100.3, 140.7, 380.2, 350.9)
+  original = Pyramid(_jpeg(Image.fromarray(PHOTOS['astronaut']), 85))
+  crop = Pyramid(_crop('astronaut', window, 0.7))
+  pairs = [(crop, original), (Pyramid(PHOTOS['coffee']), crop)]
+  searched = []
+  search = verify.search
+  monkeypatch.setattr(verify, 'search', lambda o, c, **k: searched.append((o, c)) or search(
+      o, c, **k))
+  found = verify.search_pairs(pairs)
+  proposal = verify.propose(crop, original)
+  # the crop pair: its proposal alone, in its direction; the other photo searched both ways
+  assert found[0]['a'] == [] and len(found[0]['b']) == 1
+  np.testing.assert_equal(found[0]['b'][0].box, proposal.place.box)
+  assert [(o is pairs[1][0], c is pairs[1][0]) for o, c in searched] == [(True, False),
+                                                                         (False, True)]
+  ev, = verify.verify_batch(pairs[:1], searched=found[:1])
+  assert ev.original == 'b'
+  np.testing.assert_allclose(ev.alignment.box, window, atol=1.0)
+  # without proposals every pair is searched both ways round
+  searched.clear()
+  monkeypatch.setattr(verify, 'PROPOSAL_INLIERS', 0)
+  found = verify.search_pairs(pairs)
+  assert len(searched) == 4 and len(found[0]['b']) > 1
+  assert verify.search_pairs(pairs, top=0) == [{'a': [], 'b': []}] * 2
 
 
 def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
@@ -644,10 +693,13 @@ def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
   np.testing.assert_allclose(ev.alignment.box, box, atol=1.5)
 
 
-def test_the_starts_aligned_ahead_give_the_same_evidence():
+def test_the_starts_aligned_ahead_give_the_same_evidence(monkeypatch):
   # What inference does while the network runs: the search's places through the first stage
   # before the network's boxes are known, and then (on the network's thread) its boxes;
-  # verification then goes on from both.
+  # verification then goes on from both. (Searched, not proposed by keypoints: a proposed pair's
+  # other direction starts from the whole frame, aligned with whatever else is left to align, so
+  # only to float32 rounding the same.)
+  monkeypatch.setattr(verify, 'PROPOSAL_INLIERS', 0)
   box = (201.6, 90.2, 530.5, 370.8)
   pairs = [(Pyramid(PHOTOS['coffee']), Pyramid(_crop('coffee', box, 0.6))),
            (Pyramid(PHOTOS['chelsea']), Pyramid(_crop('coffee', box, 0.5)))]
