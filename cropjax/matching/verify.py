@@ -141,14 +141,12 @@ PROPOSAL_FEATURES = 1000  # ORB's keypoints an image at most
 # is a few hundredths to tenths of a degree (development wallpapers: median 0.06, 90 % within
 # 0.25), and a turned start sends the crop through the angle stages from both its turn and 0.
 PROPOSAL_LEAST_TURN = 0.3
-# One turned more than this is no crop's (an editor straightens by up to 45 degrees either way:
-# Lightroom's and darktable's range): it is searched instead.
-PROPOSAL_MOST_TURN = 45.0
 
 
 class Place(NamedTuple):
-  """One of `search`'s places: a box (pixels of the original, unturned), its correlation, and
-  the turn it was found at (degrees, as `Alignment.angle`)."""
+  """One of `search`'s places: a box (pixels of the original, unturned), its correlation (a
+  keypoint proposal's: its inliers), and the turn it was found at (degrees, as
+  `Alignment.angle`)."""
   box: np.ndarray
   score: float
   angle: float = 0.0
@@ -162,12 +160,14 @@ class Proposal(NamedTuple):
 
 
 def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
-  """Which image the other maps into and where, from ORB keypoints matched both ways' images at
+  """Which image the other maps into and where, from ORB keypoints of both images at
   `PROPOSAL_SIDE` (`cropjax.sift.match_grey`: ratio test, RANSAC similarity, the mapped frame
-  inside the other within 5 %); None where fewer than `PROPOSAL_INLIERS` inliers agree or the
-  mapped frame leaves the other, or where it turns by more than an editor would."""
+  inside the other within 5 %); None where fewer than `PROPOSAL_INLIERS` inliers agree, where
+  the mapped frame leaves the other, or where it is turned more than an editor's crop can be
+  (`cropjax.metadata.MAX_ANGLE`): those pairs are searched."""
   import cv2
 
+  from cropjax import metadata
   from cropjax import sift
   grey = [_grey_u8(p, PROPOSAL_SIDE) for p in (a, b)]
   r = sift.match_grey(*grey, cv2.ORB_create(nfeatures=PROPOSAL_FEATURES), cv2.NORM_HAMMING,
@@ -177,7 +177,7 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
   original = a if r.original == 'a' else b
   w, h = original.size
   box = np.asarray(r.box, np.float64) * [w, h, w, h]
-  if min(box[2] - box[0], box[3] - box[1]) < 2 or abs(r.angle) > PROPOSAL_MOST_TURN:
+  if min(box[2] - box[0], box[3] - box[1]) < 2 or abs(r.angle) > metadata.MAX_ANGLE:
     return None
   angle = -r.angle  # the baseline's angle is Lightroom's sign; `Place.angle` is the alignment's
   return Proposal(r.original, Place(box, float(r.inliers),
