@@ -49,18 +49,25 @@ def match_pair(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.75, min_inliers
                tolerance: float = 0.05, max_side: int = 512) -> SiftResult:
   """SIFT + Lowe's ratio test + RANSAC similarity fit of B onto A (see the module docstring)."""
   import cv2
-  return match_grey(_gray(a, max_side), _gray(b, max_side), _sift(), cv2.NORM_L2, ratio=ratio,
-                    min_inliers=min_inliers, tolerance=tolerance)
+  sift = _sift()
+  return match_features(features(_gray(a, max_side), sift), features(_gray(b, max_side), sift),
+                        cv2.NORM_L2, ratio=ratio, min_inliers=min_inliers, tolerance=tolerance)
 
 
-def match_grey(ga: np.ndarray, gb: np.ndarray, detector, norm: int, *, ratio: float = 0.75,
-               min_inliers: int = 10, tolerance: float = 0.05) -> SiftResult:
-  """`match_pair` on grey uint8 images with any OpenCV keypoint detector and its descriptors'
-  norm (SIFT's L2; ORB's Hamming): keypoints, Lowe's ratio test, a RANSAC similarity of B
-  onto A, and the box of the image that maps into the other."""
+def features(grey: np.ndarray, detector) -> tuple:
+  """(keypoints, descriptors, (h, w)) of a grey uint8 image by any OpenCV keypoint detector
+  (SIFT; ORB for `cropjax.matching.verify.propose`): what `match_features` compares, so an image
+  in several pairs can be described once."""
+  return (*detector.detectAndCompute(grey, None), grey.shape)
+
+
+def match_features(fa: tuple, fb: tuple, norm: int, *, ratio: float = 0.75,
+                   min_inliers: int = 10, tolerance: float = 0.05) -> SiftResult:
+  """`match_pair` from each image's `features` and their descriptors' norm (SIFT's L2; ORB's
+  Hamming): Lowe's ratio test, a RANSAC similarity of B onto A, and the box of the image that
+  maps into the other."""
   import cv2
-  ka, da = detector.detectAndCompute(ga, None)
-  kb, db = detector.detectAndCompute(gb, None)
+  (ka, da, (ah, aw)), (kb, db, (bh, bw)) = fa, fb
   none = SiftResult(False, 0.0, 0, 'a', (0.0, 0.0, 1.0, 1.0))
   if da is None or db is None or len(ka) < 2 or len(kb) < 2:
     return none
@@ -70,23 +77,21 @@ def match_grey(ga: np.ndarray, gb: np.ndarray, detector, norm: int, *, ratio: fl
     return none
   pb = np.float32([kb[m.queryIdx].pt for m in good])
   pa = np.float32([ka[m.trainIdx].pt for m in good])
-  threshold = 3.0 * max(ga.shape) / 256
+  threshold = 3.0 * max(ah, aw) / 256
   m, inliers = cv2.estimateAffinePartial2D(pb, pa, method=cv2.RANSAC,
                                            ransacReprojThreshold=threshold, maxIters=2000)
   if m is None:
     return none
   n = int(inliers.sum())
   # The share of A's frame that B covers when mapped into it; above 1, A is the crop.
-  share = abs(float(np.linalg.det(m[:, :2]))) * gb.size / ga.size
+  share = abs(float(np.linalg.det(m[:, :2]))) * (bh * bw) / (ah * aw)
   if share <= 1:  # B maps into A: A is the original
-    original, src, dst, transform = 'a', gb, ga, m
+    original, (h, w), (dh, dw), transform = 'a', (bh, bw), (ah, aw), m
   else:
-    original, src, dst = 'b', ga, gb
+    original, (h, w), (dh, dw) = 'b', (ah, aw), (bh, bw)
     transform = cv2.invertAffineTransform(m)
-  h, w = src.shape
   corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
   mapped = corners @ transform[:, :2].T + transform[:, 2]
-  dh, dw = dst.shape
   fx, fy = mapped[:, 0] / dw, mapped[:, 1] / dh
   inside = bool(fx.min() > -tolerance and fy.min() > -tolerance
                 and fx.max() < 1 + tolerance and fy.max() < 1 + tolerance)

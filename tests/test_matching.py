@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 
 from cropjax import metadata
 from cropjax import procedural
+from cropjax import sift
 from cropjax import threads
 from cropjax.datasets import edits
 from cropjax.datasets import splits
@@ -659,8 +660,12 @@ def test_a_pair_proposed_by_keypoints_is_not_searched(monkeypatch):
   search = verify.search
   monkeypatch.setattr(verify, 'search', lambda o, c, **k: searched.append((o, c)) or search(
       o, c, **k))
+  described = []
+  features = sift.features
+  monkeypatch.setattr(sift, 'features', lambda g, d: described.append(g.shape) or features(g, d))
   found = verify.search_pairs(pairs)
   proposal = verify.propose(crop, original)
+  assert len(described) == 3  # the crop, in both pairs, described once
   # the crop pair: its proposal alone, in its direction; the other photo searched both ways
   assert found[0]['a'] == [] and len(found[0]['b']) == 1
   np.testing.assert_equal(found[0]['b'][0].box, proposal.place.box)

@@ -127,7 +127,7 @@ UNSHADED_FLOOR = 0.02  # added to luma (0-1) before its log: black is not minus 
 
 
 # Keypoint proposals (`propose`): where ORB keypoints, Lowe's ratio test and a RANSAC similarity
-# (the SIFT baseline's fit and settings, `cropjax.sift.match_grey`) map one image into the other
+# (the SIFT baseline's fit and settings, `cropjax.sift.match_features`) map one image into the other
 # with at least this many inliers, the box and turn they give are the one place that direction
 # starts from, and neither direction is searched (0: always search). ORB finds as many starts
 # within 2 % of the truth as SIFT on the development wallpapers at a fifth of its time (183 and
@@ -161,7 +161,7 @@ class Proposal(NamedTuple):
 
 def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
   """Which image the other maps into and where, from ORB keypoints of both images at
-  `PROPOSAL_SIDE` (`cropjax.sift.match_grey`: ratio test, RANSAC similarity, the mapped frame
+  `PROPOSAL_SIDE` (`_keypoints`; `cropjax.sift.match_features`: ratio test, RANSAC similarity, the mapped frame
   inside the other within 5 %); None where fewer than `PROPOSAL_INLIERS` inliers agree, where
   the mapped frame leaves the other, or where it is turned more than an editor's crop can be
   (`cropjax.metadata.MAX_ANGLE`): those pairs are searched."""
@@ -169,9 +169,8 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
 
   from cropjax import metadata
   from cropjax import sift
-  grey = [_grey_u8(p, PROPOSAL_SIDE) for p in (a, b)]
-  r = sift.match_grey(*grey, cv2.ORB_create(nfeatures=PROPOSAL_FEATURES), cv2.NORM_HAMMING,
-                      min_inliers=PROPOSAL_INLIERS)
+  r = sift.match_features(_keypoints(a), _keypoints(b), cv2.NORM_HAMMING,
+                          min_inliers=PROPOSAL_INLIERS)
   if not r.is_pair:
     return None
   original = a if r.original == 'a' else b
@@ -184,13 +183,23 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
                                     angle if abs(angle) >= PROPOSAL_LEAST_TURN else 0.0))
 
 
-def _grey_u8(pyramid: Pyramid, side: int) -> np.ndarray:
-  """The image's luma as uint8, its long side at most `side` (area-averaged)."""
-  w, h = pyramid.size
-  scale = min(1.0, side / max(w, h))
-  g = pyramid.levels[0] if scale == 1 else pyramid.resized(
-      (max(1, round(w * scale)), max(1, round(h * scale))))
-  return np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
+def _keypoints(pyramid: Pyramid) -> tuple:
+  """The image's ORB `cropjax.sift.features` at `PROPOSAL_SIDE` (its luma as uint8,
+  area-averaged), made once and kept with the pyramid: an image in several pairs (a query and
+  its candidates, N x M pairs) is described once."""
+  import cv2
+
+  from cropjax import sift
+  kept = pyramid.__dict__.setdefault('_keypoints', {})
+  key = (PROPOSAL_SIDE, PROPOSAL_FEATURES)
+  if key not in kept:
+    w, h = pyramid.size
+    scale = min(1.0, PROPOSAL_SIDE / max(w, h))
+    g = pyramid.levels[0] if scale == 1 else pyramid.resized(
+        (max(1, round(w * scale)), max(1, round(h * scale))))
+    grey = np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
+    kept[key] = sift.features(grey, cv2.ORB_create(nfeatures=PROPOSAL_FEATURES))
+  return kept[key]
 
 
 def search(original: Pyramid, crop: Pyramid, *, side: int = 128, top: int = SEARCH_TOP,
