@@ -161,10 +161,11 @@ class Proposal(NamedTuple):
 
 def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
   """Which image the other maps into and where, from ORB keypoints of both images at
-  `PROPOSAL_SIDE` (`_keypoints`; `cropjax.sift.match_features`: ratio test, RANSAC similarity, the mapped frame
-  inside the other within 5 %); None where fewer than `PROPOSAL_INLIERS` inliers agree, where
-  the mapped frame leaves the other, or where it is turned more than an editor's crop can be
-  (`cropjax.metadata.MAX_ANGLE`): those pairs are searched."""
+  `PROPOSAL_SIDE` (`_keypoints`; `cropjax.sift.match_features`: ratio test, RANSAC
+  similarity, the mapped frame inside the other within 5 %); None where fewer than
+  `PROPOSAL_INLIERS` inliers agree, where the mapped frame leaves the other, or where it is
+  turned more than an editor's crop can be (`cropjax.metadata.MAX_ANGLE`): those pairs are
+  searched."""
   import cv2
 
   from cropjax import metadata
