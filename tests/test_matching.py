@@ -682,6 +682,30 @@ def test_a_pair_proposed_by_keypoints_is_not_searched(monkeypatch):
   assert verify.search_pairs(pairs, top=0) == [{'a': [], 'b': []}] * 2
 
 
+def test_a_keypoint_placed_crop_s_angle_is_fitted_from_its_turn_alone(monkeypatch):
+  crop, box = _straightened('coffee', metadata.Crop(0.25, 0.15, 0.7, 0.75, -3.0), 0.8)
+  original, crop = Pyramid(_jpeg(Image.fromarray(PHOTOS['coffee']), 80)), Pyramid(crop)
+  assert verify.propose(original, crop) is not None
+  turned = []  # (samples, starts) of each angle stage's call
+  align_batch = alignment.align_batch
+
+  def counted(originals, *args, **kwargs):
+    if kwargs.get('with_angle'):
+      turned.append((kwargs['stages'][0][0], len(originals)))
+    return align_batch(originals, *args, **kwargs)
+  monkeypatch.setattr(alignment, 'align_batch', counted)
+  ev, = verify.verify_batch([(original, crop)])
+  assert ev.original == 'a' and abs(ev.alignment.angle - 3.0) < 0.15
+  np.testing.assert_allclose(ev.alignment.box, box, atol=1.0)
+  # from the proposal's turn alone, at the second stage's samples: no coarse stage, no start at 0
+  assert turned == [(verify.TURN_STAGES[1][0], 1)]
+  turned.clear()
+  monkeypatch.setattr(verify, 'PROPOSAL_INLIERS', 0)  # searched: both stages, from its turn and 0
+  ev, = verify.verify_batch([(original, crop)])
+  assert turned == [(stage[0], 2) for stage in verify.TURN_STAGES]
+  assert abs(ev.alignment.angle - 3.0) < 0.15
+
+
 def test_a_given_box_of_the_wrong_shape_starts_at_the_crop_s_shape():
   box = (120.0, 40.0, 330.0, 460.0)  # a tall window, full of the photo's height
   crop = Pyramid(_crop('astronaut', box, 0.6))

@@ -19,7 +19,8 @@ graduated filter, `_runners_up`), go through the second, the better of the two k
 The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop); its angle is fitted (a straightened crop is turned about its centre:
-`TURN_STAGES`) and it goes through the finest stage at that angle; the other direction
+`TURN_STAGES`; where keypoints placed it, from their turn by the second of them alone)
+and it goes through the finest stage at that angle; the other direction
 keeps its second-stage one, enough to say it fits worse. Beside those
 stages (on another core) the crop mirrored left-right is aligned in the
 original that fits better after the first stage (from its box there and from
@@ -91,7 +92,9 @@ SEARCH_TOP = 4
 # straightened crop is turned about its centre), from the second stage's box at its turn (0,
 # or the search's) and at 0: at 32 samples, whose reach takes in a turn of several degrees,
 # then at 64; its finest stage then reads at that angle (docs/real_photos.md, "Straightened
-# crops", "A turned search").
+# crops", "A turned search"). A keypoint proposal's direction, whose turn RANSAC gives within a
+# few tenths of a degree, goes through the second alone, from that turn (docs/real_photos.md,
+# "A keypoint proposal's angle").
 TURN_STAGES = alignment.STAGES[:2]
 # The turns `search` also tries (degrees, as `Alignment.angle`): a straightened crop is turned
 # by its editor's angle, and unturned the search finds turns of a few degrees only. Chosen on
@@ -145,11 +148,12 @@ PROPOSAL_LEAST_TURN = 0.3
 
 class Place(NamedTuple):
   """One of `search`'s places: a box (pixels of the original, unturned), its correlation (a
-  keypoint proposal's: its inliers), and the turn it was found at (degrees, as
-  `Alignment.angle`)."""
+  keypoint proposal's: its inliers), the turn it was found at (degrees, as `Alignment.angle`),
+  and whether keypoints proposed it (`propose`)."""
   box: np.ndarray
   score: float
   angle: float = 0.0
+  proposed: bool = False
 
 
 class Proposal(NamedTuple):
@@ -181,7 +185,13 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
     return None
   angle = -r.angle  # the baseline's angle is Lightroom's sign; `Place.angle` is the alignment's
   return Proposal(r.original, Place(box, float(r.inliers),
-                                    angle if abs(angle) >= PROPOSAL_LEAST_TURN else 0.0))
+                                    angle if abs(angle) >= PROPOSAL_LEAST_TURN else 0.0, True))
+
+
+def _by_keypoints(searched: Sequence[Mapping[str, Sequence[Place]]]) -> set[tuple[int, str]]:
+  """The (pair, direction)s of `search_pairs`' result that keypoints placed (`propose`)."""
+  return {(i, d) for i, s in enumerate(searched) for d, places in s.items()
+          if any(p.proposed for p in places)}
 
 
 def _keypoints(pyramid: Pyramid) -> tuple:
@@ -437,6 +447,7 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     searched = search_pairs(pairs, search_top)
   if placed is None:
     placed = align_places(pairs, searched)
+  by_keypoints = _by_keypoints(searched)
   given_jobs = _given(pairs, starts)
   mine = _by_direction(pairs, given_jobs, given_jobs)
   if given_placed is None:
@@ -507,15 +518,24 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     # Its angle, one stage a call (each keeps its start if better), from its turn and, where
     # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
     # where the fit flattens, on the side it came from (a crop turned 6 degrees, from 8: 6.34,
-    # from 0: 6.07); the better fit at the last of them goes on.
-    keys, fits = [], []
+    # from 0: 6.07); the better fit at the last of them goes on. A keypoint proposal's turn is
+    # within a few tenths of a degree (unturned below `PROPOSAL_LEAST_TURN`), so its direction
+    # fits from that turn alone and skips the coarse stage, whose reach is for the search's.
+    keys, fits, coarse = [], [], []
     for key in winners:
       a = best[key][1]
-      for start in (a, dataclasses.replace(a, angle=0.0)) if a.angle else (a,):
+      placed = key in by_keypoints
+      for start in (a, dataclasses.replace(a, angle=0.0)) if a.angle and not placed else (a,):
         keys.append(key)
         fits.append(start)
-    for stage in TURN_STAGES:
-      fits = refine(keys, [stage], detail=False, with_angle=True, starting=fits)
+        coarse.append(not placed)
+    for n, stage in enumerate(TURN_STAGES):
+      rows = [j for j in range(len(keys)) if n or coarse[j]]
+      if rows:
+        done = refine([keys[j] for j in rows], [stage], detail=False, with_angle=True,
+                      starting=[fits[j] for j in rows])
+        for j, a in zip(rows, done):
+          fits[j] = a
     for key in winners:
       best[key] = (best[key][0], max((f for k, f in zip(keys, fits) if k == key), key=_fit))
     refine(winners, last, detail=True)
