@@ -19,8 +19,8 @@ graduated filter, `_runners_up`), go through the second, the better of the two k
 The direction that aligns better names the original (a crop fits
 inside its original under one box, while the original cannot fit inside its
 crop); its angle is fitted (a straightened crop is turned about its centre:
-`TURN_STAGES`; where keypoints placed it, from their turn by the second of them alone)
-and it goes through the finest stage at that angle; the other direction
+`TURN_STAGES`; where its best start is a keypoint proposal, from that turn by the second of
+them alone) and it goes through the finest stage at that angle; the other direction
 keeps its second-stage one, enough to say it fits worse. Beside those
 stages (on another core) the crop mirrored left-right is aligned in the
 original that fits better after the first stage (from its box there and from
@@ -92,9 +92,9 @@ SEARCH_TOP = 4
 # straightened crop is turned about its centre), from the second stage's box at its turn (0,
 # or the search's) and at 0: at 32 samples, whose reach takes in a turn of several degrees,
 # then at 64; its finest stage then reads at that angle (docs/real_photos.md, "Straightened
-# crops", "A turned search"). A keypoint proposal's direction, whose turn RANSAC gives within a
-# few tenths of a degree, goes through the second alone, from that turn (docs/real_photos.md,
-# "A keypoint proposal's angle").
+# crops", "A turned search"). A direction whose best start is a keypoint proposal, whose turn
+# RANSAC gives within a few tenths of a degree, goes through the second alone, from that turn
+# (docs/real_photos.md, "A keypoint proposal's angle").
 TURN_STAGES = alignment.STAGES[:2]
 # The turns `search` also tries (degrees, as `Alignment.angle`): a straightened crop is turned
 # by its editor's angle, and unturned the search finds turns of a few degrees only. Chosen on
@@ -186,12 +186,6 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
   angle = -r.angle  # the baseline's angle is Lightroom's sign; `Place.angle` is the alignment's
   return Proposal(r.original, Place(box, float(r.inliers),
                                     angle if abs(angle) >= PROPOSAL_LEAST_TURN else 0.0, True))
-
-
-def _by_keypoints(searched: Sequence[Mapping[str, Sequence[Place]]]) -> set[tuple[int, str]]:
-  """The (pair, direction)s of `search_pairs`' result that keypoints placed (`propose`)."""
-  return {(i, d) for i, s in enumerate(searched) for d, places in s.items()
-          if any(p.proposed for p in places)}
 
 
 def _keypoints(pyramid: Pyramid) -> tuple:
@@ -447,7 +441,6 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     searched = search_pairs(pairs, search_top)
   if placed is None:
     placed = align_places(pairs, searched)
-  by_keypoints = _by_keypoints(searched)
   given_jobs = _given(pairs, starts)
   mine = _by_direction(pairs, given_jobs, given_jobs)
   if given_placed is None:
@@ -455,13 +448,17 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
   # Starts, in order: the given boxes, then the search's places not within IoU 0.7 of one
   # (a given box starts unturned: a turned place near it is a start of its own).
   jobs = []  # (pair, direction, original, crop, box, its first stage where already made)
+  proposed = set()  # the jobs that start from a keypoint proposal
   for i, direction, orig, crop in _directions(pairs):
     given = [(*job, a) for job, a in zip(mine[i][direction], given_placed[i][direction])]
+    kept = [(place, a) for place, a in zip(searched[i][direction], placed[i][direction])
+            if place.angle or all(_iou(place.box, g[4]) < 0.7 for g in given)]
     places = [(i, direction, orig, crop, np.asarray(place.box, np.float64), a)
-              for place, a in zip(searched[i][direction], placed[i][direction])
-              if place.angle or all(_iou(place.box, g[4]) < 0.7 for g in given)]
+              for place, a in kept]
     if not given and not places:  # nothing fits (the crop would be larger than the original)
       given = [(i, direction, orig, crop, np.array([0.0, 0.0, orig.width, orig.height]), None)]
+    proposed.update(len(jobs) + len(given) + n for n, (place, _) in enumerate(kept)
+                    if place.proposed)
     jobs += given + places
   # Every start through the first stage; each direction's best through the second; the better
   # direction's through the last (the other keeps its second-stage alignment: enough to say it
@@ -519,12 +516,13 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
     # where the fit flattens, on the side it came from (a crop turned 6 degrees, from 8: 6.34,
     # from 0: 6.07); the better fit at the last of them goes on. A keypoint proposal's turn is
-    # within a few tenths of a degree (unturned below `PROPOSAL_LEAST_TURN`), so its direction
-    # fits from that turn alone and skips the coarse stage, whose reach is for the search's.
+    # within a few tenths of a degree (unturned below `PROPOSAL_LEAST_TURN`), so a direction
+    # whose best started from one fits from that turn alone and skips the coarse stage, whose
+    # reach is for the search's places and the network's boxes.
     keys, fits, coarse = [], [], []
     for key in winners:
-      a = best[key][1]
-      placed = key in by_keypoints
+      k, a = best[key]
+      placed = k in proposed
       for start in (a, dataclasses.replace(a, angle=0.0)) if a.angle and not placed else (a,):
         keys.append(key)
         fits.append(start)
