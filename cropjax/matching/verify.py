@@ -142,7 +142,8 @@ PROPOSAL_SIDE = 512      # the images' long side for the keypoints
 PROPOSAL_FEATURES = 1000  # ORB's keypoints an image at most
 # A proposal turned less than this (degrees) starts unturned: RANSAC's turn of an unturned crop
 # is a few hundredths to tenths of a degree (development wallpapers: median 0.06, 90 % within
-# 0.25), and a turned start sends the crop through the angle stages from both its turn and 0.
+# 0.25), noise that the first and second stages would read the crop turned by; the angle stage
+# then fits any small turn from 0.
 PROPOSAL_LEAST_TURN = 0.3
 
 
