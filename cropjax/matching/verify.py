@@ -21,8 +21,9 @@ inside its original under one box, while the original cannot fit inside its
 crop); its angle is fitted (a straightened crop is turned about its centre:
 `TURN_STAGES`; where its best start is a keypoint proposal, from that turn by the second of
 them alone) and it goes through the finest stage at that angle; the other direction
-keeps its second-stage one, enough to say it fits worse. Beside those
-stages (on another core) the crop mirrored left-right is aligned in the
+keeps its second-stage one, enough to say it fits worse. The second stage's
+calls run side by side on the cores; beside the angle and finest stages (on
+another core) the crop mirrored left-right is aligned in the
 original that fits better after the first stage (from its box there and from
 that box's mirror image across the original; again in the other original
 where the second stage turns the direction round): a mirrored copy of a
@@ -501,8 +502,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     return [(i, 'a' if _fit(best[(i, 'a')][1]) >= _fit(best[(i, 'b')][1]) else 'b')
             for i in range(len(pairs))]
 
-  def finer():  # each direction's best and runner-up through the second stage, the better
-    # of those for each direction; the better direction's through the last
+  def second_stage():  # each direction's best and runner-up through the second stage, the
+    # better of those kept for each direction
     keys = list(best)
     extra = [key for key in keys if key in runner]
     tried = refine(keys + extra, second, detail=False,
@@ -512,7 +513,8 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     for key, a in zip(extra, tried[len(keys):]):
       if _fit(a) > _fit(best[key][1]):
         best[key] = (runner[key][0], a)
-    winners = leading()
+
+  def finest(winners):  # the better direction's angle, then its finest stage
     # Its angle, one stage a call (each keeps its start if better), from its turn and, where
     # that is a turn the search tried, from 0 too: near the answer a stage's angle settles
     # where the fit flattens, on the side it came from (a crop turned 6 degrees, from 8: 6.34,
@@ -538,15 +540,17 @@ def verify_batch(pairs: Sequence[tuple[Pyramid, Pyramid]],
     for key in winners:
       best[key] = (best[key][0], max((f for k, f in zip(keys, fits) if k == key), key=_fit))
     refine(winners, last, detail=True)
-    return winners
 
-  # The mirror check, on another core beside the finer stages: in the direction that fits
-  # better after the first stage, from its box there (seeded, it needs no finer start).
+  # The second stage on every core (its calls side by side), then the angle and the finest
+  # stage beside the mirror check, on another core: in the direction that fits better after
+  # the first stage, from its box there (seeded, it needs no finer start).
   ahead = leading()
   at_first = now()
-  tasks = [finer] + ([lambda: _mirrored(pairs, ahead, at_first)] if mirror else [])
+  second_stage()
+  winners = leading()
+  tasks = [lambda: finest(winners)] + ([lambda: _mirrored(pairs, ahead, at_first)] if mirror
+                                       else [])
   done = threads.map(lambda task: task(), tasks)
-  winners = done[0]
   mirrors = done[1] if mirror else [None] * len(pairs)
   # Where the second stage turned the direction round (3 % of the validation pairs, none of
   # them crops; a third mirrored ones), the mirror check again, in the winning direction.
