@@ -887,6 +887,27 @@ def test_the_verdict_learns_which_evidence_matters_and_round_trips(tmp_path):
   assert [f.name for f in tmp_path.iterdir()] == [verdict.FILE]  # no temporary file left
 
 
+def test_the_network_s_logit_never_lowers_the_verdict_s_odds():
+  # The network's logit a little higher for negatives by chance, the alignment score
+  # separating the pairs: fitted freely its weight goes negative; the verdict holds it at 0
+  # and fits the rest without it. A logit that does say crop keeps its positive weight.
+  x, y = _separable()
+  rng = np.random.default_rng(1)
+  x[:, 0] = np.where(y, 0.0, 0.3) + rng.normal(scale=0.3, size=len(y))
+  free = verdict.fit(x, y, nonnegative=())
+  held = verdict.fit(x, y)
+  assert free.weights[0] < -0.1
+  assert held.weights[0] == 0.0
+  rest = x.copy()
+  rest[:, 0] = 0.0
+  np.testing.assert_allclose(held.probability(x),
+                             verdict.fit(rest, y, nonnegative=()).probability(rest), atol=1e-6)
+  x[:, 0] = np.where(y, 0.3, 0.0) + rng.normal(scale=0.3, size=len(y))
+  assert verdict.fit(x, y).weights[0] > 0.1
+  with pytest.raises(ValueError, match='unknown features'):
+    verdict.fit(x, y, nonnegative=('logit',))
+
+
 def test_a_corrupt_or_foreign_verdict_is_refused(tmp_path):
   x, y = _separable()
   verdict.fit(x, y).save(tmp_path / verdict.FILE)

@@ -5,8 +5,9 @@
     p = v.probability(features)
 
 A small logistic regression over `FEATURES` (the network's pair logit and the
-evidence of `cropjax.matching.verify`), fitted by Newton's method with a
-little L2, so no threshold is set by hand. `fit_for_model` fits it on pairs
+evidence of `cropjax.matching.verify`), fitted by Newton's method with an L2
+prior (`L2`), so no threshold is set by hand; the network's logit may raise
+the odds of a crop, never lower them (`NONNEGATIVE`). `fit_for_model` fits it on pairs
 made from the validation photos of the model's own data source (crops and the
 negatives of `cropjax.datasets.yardstick.user_pairs`, near-duplicates among
 them), never on the yardstick; `scripts/train.py` does that at the end of a
@@ -31,6 +32,19 @@ from cropjax.matching import verify
 FILE = 'verdict.json'
 FEATURES = ('network_logit', *verify.FEATURES)
 VERSION = 4
+# The L2 prior on the standardised weights, per example. The validation pairs a verdict is
+# fitted on are made from the demo's photos, mostly procedural, and are separated by the
+# alignment evidence alone, so with a weak prior the weights grow until chance differences
+# between those pairs decide real photos (docs/real_photos.md, "The verdict on real photos").
+# Chosen on the development wallpapers, never the yardstick: 1e-3 missed 8 and 12 of 184
+# pairs a draw, 0.01 5 and 5, 0.03 5 and 3, 0.1 5 and 4 (the network's weight held >= 0).
+L2 = 0.03
+# Features whose weight may not be negative: the network's logit is its own odds that the pair
+# is a crop. Where it separates the validation pairs barely (the demo's network: crops 0.07,
+# negatives 0.04, spread 0.15) a fit can give it a negative weight by chance, and its logit
+# runs higher on real photos (0.2-0.3 for crops and negatives alike), so every real crop would
+# lose odds by it; a negative weight is fitted again at 0.
+NONNEGATIVE = ('network_logit',)
 
 
 class VerdictError(ValueError):
@@ -101,19 +115,38 @@ def load(path: str | os.PathLike) -> Verdict:
   return v
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, fitted_on: str = '',
-        iterations: int = 50) -> Verdict:
-  """Logistic regression of y (0/1) on standardised x by Newton's method."""
+def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2, fitted_on: str = '',
+        iterations: int = 50, nonnegative: Sequence[str] = NONNEGATIVE) -> Verdict:
+  """Logistic regression of y (0/1) on standardised x by Newton's method; the weights of the
+  features named in `nonnegative` are not negative (where one would be, it is fixed at 0 and
+  the rest fitted again)."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   if x.ndim != 2 or x.shape[1] != len(FEATURES) or len(x) != len(y):
     raise ValueError(f'expected x [n, {len(FEATURES)}] and y [n], got {x.shape} and {y.shape}')
   if y.min() == y.max():
     raise ValueError('fitting a verdict needs both crop pairs and negatives')
+  unknown = set(nonnegative) - set(FEATURES)
+  if unknown:
+    raise ValueError(f'unknown features {sorted(unknown)}; choose from {FEATURES}')
   mean, scale = x.mean(0), x.std(0)
   scale = np.where(scale > 1e-9, scale, 1.0)
   z = np.concatenate([(x - mean) / scale, np.ones((len(x), 1))], 1)
+  free = np.ones(z.shape[1], bool)
+  while True:
+    w = _newton(z * free, y, l2, iterations)
+    negative = [FEATURES.index(f) for f in nonnegative if free[FEATURES.index(f)]
+                and w[FEATURES.index(f)] < 0]
+    if not negative:
+      break
+    free[negative] = False  # such a feature's column reads 0: its weight stays at 0
+  return Verdict(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(w[:-1]),
+                 bias=float(w[-1]), examples=int(len(x)), fitted_on=fitted_on)
+
+
+def _newton(z: np.ndarray, y: np.ndarray, l2: float, iterations: int) -> np.ndarray:
+  """Weights (the last the bias, not penalised) of the logistic regression of y on z."""
   w = np.zeros(z.shape[1])
-  reg = l2 * len(x) * np.r_[np.ones(z.shape[1] - 1), 0.0]
+  reg = l2 * len(z) * np.r_[np.ones(z.shape[1] - 1), 0.0]
   for _ in range(iterations):
     p = 1 / (1 + np.exp(-np.clip(z @ w, -60, 60)))
     grad = z.T @ (p - y) + reg * w
@@ -122,8 +155,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, fitted_on: str = '',
     w -= step
     if np.abs(step).max() < 1e-8:
       break
-  return Verdict(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(w[:-1]),
-                 bias=float(w[-1]), examples=int(len(x)), fitted_on=fitted_on)
+  return w
 
 
 def features(network_logit: Sequence[float], evidence: Sequence[verify.Evidence]) -> np.ndarray:
