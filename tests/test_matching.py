@@ -222,6 +222,23 @@ def test_detail_tells_matching_texture_from_matching_shading():
   assert shading.score > 0.5 and shading.detail < 0.3, (shading.score, shading.detail)
 
 
+def test_detail_alone_reads_as_the_full_scores_do():
+  # The mirror check's finest stage scores its fit and detail alone (no blocks, no peak): the
+  # same numbers as the full scores, for a crop at its place and for one that is not there.
+  original = _jpeg(Image.fromarray(PHOTOS['coffee']), 85)
+  box = (201.6, 90.2, 530.5, 370.8)
+  crop = _crop('coffee', box, 0.55, quality=40)
+  mirrored = np.ascontiguousarray(crop[:, ::-1])
+  kw = dict(stages=alignment.STAGES[-1:], seed=False)
+  full = alignment.align_batch([original] * 2, [crop, mirrored], [box] * 2, **kw)
+  alone = alignment.align_batch([original] * 2, [crop, mirrored], [box] * 2, detail='detail', **kw)
+  for f, a in zip(full, alone):
+    np.testing.assert_allclose([a.score, a.inside, a.detail, *a.box],
+                               [f.score, f.inside, f.detail, *f.box], atol=1e-5)
+    assert a.blocks == () and np.isnan(a.peak) and len(f.blocks) == alignment.BLOCKS ** 2
+  assert full[0].detail > 0.8 > 0.3 > full[1].detail
+
+
 def test_batched_equals_one_at_a_time():
   box = (100.3, 140.7, 380.2, 350.9)
   crop = _crop('astronaut', box, 0.7)

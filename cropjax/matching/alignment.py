@@ -79,7 +79,8 @@ class Alignment:
   converged: bool    # the finest stage moved the box by less than half a sample (it settled)
   inside: float      # share of the box inside the original's frame
   blocks: tuple[float, ...]  # ZNCC per cell of a 4 x 4 grid over the crop (row-major)
-  #                  (empty, and `peak`, `detail` NaN, from align_batch(detail=False))
+  #                  (empty, and `peak`, `detail` NaN, from align_batch(detail=False); empty
+  #                  and `peak` NaN from align_batch(detail='detail'))
   peak: float = 0.0  # how far the ZNCC falls when the box moves by 4 % of its size along
   #                    the axis where it falls least: far for a distinctive match, hardly at
   #                    all on flat content (sky, blur) or content that slides along one axis
@@ -578,12 +579,26 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
   _, zncc = _zncc_terms(template, tmask, sampled, inside)
   share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
   blocks = _block_zncc(template, tmask, tsize, sampled, inside)
-  w = tmask * inside
-  core = (_blur(w, 2) > 0.999).astype(w.dtype)  # where the band-pass sees no edge of the mask
-  _, detail = _zncc_terms(_band(template), tmask, _band(sampled), inside * core)
+  detail = _detail(template, tmask, sampled, inside)
   drop = zncc - shifted
   peak = jnp.minimum(drop[:2].mean(), drop[2:].mean())  # along the axis it falls least
   return zncc, share, blocks, peak, detail
+
+
+def _detail(template, tmask, sampled, inside):
+  """ZNCC of the band-passed template and read (`_band`), away from the mask's edges."""
+  w = tmask * inside
+  core = (_blur(w, 2) > 0.999).astype(w.dtype)  # where the band-pass sees no edge of the mask
+  return _zncc_terms(_band(template), tmask, _band(sampled), inside * core)[1]
+
+
+def _fit_and_detail(params, template, tmask, tsize, canvas, cmask, with_angle):
+  """(ZNCC, share inside the frame, detail) at params: `_score` without its blocks and peak."""
+  import jax.numpy as jnp
+  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
+  _, zncc = _zncc_terms(template, tmask, sampled, inside)
+  share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
+  return zncc, share, _detail(template, tmask, sampled, inside)
 
 
 def _blur(a, times: int = 1):
@@ -645,10 +660,11 @@ def _stage_fn(with_angle: bool, max_steps: int, scored: bool = False, over: int 
 
 
 @functools.lru_cache(maxsize=None)
-def _score_fn(with_angle: bool, full: bool):
-  """Jitted, batched: `_score` (full) or just (ZNCC, share inside) at given params."""
+def _score_fn(with_angle: bool, full: bool | str):
+  """Jitted, batched: `_score` (full), `_fit_and_detail` (full='detail') or just (ZNCC, share
+  inside) at given params."""
   import jax
-  f = _score if full else _fit_terms
+  f = _fit_and_detail if full == 'detail' else _score if full else _fit_terms
   return jax.jit(jax.vmap(lambda p, t, tm, ts, c, cm: f(p, t, tm, ts, c, cm, with_angle)))
 
 
@@ -845,13 +861,14 @@ CHUNK = 64
 def align_batch(originals: Sequence, crops: Sequence, boxes: Sequence, *,
                 angles: Sequence[float] | None = None, with_angle: bool = False,
                 stages: Sequence[tuple[int, float, int]] = STAGES,
-                seed: bool = True, detail: bool = True) -> list[Alignment]:
+                seed: bool = True, detail: bool | str = True) -> list[Alignment]:
   """`align` for many pairs at once; images may be arrays, PIL images or `Pyramid`s.
 
   `seed`: the first stage starts from the best place by correlation near the given box
   (`_seed`); without it, from the box itself (for a box an earlier stage refined).
   `detail=False` leaves out `blocks` (empty), `peak` and `detail` (NaN), which cost five more
-  reads."""
+  reads; `detail='detail'` leaves out `blocks` and `peak` alone (the same `detail`, a third of
+  the time)."""
   if not (len(originals) == len(crops) == len(boxes)):
     raise AlignError(f'mismatched batch: {len(originals)} originals, {len(crops)} crops, '
                      f'{len(boxes)} boxes')
@@ -885,7 +902,7 @@ def scores_at(originals: Sequence[Pyramid], crops: Sequence[Pyramid], boxes: Seq
 
 
 def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
-                 seed: bool = True, detail: bool = True) -> list[Alignment]:
+                 seed: bool = True, detail: bool | str = True) -> list[Alignment]:
   if not len(originals):
     return []
   po = [o if isinstance(o, Pyramid) else Pyramid(o, f'original {first + i}')
@@ -902,11 +919,13 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
     cur, ang, ok, batch, p, fit = _fit_stage(po, pc, cur, ang, samples, margin,
                                              with_angle=with_angle, seed=seed and k == 0,
                                              max_steps=steps, scored=one_stage)
-  if detail:
+  blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
+  if detail == 'detail':
+    zncc, share, fine = _scores(batch, p, with_angle, full='detail')
+  elif detail:
     zncc, share, blocks, peak, fine = _scores(batch, p, with_angle, full=True)
   else:
     zncc, share = fit[:2] if one_stage else _scores(batch, p, with_angle, full=False)
-    blocks, peak, fine = np.zeros((len(po), 0)), np.full(len(po), np.nan), np.full(len(po), np.nan)
   if one_stage:  # the stage read around the start: its reads score it
     at_start, (s_zncc, s_share) = batch, fit[2:]
   else:
@@ -919,7 +938,9 @@ def _align_chunk(originals, crops, boxes, angles, with_angle, stages, first,
     for j, row in enumerate(zip(*_scores(again, again.given, with_angle, full=detail))):
       i = worse[j]
       zncc[i], share[i] = row[:2]
-      if detail:
+      if detail == 'detail':
+        fine[i] = row[2]
+      elif detail:
         blocks[i], peak[i], fine[i] = row[2:]
       cur[i], ang[i], ok[i] = start[i], ang0[i], False
   return [Alignment(box=tuple(float(v) for v in cur[i]), angle=float(ang[i]),

@@ -631,5 +631,6 @@ def _mirrored(pairs, winners, best) -> list[Alignment]:
   for j in chosen:
     box = np.asarray(first[j].box)
     starts.append(box if _inside(box, jobs[j][0].size) else jobs[j][2])
+  # Its evidence is its fit and detail (`Evidence.features`): no blocks or peak.
   return alignment.align_batch([jobs[j][0] for j in chosen], [jobs[j][1] for j in chosen], starts,
-                               stages=alignment.STAGES[-1:], seed=False, detail=True)
+                               stages=alignment.STAGES[-1:], seed=False, detail='detail')
