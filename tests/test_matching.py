@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -697,6 +698,24 @@ def test_a_pair_proposed_by_keypoints_is_not_searched(monkeypatch):
   found = verify.search_pairs(pairs)
   assert len(searched) == 4 and len(found[0]['b']) > 1
   assert verify.search_pairs(pairs, top=0) == [{'a': [], 'b': []}] * 2
+
+
+def test_an_image_in_pairs_proposed_side_by_side_is_described_once(monkeypatch):
+  # Both pairs start with the same crop, on two threads at once (where there are two cores):
+  # one describes it, the other waits for its keypoints.
+  crop = Pyramid(_crop('astronaut', (100.3, 140.7, 380.2, 350.9), 0.7))
+  pairs = [(crop, Pyramid(PHOTOS['astronaut'])), (crop, Pyramid(PHOTOS['coffee']))]
+  described = []
+  features = sift.features
+
+  def slow(grey, detector):
+    described.append(grey.shape)
+    time.sleep(0.3)  # long enough for the other thread to ask for the same image meanwhile
+    return features(grey, detector)
+  monkeypatch.setattr(sift, 'features', slow)
+  proposals = threads.map(lambda p: verify.propose(*p), pairs)
+  assert proposals[0] is not None and proposals[1] is None
+  assert described.count(crop.levels[0].shape) == 1 and len(described) == 3
 
 
 def test_a_keypoint_placed_crop_s_angle_is_fitted_from_its_turn_alone(monkeypatch):

@@ -36,6 +36,7 @@ the copy itself fits well.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -193,19 +194,21 @@ def propose(a: Pyramid, b: Pyramid) -> Proposal | None:
 def _keypoints(pyramid: Pyramid) -> tuple:
   """The image's ORB `cropjax.sift.features` at `PROPOSAL_SIDE` (its luma as uint8,
   area-averaged), made once and kept with the pyramid: an image in several pairs (a query and
-  its candidates, N x M pairs) is described once."""
+  its candidates, N x M pairs) is described once, by one thread (pairs that share it are
+  proposed side by side: the others wait for its keypoints instead of making them again)."""
   import cv2
 
   from cropjax import sift
   kept = pyramid.__dict__.setdefault('_keypoints', {})
   key = (PROPOSAL_SIDE, PROPOSAL_FEATURES)
-  if key not in kept:
-    w, h = pyramid.size
-    scale = min(1.0, PROPOSAL_SIDE / max(w, h))
-    g = pyramid.levels[0] if scale == 1 else pyramid.resized(
-        (max(1, round(w * scale)), max(1, round(h * scale))))
-    grey = np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
-    kept[key] = sift.features(grey, cv2.ORB_create(nfeatures=PROPOSAL_FEATURES))
+  with pyramid.__dict__.setdefault('_keypoints_lock', threading.Lock()):
+    if key not in kept:
+      w, h = pyramid.size
+      scale = min(1.0, PROPOSAL_SIDE / max(w, h))
+      g = pyramid.levels[0] if scale == 1 else pyramid.resized(
+          (max(1, round(w * scale)), max(1, round(h * scale))))
+      grey = np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
+      kept[key] = sift.features(grey, cv2.ORB_create(nfeatures=PROPOSAL_FEATURES))
   return kept[key]
 
 
