@@ -43,7 +43,7 @@ L2 = 0.03
 # Features whose weight may not be negative: the network's logit is its own odds that the pair
 # is a crop. Where it separates the validation pairs barely (the demo's network: crops 0.07,
 # negatives 0.04, spread 0.15) a fit can give it a negative weight by chance, and its logit
-# runs higher on real photos (0.2-0.3 for crops and negatives alike), so every real crop would
+# runs higher on real photos (means of 0.15-0.3 for crops and negatives alike), so every crop would
 # lose odds by it; a negative weight is fitted again at 0.
 NONNEGATIVE = ('network_logit',)
 
