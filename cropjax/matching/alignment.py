@@ -533,12 +533,18 @@ def _residual(params, args):
   return diff * jnp.sqrt(jnp.maximum(_total(tmask, inside), 1.0))
 
 
-def _fit_terms(params, template, tmask, tsize, canvas, cmask, with_angle):
-  """(ZNCC, share of the template inside the frame) at params."""
+def _read_fit(params, template, tmask, tsize, canvas, cmask, with_angle):
+  """(the read and its inside-mask (`_warp`), ZNCC, share of the template inside the frame) at
+  params."""
   import jax.numpy as jnp
   sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
   share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
-  return _zncc_terms(template, tmask, sampled, inside)[1], share
+  return sampled, inside, _zncc_terms(template, tmask, sampled, inside)[1], share
+
+
+def _fit_terms(params, template, tmask, tsize, canvas, cmask, with_angle):
+  """(ZNCC, share of the template inside the frame) at params."""
+  return _read_fit(params, template, tmask, tsize, canvas, cmask, with_angle)[2:]
 
 
 def _block_zncc(template, tmask, tsize, sampled, inside):
@@ -575,9 +581,8 @@ def _score(params, template, tmask, tsize, canvas, cmask, with_angle):
   moves = jnp.pad(PEAK_SHIFT * moves * jnp.stack([w, h, w, h]), ((0, 0), (0, len(params) - 4)))
   shifted = jax.vmap(lambda q: _fit_terms(q, template, tmask, tsize, canvas, cmask,
                                           with_angle)[0])(params + moves)
-  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
-  _, zncc = _zncc_terms(template, tmask, sampled, inside)
-  share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
+  sampled, inside, zncc, share = _read_fit(params, template, tmask, tsize, canvas, cmask,
+                                           with_angle)
   blocks = _block_zncc(template, tmask, tsize, sampled, inside)
   detail = _detail(template, tmask, sampled, inside)
   drop = zncc - shifted
@@ -594,10 +599,8 @@ def _detail(template, tmask, sampled, inside):
 
 def _fit_and_detail(params, template, tmask, tsize, canvas, cmask, with_angle):
   """(ZNCC, share inside the frame, detail) at params: `_score` without its blocks and peak."""
-  import jax.numpy as jnp
-  sampled, inside = _warp(params, tsize, template.shape, canvas, cmask, with_angle)
-  _, zncc = _zncc_terms(template, tmask, sampled, inside)
-  share = _total(inside, tmask) / jnp.maximum(_total(tmask), 1.0)
+  sampled, inside, zncc, share = _read_fit(params, template, tmask, tsize, canvas, cmask,
+                                           with_angle)
   return zncc, share, _detail(template, tmask, sampled, inside)
 
 

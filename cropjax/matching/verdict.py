@@ -132,11 +132,11 @@ def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2, fitted_on: str = '',
   mean, scale = x.mean(0), x.std(0)
   scale = np.where(scale > 1e-9, scale, 1.0)
   z = np.concatenate([(x - mean) / scale, np.ones((len(x), 1))], 1)
+  held = [FEATURES.index(f) for f in nonnegative]
   free = np.ones(z.shape[1], bool)
   while True:
     w = _newton(z * free, y, l2, iterations)
-    negative = [FEATURES.index(f) for f in nonnegative if free[FEATURES.index(f)]
-                and w[FEATURES.index(f)] < 0]
+    negative = [k for k in held if free[k] and w[k] < 0]
     if not negative:
       break
     free[negative] = False  # such a feature's column reads 0: its weight stays at 0
