@@ -66,6 +66,8 @@ class PairPrediction:
   verdict's (network and alignment evidence together), `alignment_score` the
   correlation of crop and original inside the box and `converged` whether the
   refinement settled; without it they are the network's alone (and None).
+  Where the box is the original's whole frame (`whole_frame`: two copies of one
+  picture), the original is the image with more pixels.
   """
   is_crop: bool
   probability: float            # P(one image is a crop of the other)
@@ -623,21 +625,45 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
   prob = judge.probability(verdict_lib.features(logits, ev))
   out = []
   for i, (e, (ia, ib)) in enumerate(zip(ev, loaded)):
-    w, h = (ia if e.original == 'a' else ib).size
-    s = scales[i][e.original]
+    original, angle = e.original, -e.alignment.angle + 0.0
+    w, h = (ia if original == 'a' else ib).size
+    s = scales[i][original]
     box = tuple(float(v) / s for v in e.alignment.box)
     box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
     f = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+    other = ib if original == 'a' else ia
+    if whole_frame(f) and other.size[0] * other.size[1] > w * h:
+      # Copies of one picture: both align into each other at the whole frame, so the
+      # evidence's side is a toss; the original is the one with more pixels (the other is an
+      # export brought down), its whole frame the box.
+      original, angle = 'b' if original == 'a' else 'a', -angle + 0.0
+      (w, h), f = other.size, (0.0, 0.0, 1.0, 1.0)
+      box = (0.0, 0.0, float(w), float(h))
     net = network[i]
     out.append(PairPrediction(
-        is_crop=bool(prob[i] > 0.5), probability=float(prob[i]), original=e.original,
-        original_probability=(net.original_probability if net.original == e.original
+        is_crop=bool(prob[i] > 0.5), probability=float(prob[i]), original=original,
+        original_probability=(net.original_probability if net.original == original
                               else 1 - net.original_probability),
         box=box, box_fraction=f, top_left=box[:2], top_left_fraction=f[:2],
-        original_size=(int(w), int(h)), angle=-e.alignment.angle + 0.0,
+        original_size=(int(w), int(h)), angle=angle,
         alignment_score=e.alignment.score,
         converged=e.alignment.converged, network_probability=net.probability))
   return out
+
+
+# A box within this share of its original's sides of every edge is the whole frame: the two
+# images are copies of one picture (resized or re-encoded), not one cut from the other.
+# Alignment puts a copy's box within 0.005 of every edge (development wallpapers, 69 copies
+# at 0.4-1.3x and JPEG 30-95: docs/real_photos.md, "Copies of the whole frame"); the
+# generator's and the yardstick's crops cover at most 0.9 of the area.
+COPY_EDGE = 0.01
+
+
+def whole_frame(box_fraction: Sequence[float]) -> bool:
+  """Whether a box (fractions x0, y0, x1, y1 of its original) is the original's whole frame
+  (`COPY_EDGE`): the crop is a copy of the whole picture."""
+  x0, y0, x1, y1 = box_fraction
+  return max(x0, y0, 1 - x1, 1 - y1) <= COPY_EDGE
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

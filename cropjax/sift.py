@@ -57,7 +57,10 @@ def match_pair(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.75, min_inliers
 def features(grey: np.ndarray, detector) -> tuple:
   """(keypoints, descriptors, (h, w)) of a grey uint8 image by any OpenCV keypoint detector
   (SIFT; ORB for `cropjax.matching.verify.propose`): what `match_features` compares, so an image
-  in several pairs can be described once."""
+  in several pairs can be described once. An image under 2 pixels a side (a long strip
+  reduced to `max_side`) has none: OpenCV's ORB fails on it rather than finding none."""
+  if min(grey.shape[:2]) < 2:
+    return (), None, grey.shape
   return (*detector.detectAndCompute(grey, None), grey.shape)
 
 

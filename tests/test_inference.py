@@ -6,6 +6,7 @@ import io
 import json
 import os
 
+import cv2
 import defusedxml.ElementTree as DET
 import numpy as np
 import pytest
@@ -209,6 +210,48 @@ def test_predict_with_alignment_is_exact_whichever_image_comes_first(pair_workdi
   one = cropjax.predict(crop, photo, model=model)
   np.testing.assert_allclose(one.box, both[1].box, atol=0.05)  # the solver's tolerance
   np.testing.assert_allclose(one.probability, both[1].probability, atol=1e-3)
+
+
+def test_a_copy_of_the_whole_picture_names_the_larger_image_its_original(pair_workdir):
+  """An export of a photo's whole frame brought down to 0.6x: a crop pair whichever comes
+  first, the photo its original (both align at the whole frame, so the evidence alone cannot
+  say which), its whole frame the box; a window of it still names the larger image even where
+  that is the crop blown up."""
+  model = cropjax.load_model(pair_workdir)
+  photo = Image.fromarray(dict(ASTRONAUT(['astronaut']))['astronaut'])
+  export = Image.open(io.BytesIO(_jpeg_bytes(photo.resize((307, 307), Image.Resampling.LANCZOS),
+                                             70))).convert('RGB')
+  both = cropjax.predict_pairs([(photo, export), (export, photo)], model=model)
+  for r, original in zip(both, 'ab'):
+    assert r.is_crop and r.original == original and r.original_size == (512, 512)
+    assert r.box == (0.0, 0.0, 512.0, 512.0) and r.box_fraction == (0.0, 0.0, 1.0, 1.0)
+    assert inference.whole_frame(r.box_fraction)
+  window = photo.crop((100, 140, 380, 350))
+  blown_up = window.resize((560, 420), Image.Resampling.BICUBIC)
+  r = cropjax.predict(photo, blown_up, model=model)
+  assert r.is_crop and r.original == 'a' and not inference.whole_frame(r.box_fraction)
+  np.testing.assert_allclose(r.box, (100, 140, 380, 350), atol=1.0)
+  assert inference.whole_frame((0.004, 0.0, 1.0, 0.995))
+  assert not inference.whole_frame((0.02, 0.0, 1.0, 1.0))
+
+
+def _jpeg_bytes(image, quality):
+  buf = io.BytesIO()
+  image.save(buf, 'JPEG', quality=quality)
+  return buf.getvalue()
+
+
+def test_a_long_strip_is_compared_without_keypoints(pair_workdir):
+  """A strip 512 times as long as it is high is one pixel high at the keypoints' size (OpenCV's
+  ORB fails on that rather than finding none): it has no keypoints, and is still compared."""
+  model = cropjax.load_model(pair_workdir)
+  strip = np.tile(_photo()[:20], (1, 80, 1))  # 10,240 x 20
+  keypoints, descriptors, shape = sift.features(np.zeros((1, 512), np.uint8),
+                                                cv2.ORB_create())
+  assert (len(keypoints), descriptors, shape) == (0, None, (1, 512))
+  r = cropjax.predict(_photo(), strip, model=model)
+  assert not r.is_crop
+  assert not sift.match_pair(_photo(), strip).is_pair
 
 
 def test_a_straightened_crop_comes_back_turned_in_cropjax_s_crop_convention(pair_workdir):
@@ -508,7 +551,7 @@ def test_eval_on_real_photos_puts_network_alignment_and_sift_side_by_side(
       assert {'accuracy', 'swap_accuracy', 'top_left_error_median', 'box_iou_median'} <= set(
           report[part][method]['all'])
   user = report['user_pairs']
-  assert user['aligned']['all']['examples'] == 16
+  assert user['aligned']['all']['examples'] == 18  # nine kinds, two photos
   # the straightened crops' angle: the network has none, alignment fits it
   assert user['aligned']['straightened']['angle_error_median'] < 0.5 < user['network'][
       'straightened']['angle_error_median']

@@ -1006,7 +1006,7 @@ def test_user_pairs_have_the_geometry_they_claim():
   photos = [(n, Image.fromarray(a)) for n, a in PHOTOS.items()]
   pairs = yardstick.user_pairs(photos, seed=1)
   assert {p.kind for p in pairs} == set(yardstick.KINDS)
-  assert len(pairs) == 8 * len(photos) and sum(p.is_pair for p in pairs) == 4 * len(photos)
+  assert len(pairs) == 9 * len(photos) and sum(p.is_pair for p in pairs) == 5 * len(photos)
   assert all((p.edit in edits.KINDS) == (p.kind == 'edited') for p in pairs)
   assert yardstick.user_pairs(photos, seed=1)[5].box == pairs[5].box  # deterministic
   for p in pairs:
@@ -1027,6 +1027,11 @@ def test_user_pairs_have_the_geometry_they_claim():
       assert np.corrcoef(window.ravel(), mine.ravel())[0, 1] > 0.95
     if p.kind == 'outside':  # runs over the original's edge
       assert x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    if p.kind == 'copy':  # the whole photo brought down: the original is the larger image
+      assert p.box == (0.0, 0.0, w, h) and crop.width < w and crop.height < h
+      assert abs(crop.width / crop.height - w / h) < 0.02 * w / h
+      window = np.asarray(original.resize(crop.size, Image.Resampling.LANCZOS), float)
+      assert np.corrcoef(window.ravel(), np.asarray(crop, float).ravel())[0, 1] > 0.95
     if p.kind == 'straightened':  # turned, inside the frame, the crop's shape
       assert yardstick.STRAIGHTENED[0] <= abs(p.angle) <= yardstick.STRAIGHTENED[1]
       corners = np.array(metadata.corners(metadata.Crop(x0 / w, y0 / h, x1 / w, y1 / h, p.angle),

@@ -302,6 +302,60 @@ def test_a_query_verifies_its_best_candidate_first_and_every_copy_of_its_origina
     np.testing.assert_allclose([a.score, a.angle], [b.score, b.angle], atol=1e-5)
 
 
+def test_a_copy_of_a_query_s_whole_picture_is_reported_and_its_original_still_found(
+    model, tmp_path, monkeypatch):
+  """Verification says a library photo is a copy of a query's whole picture (`whole_frame`):
+  reported whichever has more pixels (the query's holding it reads as the query's frame, and
+  is given as the photo's), and not taken for the query's original, so a candidate that
+  matches much worse by template is still verified (it is where the crop was cut from)."""
+  import importlib
+
+  from cropjax import inference
+  find_module = importlib.import_module('cropjax.search.find')  # (`search.find`: the function)
+  lib, queries = _planted(tmp_path)
+  Image.open(queries / 'crop.jpg').resize((92, 62)).save(lib / 'export.jpg')
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  number = {os.path.basename(p.path): k for k, p in enumerate(idx.photos)}
+  order = ['export.jpg', f'photo{CROP_OF:02d}.jpg', 'photo00.jpg']
+  monkeypatch.setattr(find_module, 'shortlist', lambda *a, **k: [
+      [(number[n], 0.5, t) for n, t in zip(order, (0.99, 0.6, 0.5))]])
+
+  def answer(is_crop, original, box, size):
+    f = (box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1])
+    return inference.PairPrediction(is_crop, 0.9 if is_crop else 0.1, original, 0.5, box, f,
+                                    box[:2], f[:2], size, alignment_score=0.99)
+  answers = {  # the export (92 x 62) is the query (115 x 77) at its whole frame
+      'export.jpg': answer(True, 'b', (0.0, 0.0, 92.0, 62.0), (92, 62)),
+      f'photo{CROP_OF:02d}.jpg': answer(True, 'b', WINDOW, (260, 180)),
+      'photo00.jpg': answer(False, 'a', (0.0, 0.0, 9.0, 9.0), (115, 77))}
+  asked = []
+
+  def predict_pairs(pairs, **kwargs):
+    asked.extend(os.path.basename(o) for _, o in pairs)
+    return [answers[os.path.basename(o)] for _, o in pairs]
+  monkeypatch.setattr(inference, 'predict_pairs', predict_pairs)
+  found, _ = search.find(idx, [queries / 'crop.jpg'], model=model, top=3)
+  assert asked == order  # the export first, then the rest: a copy is not the crop's original
+  got = {os.path.basename(m.original): m for m in found}
+  assert sorted(got) == ['export.jpg', f'photo{CROP_OF:02d}.jpg']
+  assert got['export.jpg'].box == (0.0, 0.0, 92.0, 62.0)
+  # The query holds the export (it has more pixels): the same, the box the export's frame.
+  answers['export.jpg'] = answer(True, 'a', (0.0, 0.0, 115.0, 77.0), (115, 77))
+  asked.clear()
+  found, _ = search.find(idx, [queries / 'crop.jpg'], model=model, top=3)
+  assert asked == order
+  got = {os.path.basename(m.original): m for m in found}
+  assert sorted(got) == ['export.jpg', f'photo{CROP_OF:02d}.jpg']
+  assert got['export.jpg'].box == (0.0, 0.0, 92.0, 62.0)
+  assert got['export.jpg'].box_fraction == (0.0, 0.0, 1.0, 1.0)
+  assert got['export.jpg'].original_size == (92, 62)
+  assert got[f'photo{CROP_OF:02d}.jpg'].box == WINDOW
+  # A query that holds a library photo but not at its whole frame is its original: not reported.
+  answers['export.jpg'] = answer(True, 'a', (5.0, 0.0, 115.0, 77.0), (115, 77))
+  found, _ = search.find(idx, [queries / 'crop.jpg'], model=model, top=3)
+  assert [os.path.basename(m.original) for m in found] == [f'photo{CROP_OF:02d}.jpg']
+
+
 def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path, monkeypatch):
   lib, queries = _planted(tmp_path)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)

@@ -26,7 +26,8 @@ degrees either way about its centre, shrunk where it must be to stay inside
 the frame, as an editor's straightened crop is), `edited` (such a window toned or shaded by
 one of `cropjax.datasets.edits`' edits, drawn uniformly: black and white, contrast,
 exposure, saturation, white balance, a vignette, a graduated filter, an export's mix),
-and the negatives `other_image` (a crop of
+`copy` (the whole photo, resized to 0.5-1x: an export of it, not cut; its original is the
+larger image), and the negatives `other_image` (a crop of
 another photo), `outside` (the original is a view of the photo and the
 window runs 25-45 % of its size over the view's edge), `mirrored` (a crop,
 flipped left to right) and `near_duplicate` (the same scene taken twice: a
@@ -52,8 +53,8 @@ MAX_SIDE = 1600
 INSTALL = 'apt-get install mate-backgrounds lomiri-wallpapers plasma-workspace-wallpapers'
 # (New kinds go last: a pair's draws are keyed by its kind's index here.)
 KINDS = ('positive', 'other_image', 'outside', 'mirrored', 'near_duplicate', 'straightened',
-         'edited')
-PAIR_KINDS = ('positive', 'straightened', 'edited')  # the rest are negatives
+         'edited', 'copy')
+PAIR_KINDS = ('positive', 'straightened', 'edited', 'copy')  # the rest are negatives
 STRAIGHTENED = (0.5, 8.0)  # degrees a straightened crop is turned, either way
 
 
@@ -320,10 +321,10 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
   """Pairs made from each photo the way people make crops (see the module docstring).
 
   `per_kind`: how many pairs of each kind per photo (default 2 positives, one straightened,
-  one edited, one of each negative). `edits`: what an `edited` crop's edit is drawn from.
+  one edited, one copy, one of each negative). `edits`: what an `edited` crop's edit is drawn from.
   """
-  per_kind = per_kind or {'positive': 2, 'straightened': 1, 'edited': 1, 'other_image': 1,
-                          'outside': 1, 'mirrored': 1, 'near_duplicate': 1}
+  per_kind = per_kind or {'positive': 2, 'straightened': 1, 'edited': 1, 'copy': 1,
+                          'other_image': 1, 'outside': 1, 'mirrored': 1, 'near_duplicate': 1}
   edits = tuple(edits)
   unknown = set(per_kind) - set(KINDS)
   if unknown:
@@ -363,6 +364,9 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
           win[axis], win[2 + axis] = start, start + extent
           box = win
           second = _cut(photo, win + np.tile(view[:2], 2), scale)
+        elif kind == 'copy':
+          box = np.array([0, 0, photo.width, photo.height], np.float64)
+          second = _cut(photo, box, scale)
         else:
           source = photo
           if kind == 'other_image':

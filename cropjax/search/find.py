@@ -15,6 +15,9 @@ alignment found, in the original's upright pixels. A query's best-ranked candida
 is verified first; where it is the query's original, the others are verified only
 where they match the query about as well by template (another copy of the original,
 `COPY_MARGIN`), which spares most of the time of a query whose original is in the library.
+A library photo that is a copy of the query's whole picture (`inference.whole_frame`: the
+query resized or re-encoded) is reported whichever has more pixels, and does not count as
+the query's original for that: the photo it was cut from may be another.
 """
 
 from __future__ import annotations
@@ -194,7 +197,8 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
       if queries is None and pair in seen:
         continue
       seen.add(pair)
-      jobs.append(_Job(names[i], index.photos[k].path, sim, template, i, rank))
+      photo = index.photos[k]
+      jobs.append(_Job(names[i], photo.path, sim, template, i, rank, (photo.width, photo.height)))
   verifier = _Verifier(model, batch_size, progress, len(jobs))
   if queries is None or verify_all:
     matches = verifier(jobs, library=queries is None)
@@ -226,6 +230,7 @@ class _Job(NamedTuple):
   template: float       # the re-ranking's template score (NaN where not re-ranked)
   query_number: int
   rank: int
+  size: tuple[int, int]  # the library photo's upright (width, height)
 
 
 def _worth_verifying(job: _Job, first: float, first_is_original: bool) -> bool:
@@ -258,15 +263,22 @@ class _Verifier:
         if not r.is_crop:
           continue
         q, o = j.query, j.photo
+        box, fraction, size, angle = r.box, r.box_fraction, r.original_size, r.angle
+        copy = inference.whole_frame(fraction)
         if r.original == 'a':  # the query holds the library photo
-          if not library:
+          if copy and not library:  # a copy of the whole picture, with more pixels than this
+            box, fraction, size = (0.0, 0.0, *map(float, j.size)), (0.0, 0.0, 1.0, 1.0), j.size
+            angle = -angle + 0.0
+          elif not library:
             continue            # a query that is the original of a library photo: not asked for
-          q, o = o, q
-        self.found.add(j.query_number)
-        matches.append(Match(query=q, original=o, box=r.box, box_fraction=r.box_fraction,
-                             angle=r.angle, score=r.probability,
+          else:
+            q, o = o, q
+        if not copy:  # a copy of the query's own frame: its original may be another photo
+          self.found.add(j.query_number)
+        matches.append(Match(query=q, original=o, box=box, box_fraction=fraction,
+                             angle=angle, score=r.probability,
                              alignment_score=r.alignment_score, similarity=j.similarity,
-                             original_size=r.original_size))
+                             original_size=size))
       self.done += len(chunk)
       if self.progress:
         self.progress(self.done, max(self.total, self.done))
