@@ -9,6 +9,7 @@ linear sRGB, so the demosaic looks like the picture it was made from.
 import io
 import json
 import os
+import re
 import sys
 import types
 
@@ -364,6 +365,36 @@ def test_predict_crop_reads_raw_files(tmp_path, monkeypatch):
   assert inference.load_image(path).size == (W, H)
   with pytest.raises(inference.InputError, match='fake.nef'):
     inference.load_image(write(tmp_path / 'fake.nef', b'MM\x00* not raw'))
+
+
+@needs_rawpy
+def test_library_search_reads_raw_files_and_names_what_it_cannot(tmp_path, match_model,
+                                                                 monkeypatch):
+  """A library's raw files are indexed as `cropjax.predict` reads them (upright, the decoded
+  picture's size); a HEIF file, a broken raw file and, without rawpy, every raw file are
+  skipped and listed with what they are, never left out unsaid."""
+  from cropjax import search
+  from cropjax.search import descriptors
+  from cropjax.search import index as index_lib
+  lib = tmp_path / 'library'
+  dng_path = write(lib / 'IMG_1.dng', dng(picture(seed=1), orientation=6, preview='rgb'))
+  write(lib / 'IMG_2.nef', b'II*\x00 a raw file')
+  write(lib / 'phone.heic', b'\x00\x00\x00\x18ftypheic not decodable here')
+  write(lib / 'photo.jpg', image_bytes(seed=2))
+  assert [p.name for p in index_lib.library_files([lib])] == [
+      'IMG_1.dng', 'IMG_2.nef', 'phone.heic', 'photo.jpg']
+  image, size = descriptors.read_photo(dng_path, 64)
+  assert size == image.size == inference.load_image(dng_path).size == (H, W)
+  idx = search.update_index([lib], tmp_path / 'idx', model=match_model)
+  assert sorted(os.path.basename(p.path) for p in idx.photos) == ['IMG_1.dng', 'photo.jpg']
+  assert next(p for p in idx.photos if p.path.endswith('.dng')).width == H
+  skipped = {os.path.basename(p): why for p, why in idx.skipped}
+  assert sorted(skipped) == ['IMG_2.nef', 'phone.heic']
+  assert skipped['phone.heic'] == 'ValueError: unsupported format (.heic files cannot be read here)'
+  assert 'IMG_2.nef' in skipped['IMG_2.nef']
+  monkeypatch.setitem(sys.modules, 'rawpy', None)  # `import rawpy` raises ImportError
+  with pytest.raises(inference.InputError, match=re.escape(NO_RAWPY)):
+    descriptors.read_photo(dng_path, 64)
 
 
 # ----------------------------------------------------------------------------- without rawpy

@@ -63,10 +63,23 @@ def fingerprint(model) -> str:
 def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int]]:
   """(an upright RGB photo for encoding at `side` pixels, the file's full upright (width,
   height)): JPEGs decoded at a reduced scale where that still leaves at least `side` pixels
-  (draft mode), as the annotator reads them. Raises on unreadable files."""
+  (draft mode), as the annotator reads them; camera raw files through rawpy as `cropjax.predict`
+  reads them (their size the decoded picture's, which its boxes refer to). Raises on
+  unreadable files, and on photo formats Pillow cannot read (HEIF, ...) with what they are."""
   from cropjax import inference
   from cropjax.annotate import _to_rgb
-  with Image.open(path) as im:
+  suffix = Path(path).suffix.lower()
+  if suffix in metadata.RAW_EXTENSIONS:  # rawpy is optional: without it, an error that says so
+    image, (w, h) = inference._load(path, str(path))
+    _check_size(w, h)
+    return image, (w, h)
+  try:
+    opened = Image.open(path)
+  except Image.UnidentifiedImageError:
+    if suffix in metadata.OTHER_PHOTO_EXTENSIONS:
+      raise ValueError(f'unsupported format ({suffix} files cannot be read here)') from None
+    raise
+  with opened as im:
     w, h = im.size
     if im.getexif().get(0x0112, 1) in metadata.TRANSPOSING:  # turned a quarter: upright is h x w
       w, h = h, w
@@ -75,10 +88,15 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
     im.load()
     upright = inference._upright(im)
   image = _to_rgb(upright)
-  if min(w, h) < inference.MIN_PAIR_SIDE:  # (draft mode never decodes a side to 0)
+  _check_size(w, h)  # (draft mode never decodes a side to 0)
+  return image, (w, h)
+
+
+def _check_size(w: int, h: int) -> None:
+  from cropjax import inference
+  if min(w, h) < inference.MIN_PAIR_SIDE:
     raise ValueError(f'too small to compare ({w}x{h} pixels; a crop pair needs at least '
                      f'{inference.MIN_PAIR_SIDE} a side)')
-  return image, (w, h)
 
 
 def read_photos(paths: Sequence[Path], settings: dict[str, Any]

@@ -326,8 +326,9 @@ def save(index: Index, derived: bool = True) -> None:
 
 
 def library_files(roots: Sequence[str | os.PathLike]) -> list[Path]:
-  """The image files under each root (a folder, searched recursively, or one file), sorted;
-  hidden files and folders left out."""
+  """The photo files under each root (a folder, searched recursively, or one file), sorted;
+  hidden files and folders left out. Camera raw and HEIF files are listed too: read where
+  rawpy is installed (raw), else skipped and listed as the build reads them."""
   out = []
   for root in roots:
     root = Path(root).expanduser()
@@ -339,7 +340,7 @@ def library_files(roots: Sequence[str | os.PathLike]) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
       out += [Path(dirpath, n).resolve() for n in sorted(filenames)
-              if not n.startswith('.') and Path(n).suffix.lower() in metadata.IMAGE_EXTENSIONS]
+              if not n.startswith('.') and Path(n).suffix.lower() in metadata.PHOTO_EXTENSIONS]
   return sorted(dict.fromkeys(out))
 
 
