@@ -654,7 +654,7 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
 # A box within this share of its original's sides of every edge is the whole frame: the two
 # images are copies of one picture (resized or re-encoded), not one cut from the other.
 # Alignment puts a copy's box within 0.005 of every edge (development wallpapers, 69 copies
-# at 0.4-1.3x and JPEG 30-95: docs/real_photos.md, "Copies of the whole frame"); the
+# at 0.4-1.3x and JPEG 30-95: docs/real_photos.md, "Copies of the whole picture"); the
 # generator's and the yardstick's crops cover at most 0.9 of the area.
 COPY_EDGE = 0.01
 
