@@ -371,8 +371,8 @@ def test_predict_crop_reads_raw_files(tmp_path, monkeypatch):
 def test_library_search_reads_raw_files_and_names_what_it_cannot(tmp_path, match_model,
                                                                  monkeypatch):
   """A library's raw files are indexed as `cropjax.predict` reads them (upright, the decoded
-  picture's size); a HEIF file, a broken raw file and, without rawpy, every raw file are
-  skipped and listed with what they are, never left out unsaid."""
+  picture's size), a GIF too; a HEIF file, a broken raw file and, without rawpy, every raw
+  file are skipped and listed with what they are, never left out unsaid."""
   from cropjax import search
   from cropjax.search import descriptors
   from cropjax.search import index as index_lib
@@ -381,12 +381,15 @@ def test_library_search_reads_raw_files_and_names_what_it_cannot(tmp_path, match
   write(lib / 'IMG_2.nef', b'II*\x00 a raw file')
   write(lib / 'phone.heic', b'\x00\x00\x00\x18ftypheic not decodable here')
   write(lib / 'photo.jpg', image_bytes(seed=2))
+  Image.fromarray(pixels(90, 60, seed=3)).save(lib / 'web.gif')
+  write(lib / 'notes.txt', 'not a photo')
   assert [p.name for p in index_lib.library_files([lib])] == [
-      'IMG_1.dng', 'IMG_2.nef', 'phone.heic', 'photo.jpg']
+      'IMG_1.dng', 'IMG_2.nef', 'phone.heic', 'photo.jpg', 'web.gif']
   image, size = descriptors.read_photo(dng_path, 64)
   assert size == image.size == inference.load_image(dng_path).size == (H, W)
   idx = search.update_index([lib], tmp_path / 'idx', model=match_model)
-  assert sorted(os.path.basename(p.path) for p in idx.photos) == ['IMG_1.dng', 'photo.jpg']
+  assert sorted(os.path.basename(p.path) for p in idx.photos) == [
+      'IMG_1.dng', 'photo.jpg', 'web.gif']
   assert next(p for p in idx.photos if p.path.endswith('.dng')).width == H
   skipped = {os.path.basename(p): why for p, why in idx.skipped}
   assert sorted(skipped) == ['IMG_2.nef', 'phone.heic']

@@ -325,10 +325,16 @@ def save(index: Index, derived: bool = True) -> None:
 # ------------------------------------------------------------------ building
 
 
+# What `library_files` lists: photos (camera raw and HEIF too) and the web's and scanners'
+# GIF and BMP files (a crop saved from a page; Pillow reads a GIF's first frame).
+SEARCHED_EXTENSIONS = metadata.PHOTO_EXTENSIONS | {'.gif', '.bmp'}
+
+
 def library_files(roots: Sequence[str | os.PathLike]) -> list[Path]:
-  """The photo files under each root (a folder, searched recursively, or one file), sorted;
-  hidden files and folders left out. Camera raw and HEIF files are listed too: read where
-  rawpy is installed (raw), else skipped and listed as the build reads them."""
+  """The image files under each root (a folder, searched recursively, or one file), sorted;
+  hidden files and folders left out (`SEARCHED_EXTENSIONS`). Camera raw and HEIF files are
+  listed too: read where rawpy is installed (raw), else skipped and listed as the build reads
+  them."""
   out = []
   for root in roots:
     root = Path(root).expanduser()
@@ -340,7 +346,7 @@ def library_files(roots: Sequence[str | os.PathLike]) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
       out += [Path(dirpath, n).resolve() for n in sorted(filenames)
-              if not n.startswith('.') and Path(n).suffix.lower() in metadata.PHOTO_EXTENSIONS]
+              if not n.startswith('.') and Path(n).suffix.lower() in SEARCHED_EXTENSIONS]
   return sorted(dict.fromkeys(out))
 
 
