@@ -67,7 +67,8 @@ class PairPrediction:
   correlation of crop and original inside the box and `converged` whether the
   refinement settled; without it they are the network's alone (and None).
   Where the box is the original's whole frame (`whole_frame`: two copies of one
-  picture), the original is the image with more pixels.
+  picture), it is given as exactly that, and the original is the image with more
+  pixels (of two the same size, the one alignment named).
   """
   is_crop: bool
   probability: float            # P(one image is a crop of the other)
@@ -632,13 +633,14 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
     box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
     f = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
     other = ib if original == 'a' else ia
-    if whole_frame(f) and other.size[0] * other.size[1] > w * h:
+    if whole_frame(f):
       # Copies of one picture: both align into each other at the whole frame, so the
       # evidence's side is a toss; the original is the one with more pixels (the other is an
-      # export brought down), its whole frame the box.
-      original, angle = 'b' if original == 'a' else 'a', -angle + 0.0
-      (w, h), f = other.size, (0.0, 0.0, 1.0, 1.0)
-      box = (0.0, 0.0, float(w), float(h))
+      # export brought down; equal sizes keep the evidence's side), its whole frame the box.
+      if other.size[0] * other.size[1] > w * h:
+        original, angle = 'b' if original == 'a' else 'a', -angle + 0.0
+        w, h = other.size
+      f, box = (0.0, 0.0, 1.0, 1.0), (0.0, 0.0, float(w), float(h))
     net = network[i]
     out.append(PairPrediction(
         is_crop=bool(prob[i] > 0.5), probability=float(prob[i]), original=original,
@@ -655,7 +657,7 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
 # images are copies of one picture (resized or re-encoded), not one cut from the other.
 # Alignment puts a copy's box within 0.005 of every edge (development wallpapers, 69 copies
 # at 0.4-1.3x and JPEG 30-95: docs/real_photos.md, "Copies of the whole picture"); the
-# generator's and the yardstick's crops cover at most 0.9 of the area.
+# generator's crops and the yardstick's (but its copies) cover at most 0.9 of the area.
 COPY_EDGE = 0.01
 
 

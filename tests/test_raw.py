@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -398,6 +399,16 @@ def test_library_search_reads_raw_files_and_names_what_it_cannot(tmp_path, match
   monkeypatch.setitem(sys.modules, 'rawpy', None)  # `import rawpy` raises ImportError
   with pytest.raises(inference.InputError, match=re.escape(NO_RAWPY)):
     descriptors.read_photo(dng_path, 64)
+  # Without rawpy a build lists the raw files unread: neither hashed nor decoded on each run.
+  hashed = []
+  real = index_lib._sha256_file
+  monkeypatch.setattr(index_lib, '_sha256_file', lambda f: hashed.append(Path(f)) or real(f))
+  idx = search.update_index([lib], tmp_path / 'idx2', model=match_model)
+  assert sorted(os.path.basename(p.path) for p in idx.photos) == ['photo.jpg', 'web.gif']
+  skipped = {os.path.basename(p): why for p, why in idx.skipped}
+  assert skipped['IMG_1.dng'] == skipped['IMG_2.nef'] == f'RawSupportError: {NO_RAWPY}'
+  assert sorted(f.name for f in hashed if f.parent == lib) == ['phone.heic', 'photo.jpg',
+                                                                 'web.gif']
 
 
 # ----------------------------------------------------------------------------- without rawpy

@@ -356,6 +356,29 @@ def test_a_copy_of_a_query_s_whole_picture_is_reported_and_its_original_still_fo
   assert [os.path.basename(m.original) for m in found] == [f'photo{CROP_OF:02d}.jpg']
 
 
+def test_one_capture_s_files_are_not_compared_in_a_library_searched_against_itself(
+    model, tmp_path, monkeypatch):
+  """IMG_1.jpg and IMG_1.png (as a raw file and its JPEG) are one capture's: not verified
+  against each other when the library is searched against itself; a query still is."""
+  from cropjax import inference
+  lib = _library(tmp_path / 'lib', count=3)
+  Image.open(lib / 'photo01.jpg').save(lib / 'photo01.png')
+  idx = search.update_index([lib], tmp_path / 'idx', model=model)
+  asked = []
+  real = inference.predict_pairs
+
+  def predict_pairs(pairs, **kwargs):
+    asked.extend(frozenset(map(os.path.basename, p)) for p in pairs)
+    return real(pairs, **kwargs)
+  monkeypatch.setattr(inference, 'predict_pairs', predict_pairs)
+  search.find(idx, model=model, top=len(idx))
+  assert frozenset(('photo01.jpg', 'photo01.png')) not in asked
+  assert frozenset(('photo00.jpg', 'photo01.png')) in asked and len(asked) == 5  # of 6 pairs
+  asked.clear()
+  search.find(idx, [lib / 'photo01.png'], model=model, top=len(idx), verify_all=True)
+  assert frozenset(('photo01.jpg', 'photo01.png')) in asked
+
+
 def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path, monkeypatch):
   lib, queries = _planted(tmp_path)
   idx = search.update_index([lib], tmp_path / 'idx', model=model)

@@ -169,7 +169,9 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
   and the `top` first are verified: a query's best-ranked candidate first, then the others
   where it is not the query's original, or where they match the query about as well
   (`COPY_MARGIN`: another copy of the original); `verify_all` (and a library searched against
-  itself): all of them at once."""
+  itself): all of them at once. A library photo that is a copy of a query's whole picture is
+  reported whichever has more pixels, and is not taken for the query's original; in a library
+  searched against itself one capture's files (a raw file and its JPEG) are not compared."""
   settings = index.settings
   skipped: list[tuple[str, str]] = []
   if queries is None:
@@ -194,7 +196,7 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
   for i, cands in enumerate(found):
     for rank, (k, sim, template) in enumerate(cands):
       pair = frozenset((names[i], index.photos[k].path))
-      if queries is None and pair in seen:
+      if queries is None and (pair in seen or _siblings(names[i], index.photos[k].path)):
         continue
       seen.add(pair)
       photo = index.photos[k]
@@ -221,6 +223,14 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
 # queries cut from them, and every query reported what verifying all its candidates did, both
 # copies included, less one wrong pair (docs/search.md, "A query's best candidate first").
 COPY_MARGIN = 0.05
+
+
+def _siblings(a: str, b: str) -> bool:
+  """Whether two library files are one capture's (IMG_1.CR2 and IMG_1.JPG: the same folder and
+  name, another format): the same picture by construction, so a library searched against
+  itself does not report them as a crop pair."""
+  pa, pb = Path(a), Path(b)
+  return pa.parent == pb.parent and pa.stem.lower() == pb.stem.lower()
 
 
 class _Job(NamedTuple):

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from cropjax import metadata
+from cropjax.library import raw
 from cropjax.search import descriptors
 from cropjax.search import neighbours as neighbours_lib
 
@@ -413,7 +414,12 @@ def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *
   by_hash = {p.sha256: (k, p) for k, p in enumerate(old.photos)}
   kept: list[tuple[int, Photo]] = []   # (old photo index, its entry now)
   todo: list[tuple[str, int, int, str]] = []
+  skipped: list[tuple[str, str]] = []
+  no_raw = not raw.available()
   for f in files:
+    if no_raw and f.suffix.lower() in metadata.RAW_EXTENSIONS:  # listed, never hashed or read
+      skipped.append((str(f), f'RawSupportError: {raw.INSTALL_HINT}'))
+      continue
     st = f.stat()
     hit = by_path.get(str(f))
     if hit and hit[1].size == st.st_size and hit[1].mtime_ns == st.st_mtime_ns:
@@ -427,7 +433,7 @@ def plan_update(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, *
     else:
       todo.append((str(f), st.st_size, st.st_mtime_ns, digest))
   index = _subset(old, kept)
-  index.skipped = []
+  index.skipped = skipped
   return index, todo
 
 
