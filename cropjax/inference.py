@@ -632,11 +632,11 @@ def _predict_chunk(m: Model, loaded, batch_size: int, align: bool) -> list[PairP
     box = tuple(float(v) / s for v in e.alignment.box)
     box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
     f = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
-    other = ib if original == 'a' else ia
     if whole_frame(f):
       # Copies of one picture: both align into each other at the whole frame, so the
       # evidence's side is a toss; the original is the one with more pixels (the other is an
       # export brought down; equal sizes keep the evidence's side), its whole frame the box.
+      other = ib if original == 'a' else ia
       if other.size[0] * other.size[1] > w * h:
         original, angle = 'b' if original == 'a' else 'a', -angle + 0.0
         w, h = other.size

@@ -321,7 +321,8 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
   """Pairs made from each photo the way people make crops (see the module docstring).
 
   `per_kind`: how many pairs of each kind per photo (default 2 positives, one straightened,
-  one edited, one copy, one of each negative). `edits`: what an `edited` crop's edit is drawn from.
+  one edited, one copy, one of each negative). `edits`: what an `edited` crop's edit is drawn
+  from.
   """
   per_kind = per_kind or {'positive': 2, 'straightened': 1, 'edited': 1, 'copy': 1,
                           'other_image': 1, 'outside': 1, 'mirrored': 1, 'near_duplicate': 1}

@@ -275,14 +275,14 @@ class _Verifier:
         q, o = j.query, j.photo
         box, fraction, size, angle = r.box, r.box_fraction, r.original_size, r.angle
         copy = inference.whole_frame(fraction)
-        if r.original == 'a':  # the query holds the library photo
-          if copy and not library:  # a copy of the whole picture, with more pixels than this
-            box, fraction, size = (0.0, 0.0, *map(float, j.size)), (0.0, 0.0, 1.0, 1.0), j.size
-            angle = -angle + 0.0
-          elif not library:
+        if r.original == 'a' and library:  # the library photo j.photo is the crop
+          q, o = o, q
+        elif r.original == 'a':  # the query holds the library photo
+          if not copy:
             continue            # a query that is the original of a library photo: not asked for
-          else:
-            q, o = o, q
+          # a copy of the query's whole picture, with fewer pixels: given as its whole frame
+          box, fraction, size = (0.0, 0.0, *map(float, j.size)), (0.0, 0.0, 1.0, 1.0), j.size
+          angle = -angle + 0.0
         if not copy:  # a copy of the query's own frame: its original may be another photo
           self.found.add(j.query_number)
         matches.append(Match(query=q, original=o, box=box, box_fraction=fraction,
