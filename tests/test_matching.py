@@ -944,6 +944,33 @@ def test_the_network_s_logit_never_lowers_the_verdict_s_odds():
     verdict.fit(x, y, nonnegative=('logit',))
 
 
+def test_the_verdict_reads_each_feature_within_the_range_it_was_fitted_on(tmp_path):
+  # A feature beyond the range of the pairs fitted on (the network's logit on real photos, where
+  # it was fitted on procedural ones) reads as the range's end, not the line carried further.
+  x, y = _separable()
+  v = verdict.fit(x, y)
+  np.testing.assert_array_equal(v.low, x.min(0))
+  np.testing.assert_array_equal(v.high, x.max(0))
+  row = np.zeros((3, x.shape[1]))
+  row[:, 1] = [x[:, 1].max(), x[:, 1].max() + 5, x[:, 1].min() - 5]
+  p = v.probability(row)
+  edge = row.copy()
+  edge[2, 1] = x[:, 1].min()
+  np.testing.assert_allclose(p, v.probability(edge)[[0, 0, 2]], rtol=1e-12)
+  unbounded = dataclasses.replace(v, low=None, high=None)
+  assert unbounded.probability(row)[1] > p[1] and unbounded.probability(row)[2] < p[2]
+  v.save(tmp_path / verdict.FILE)
+  back = verdict.load(tmp_path / verdict.FILE)
+  assert back == v
+  # A file of the version before has no range: it loads and reads features as they are.
+  d = json.loads((tmp_path / verdict.FILE).read_text())
+  d.update(version=4)
+  del d['low'], d['high']
+  (tmp_path / 'v4.json').write_text(json.dumps(d))
+  np.testing.assert_array_equal(verdict.load(tmp_path / 'v4.json').probability(row),
+                                unbounded.probability(row))
+
+
 def test_a_corrupt_or_foreign_verdict_is_refused(tmp_path):
   x, y = _separable()
   verdict.fit(x, y).save(tmp_path / verdict.FILE)
@@ -956,6 +983,9 @@ def test_a_corrupt_or_foreign_verdict_is_refused(tmp_path):
   for change, message in ((lambda d: d.update(features=['a', 'b']), 'fitted for features'),
                           (lambda d: d.update(weights=d['weights'][:3]), 'do not match'),
                           (lambda d: d.update(bias=float('nan')), 'non-finite'),
+                          (lambda d: d.update(low=d['low'][:3]), 'do not match'),
+                          (lambda d: d.update(low=d['high'], high=d['low']), 'least value above'),
+                          (lambda d: d.update(version=3), 'another format version'),
                           (lambda d: d.pop('mean'), 'not a usable verdict')):
     bad = dict(d)
     change(bad)

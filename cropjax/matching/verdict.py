@@ -7,7 +7,9 @@
 A small logistic regression over `FEATURES` (the network's pair logit and the
 evidence of `cropjax.matching.verify`), fitted by Newton's method with an L2
 prior (`L2`), so no threshold is set by hand; the network's logit may raise
-the odds of a crop, never lower them (`NONNEGATIVE`). `fit_for_model` fits it on pairs
+the odds of a crop, never lower them (`NONNEGATIVE`); and each feature is read
+within the range it spanned in the pairs fitted on (`Verdict.low`, `high`): a
+straight line fitted there is not carried beyond it. `fit_for_model` fits it on pairs
 made from the validation photos of the model's own data source (crops and the
 negatives of `cropjax.datasets.yardstick.user_pairs`, near-duplicates among
 them), never on the yardstick; `scripts/train.py` does that at the end of a
@@ -31,7 +33,10 @@ from cropjax.matching import verify
 
 FILE = 'verdict.json'
 FEATURES = ('network_logit', *verify.FEATURES)
-VERSION = 4
+VERSION = 5
+# Files of version 4 have no `low` and `high` (the range of the evidence fitted on): they load
+# and read every feature as it is, as they did.
+READABLE = (4, VERSION)
 # The L2 prior on the standardised weights, per example. The validation pairs a verdict is
 # fitted on are made from the demo's photos, mostly procedural, and are separated by the
 # alignment evidence alone, so with a weak prior the weights grow until chance differences
@@ -61,12 +66,21 @@ class Verdict:
   bias: float
   examples: int
   fitted_on: str
+  # Each feature's least and greatest value in the pairs fitted on; a row is read within them.
+  # The demo's validation photos are mostly procedural, and on real photos the network's logit
+  # runs beyond its validation range for a fifth to two fifths of the pairs (alignment scores,
+  # closer to 1, for a quarter): read as they are, they would carry the fitted line where no
+  # pair was seen (docs/real_photos.md, "The verdict within its evidence's range").
+  low: tuple[float, ...] | None = None
+  high: tuple[float, ...] | None = None
 
   def probability(self, x: np.ndarray) -> np.ndarray:
     """P(a crop pair) for rows of features in the order of `self.features`."""
     x = np.atleast_2d(np.asarray(x, np.float64))
     if x.shape[1] != len(self.features):
       raise ValueError(f'expected {len(self.features)} features {self.features}, got {x.shape[1]}')
+    if self.low is not None and self.high is not None:
+      x = np.clip(x, self.low, self.high)
     z = (x - np.asarray(self.mean)) / np.asarray(self.scale) @ np.asarray(self.weights) + self.bias
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
@@ -99,17 +113,25 @@ def load(path: str | os.PathLike) -> Verdict:
     raise VerdictError(f'{path}: unreadable ({e}); fit it again with scripts/eval.py '
                        '--fit-verdict') from None
   try:
-    if d.pop('version') != VERSION:
+    version = d.pop('version')
+    if version not in READABLE:
       raise ValueError('another format version')
-    v = Verdict(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k]
-                   for k in (f.name for f in dataclasses.fields(Verdict))})
+    names = [f.name for f in dataclasses.fields(Verdict)]
+    if version < 5:
+      names.remove('low')
+      names.remove('high')
+    v = Verdict(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in names})
     n = len(v.features)
     if tuple(v.features) != FEATURES:
       raise ValueError(f'fitted for features {v.features}, this cropjax uses {FEATURES}')
-    if not (len(v.mean) == len(v.scale) == len(v.weights) == n):
+    bounds = () if v.low is None else (v.low, v.high)
+    if not all(len(a) == n for a in (v.mean, v.scale, v.weights, *bounds)):
       raise ValueError('its arrays do not match its features')
-    if not np.all(np.isfinite([*v.mean, *v.scale, *v.weights, v.bias])) or min(v.scale) <= 0:
+    if not np.all(np.isfinite([*v.mean, *v.scale, *v.weights, v.bias, *sum(bounds, ())])) or (
+        min(v.scale) <= 0):
       raise ValueError('non-finite numbers or a zero scale')
+    if bounds and np.any(np.asarray(v.low) > np.asarray(v.high)):
+      raise ValueError('a feature\'s least value above its greatest')
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise VerdictError(f'{path}: not a usable verdict ({e}); fit it again with scripts/eval.py '
                        '--fit-verdict') from None
@@ -141,7 +163,8 @@ def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2, fitted_on: str = '',
       break
     free[negative] = False  # such a feature's column reads 0: its weight stays at 0
   return Verdict(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(w[:-1]),
-                 bias=float(w[-1]), examples=int(len(x)), fitted_on=fitted_on)
+                 bias=float(w[-1]), examples=int(len(x)), fitted_on=fitted_on,
+                 low=tuple(x.min(0)), high=tuple(x.max(0)))
 
 
 def _newton(z: np.ndarray, y: np.ndarray, l2: float, iterations: int) -> np.ndarray:
