@@ -944,6 +944,23 @@ def test_the_network_s_logit_never_lowers_the_verdict_s_odds():
     verdict.fit(x, y, nonnegative=('logit',))
 
 
+def test_the_network_s_weight_pays_a_stronger_prior():
+  # Its logit is judged on validation photos unlike real ones: under its multiple of the prior
+  # its weight is well below what the same prior as the rest would give it, and still positive
+  # where the logit separates the pairs; the other weights hardly move.
+  x, y = _separable()
+  rng = np.random.default_rng(2)
+  x[:, 0] = np.where(y, 0.4, -0.4) + rng.normal(size=len(y))  # about as informative as x[:, 1]
+  plain = verdict.fit(x, y, prior={})
+  held = verdict.fit(x, y)
+  assert verdict.PRIOR['network_logit'] > 1
+  assert plain.weights[0] > 0.3
+  assert 0 < held.weights[0] < 0.6 * plain.weights[0]
+  assert held.weights[1] >= 0.9 * plain.weights[1]
+  with pytest.raises(ValueError, match='unknown features'):
+    verdict.fit(x, y, prior={'logit': 2.0})
+
+
 def test_the_verdict_reads_each_feature_within_the_range_it_was_fitted_on(tmp_path):
   # A feature beyond the range of the pairs fitted on (the network's logit on real photos, where
   # it was fitted on procedural ones) reads as the range's end, not the line carried further.
