@@ -959,6 +959,8 @@ def test_the_network_s_weight_pays_a_stronger_prior():
   assert held.weights[1] >= 0.9 * plain.weights[1]
   with pytest.raises(ValueError, match='unknown features'):
     verdict.fit(x, y, prior={'logit': 2.0})
+  with pytest.raises(ValueError, match='finite and >= 0'):
+    verdict.fit(x, y, prior={'network_logit': -1.0})
 
 
 def test_the_verdict_reads_each_feature_within_the_range_it_was_fitted_on(tmp_path):
@@ -1002,7 +1004,9 @@ def test_a_corrupt_or_foreign_verdict_is_refused(tmp_path):
                           (lambda d: d.update(bias=float('nan')), 'non-finite'),
                           (lambda d: d.update(low=d['low'][:3]), 'do not match'),
                           (lambda d: d.update(low=d['high'], high=d['low']), 'least value above'),
-                          (lambda d: d.update(version=3), 'another format version'),
+                          (lambda d: d.update(version=3), 'format version 3'),
+                          (lambda d: d.update(low=None), 'not both given'),
+                          (lambda d: d.update(high=None), 'not both given'),
                           (lambda d: d.pop('mean'), 'not a usable verdict')):
     bad = dict(d)
     change(bad)

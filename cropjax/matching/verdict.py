@@ -124,7 +124,7 @@ def load(path: str | os.PathLike) -> Verdict:
   try:
     version = d.pop('version')
     if version not in READABLE:
-      raise ValueError('another format version')
+      raise ValueError(f'format version {version!r}; this cropjax reads {READABLE}')
     names = [f.name for f in dataclasses.fields(Verdict)]
     if version < 5:
       names.remove('low')
@@ -133,6 +133,8 @@ def load(path: str | os.PathLike) -> Verdict:
     n = len(v.features)
     if tuple(v.features) != FEATURES:
       raise ValueError(f'fitted for features {v.features}, this cropjax uses {FEATURES}')
+    if (v.low is None) != (v.high is None):
+      raise ValueError('its low and high are not both given (nor both null)')
     bounds = () if v.low is None else (v.low, v.high)
     if not all(len(a) == n for a in (v.mean, v.scale, v.weights, *bounds)):
       raise ValueError('its arrays do not match its features')
@@ -162,6 +164,8 @@ def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2, prior: Mapping[str, flo
   unknown = (set(nonnegative) | set(prior)) - set(FEATURES)
   if unknown:
     raise ValueError(f'unknown features {sorted(unknown)}; choose from {FEATURES}')
+  if not all(np.isfinite(m) and m >= 0 for m in prior.values()):
+    raise ValueError(f'prior multiples must be finite and >= 0, got {dict(prior)}')
   # each weight's prior (the bias's none)
   reg = l2 * len(x) * np.r_[[prior.get(f, 1.0) for f in FEATURES], 0.0]
   mean, scale = x.mean(0), x.std(0)
