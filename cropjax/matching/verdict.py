@@ -6,14 +6,14 @@
 
 A small logistic regression over `FEATURES` (the network's pair logit and the
 evidence of `cropjax.matching.verify`), fitted by Newton's method with an L2
-prior (`L2`, stronger on the network's logit: `PRIOR`), so no threshold is set by
-hand; the network's logit may raise the odds of a crop, never lower them
-(`NONNEGATIVE`); and each feature is read
-within the range it spanned in the pairs fitted on (`Verdict.low`, `high`): a
-straight line fitted there is not carried beyond it. `fit_for_model` fits it on pairs
-made from the validation photos of the model's own data source (crops and the
-negatives of `cropjax.datasets.yardstick.user_pairs`, near-duplicates among
-them), never on the yardstick; `scripts/train.py` does that at the end of a
+prior (`L2`, stronger on the network's logit: `PRIOR`), so no threshold is set
+by hand; the network's logit may raise the odds of a crop, never lower them
+(`NONNEGATIVE`); and each feature is read within the range it spanned in the
+pairs fitted on (`Verdict.low`, `high`): a straight line fitted there is not
+carried beyond it. `fit_for_model` fits it on pairs made from the validation
+photos of the model's own data source (crops and the negatives of
+`cropjax.datasets.yardstick.user_pairs`, near-duplicates among them), never on
+the yardstick; `scripts/train.py` does that at the end of a
 crop-pair run and `scripts/eval.py --fit-verdict` for an older workdir. It is
 saved as JSON beside the checkpoints, written atomically, and refused with a
 clear error when unreadable or fitted for other features.
