@@ -519,6 +519,14 @@ def _pyramid(side: _Side):
 MIN_PAIR_SIDE = 2
 
 
+def check_comparable(size: tuple[int, int], where: str = '') -> None:
+  """InputError (naming `where`) for an image of `size` too small to be one side of a crop
+  pair (`MIN_PAIR_SIDE`): there is nothing to align (a pyramid needs two pixels)."""
+  if min(size) < MIN_PAIR_SIDE:
+    raise InputError(f'{where + ": " if where else ""}too small to compare ({size[0]}x{size[1]} '
+                     f'pixels; a crop pair needs at least {MIN_PAIR_SIDE} a side)')
+
+
 @dataclasses.dataclass(eq=False)
 class _Side:
   """One image of a pair: its pixels (a JPEG file's possibly decoded at a reduced scale, see
@@ -543,10 +551,7 @@ def _load_pairs(pairs, first: int = 0) -> list[tuple[_Side, _Side]]:
   def side(item) -> _Side:
     image, name = item
     pixels, size = _load(image, name, least_side=ALIGN_MAX_SIDE)
-    if min(size) < MIN_PAIR_SIDE:  # nothing to align (a pyramid needs two pixels)
-      where = os.fspath(image) if isinstance(image, (str, os.PathLike)) else name
-      raise InputError(f'{where}: too small to compare ({size[0]}x{size[1]} pixels; a crop '
-                       f'pair needs at least {MIN_PAIR_SIDE} a side)')
+    check_comparable(size, os.fspath(image) if isinstance(image, (str, os.PathLike)) else name)
     return _Side(pixels, size)
 
   # Decoders release the GIL: the distinct inputs are read on every core. The first bad

@@ -71,7 +71,7 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
   suffix = Path(path).suffix.lower()
   if suffix in metadata.RAW_EXTENSIONS:  # rawpy is optional: without it, an error that says so
     image, (w, h) = inference._load(path, str(path))
-    _check_size(w, h)
+    inference.check_comparable((w, h))
     return image, (w, h)
   try:
     opened = Image.open(path)
@@ -88,15 +88,8 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
     im.load()
     upright = inference._upright(im)
   image = _to_rgb(upright)
-  _check_size(w, h)  # (draft mode never decodes a side to 0)
+  inference.check_comparable((w, h))  # (draft mode never decodes a side to 0)
   return image, (w, h)
-
-
-def _check_size(w: int, h: int) -> None:
-  from cropjax import inference
-  if min(w, h) < inference.MIN_PAIR_SIDE:
-    raise ValueError(f'too small to compare ({w}x{h} pixels; a crop pair needs at least '
-                     f'{inference.MIN_PAIR_SIDE} a side)')
 
 
 def read_photos(paths: Sequence[Path], settings: dict[str, Any]
