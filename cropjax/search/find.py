@@ -195,11 +195,11 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
   jobs, seen = [], set()
   for i, cands in enumerate(found):
     for rank, (k, sim, template) in enumerate(cands):
-      pair = frozenset((names[i], index.photos[k].path))
-      if queries is None and (pair in seen or _siblings(names[i], index.photos[k].path)):
+      photo = index.photos[k]
+      pair = frozenset((names[i], photo.path))
+      if queries is None and (pair in seen or _siblings(names[i], photo.path)):
         continue
       seen.add(pair)
-      photo = index.photos[k]
       jobs.append(_Job(names[i], photo.path, sim, template, i, rank, (photo.width, photo.height)))
   verifier = _Verifier(model, batch_size, progress, len(jobs))
   if queries is None or verify_all:
