@@ -21,21 +21,40 @@ except ImportError:
   pass
 
 
+# The session's compilation cache folder, made by pytest-xdist's controller and shared by its
+# workers (they inherit the environment), so a program one worker compiled the other reads back.
+_SHARED = 'CROPJAX_TEST_JAX_CACHE'
+
+
 def pytest_configure(config):
-  """One persistent JAX compilation cache for the session's process (a fresh temporary folder,
-  also given to the subprocesses its tests start; each pytest-xdist worker has its own): the
-  many tiny training runs compile the same programs, and a cached executable is the same
-  executable, so results do not change. Not in pytest-xdist's controller, which runs no test."""
-  if getattr(config.option, 'numprocesses', None) and not hasattr(config, 'workerinput'):
-    return
+  """One persistent JAX compilation cache for the session (a fresh temporary folder, shared by
+  pytest-xdist's workers and given to the subprocesses their tests start): the many tiny
+  training runs and verdict fits compile the same programs, and a cached executable is the same
+  executable, so results do not change. Its entries are read and written under JAX's file lock
+  (`jax_compilation_cache_max_size` set), so one process never reads another's half-written
+  entry."""
   import tempfile
-  folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
-  config._cropjax_jax_cache = folder  # removed when the session ends (pytest_unconfigure)
+  worker = hasattr(config, 'workerinput')
+  if worker and os.environ.get(_SHARED):
+    folder = os.environ[_SHARED]  # the controller's, removed by it
+  else:
+    folder = tempfile.mkdtemp(prefix='cropjax-test-jax-cache-')
+    config._cropjax_jax_cache = folder  # removed when the session ends (pytest_unconfigure)
+    os.environ[_SHARED] = folder
   os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
+  try:
+    import filelock  # noqa: F401 -- JAX locks its cache's entries only with it
+    os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(1 << 30)
+  except ImportError:
+    pass
+  if getattr(config.option, 'numprocesses', None) and not worker:
+    return  # the controller runs no test: its workers (and their subprocesses) read the env
   import jax
   jax.config.update('jax_compilation_cache_dir', folder)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  if 'JAX_COMPILATION_CACHE_MAX_SIZE' in os.environ:
+    jax.config.update('jax_compilation_cache_max_size', 1 << 30)
   # On a GPU or TPU, XLA multiplies float32 in TF32 or bfloat16 passes by default (relative
   # errors near 1e-3); the tests compare with float32 oracles, so they ask for full float32
   # there. The CPU computes float32 in full either way.
