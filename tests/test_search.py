@@ -229,7 +229,12 @@ def test_unreadable_files_are_skipped_and_listed(model, tmp_path):
   assert len(idx) == 3
   assert sorted(os.path.basename(p) for p, _ in idx.skipped) == [
       'dot.png', 'notes.jpg', 'truncated.jpg']
-  assert 'too small to compare (1x1 pixels' in dict(idx.skipped)[str((lib / 'dot.png').resolve())]
+  why = dict(idx.skipped)
+  assert why[str((lib / 'dot.png').resolve())].startswith('InputError: too small to compare (1x1')
+  # each reason says what is wrong without the path the list already gives
+  assert why[str((lib / 'notes.jpg').resolve())] == (
+      'UnidentifiedImageError: cannot identify image file')
+  assert all(os.path.basename(p) not in w for p, w in idx.skipped)
   assert sorted(os.path.basename(p) for p, _ in search.open_index(tmp_path / 'idx').skipped) == [
       'dot.png', 'notes.jpg', 'truncated.jpg']
   # The library's crop relations are still looked for (the tiny file used to end the run),

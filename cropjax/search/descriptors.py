@@ -92,6 +92,15 @@ def read_photo(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int
   return image, (w, h)
 
 
+def unreadable(path: str | Path, error: Exception) -> str:
+  """Why `path` was skipped, for the list of skipped files beside it: the error's type and
+  message, without the path again (PIL's "cannot identify image file '<path>'")."""
+  text = str(error)
+  for form in (repr(str(path)), str(path)):
+    text = text.replace(form, '')
+  return f'{type(error).__name__}: {text.strip(" :")}'.rstrip(' :')
+
+
 def read_photos(paths: Sequence[Path], settings: dict[str, Any]
                 ) -> tuple[list[tuple[Image.Image, tuple[int, int]] | None], list[tuple[str, str]]]:
   """Each path's `read_photo` (None where it cannot be read) and the (path, why) of those."""
@@ -99,7 +108,7 @@ def read_photos(paths: Sequence[Path], settings: dict[str, Any]
     try:
       return read_photo(p, settings['library_side'])
     except Exception as e:  # noqa: BLE001 -- any decoder failure: the file is skipped and listed
-      return f'{type(e).__name__}: {e}'
+      return unreadable(p, e)
   photos, failures = [], []
   for p, r in zip(paths, threads.map(read, paths)):  # decoders release the GIL: on every core
     if isinstance(r, str):

@@ -186,7 +186,7 @@ def find(index: Index, queries: Sequence[str | Path] | None = None, *, model, to
         images.append(descriptors.read_photo(q, max(settings['query_sides']))[0])
         names.append(str(q))
       except Exception as e:  # noqa: BLE001 -- unreadable query: skipped and listed
-        skipped.append((str(q), f'{type(e).__name__}: {e}'))
+        skipped.append((str(q), descriptors.unreadable(q, e)))
     greys = [rerank_lib.query_grey(im, 2 * settings['thumb_side']) for im in images]
     query_desc = (descriptors.query_descriptors(images, model, settings) if images
                   else np.zeros((0, len(settings['query_sides']), settings['dim']), np.float32))
