@@ -24,6 +24,7 @@ except ImportError:
 # The session's compilation cache folder, made by pytest-xdist's controller and shared by its
 # workers (they inherit the environment), so a program one worker compiled the other reads back.
 _SHARED = 'CROPJAX_TEST_JAX_CACHE'
+_MAX_BYTES = 1 << 30  # set, JAX locks the cache's entries (with `filelock`) and evicts past it
 
 
 def pytest_configure(config):
@@ -45,16 +46,17 @@ def pytest_configure(config):
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
   try:
     import filelock  # noqa: F401 -- JAX locks its cache's entries only with it
-    os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(1 << 30)
+    locked = True
+    os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(_MAX_BYTES)
   except ImportError:
-    pass
+    locked = False
   if getattr(config.option, 'numprocesses', None) and not worker:
     return  # the controller runs no test: its workers (and their subprocesses) read the env
   import jax
   jax.config.update('jax_compilation_cache_dir', folder)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  if 'JAX_COMPILATION_CACHE_MAX_SIZE' in os.environ:
-    jax.config.update('jax_compilation_cache_max_size', 1 << 30)
+  if locked:
+    jax.config.update('jax_compilation_cache_max_size', _MAX_BYTES)
   # On a GPU or TPU, XLA multiplies float32 in TF32 or bfloat16 passes by default (relative
   # errors near 1e-3); the tests compare with float32 oracles, so they ask for full float32
   # there. The CPU computes float32 in full either way.
