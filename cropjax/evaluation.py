@@ -18,7 +18,9 @@ project's generator (`generated`, its evaluation options, at the model's size
 for the network and at `aligned_size` for alignment and SIFT); the network
 alone, the network with alignment and the verdict, and SIFT side by side; on
 the user-made pairs also the crops' angle error (degrees: the straightened
-crops are turned, the others not).
+crops are turned, the others not). `photo_dirs` (`--photo-dir`): the same
+pairs made from your own photographs instead, to see how cropjax and SIFT do
+on pictures like yours.
 
 Auto-crop (`evaluate_crops`): the validation photos of the annotated dataset;
 IoU of the unturned crop rectangles and of the turned crops as polygons
@@ -35,7 +37,7 @@ crops' mean size.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -187,12 +189,22 @@ def _compare(model, pairs_ab, truth, kinds, baseline, batch_size) -> dict[str, A
 
 def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: int = 0,
                   generated: int = 128, aligned_size: int = 256, batch_size: int = 32,
-                  max_photos: int | None = None) -> dict[str, Any]:
-  """The yardstick's pairs, both ways of making them; see the module docstring."""
+                  max_photos: int | None = None,
+                  photo_dirs: Sequence[str] | None = None) -> dict[str, Any]:
+  """The yardstick's pairs, both ways of making them; see the module docstring. `photo_dirs`:
+  the pairs made from your own photos there instead (`yardstick.own_photos`, `max_photos` of
+  them spread over the folders, `yardstick.OWN_PHOTOS` unless given); the files that cannot
+  be read are listed in the report's `skipped`."""
   from cropjax.data import pairs as pair_data
   from cropjax.datasets import yardstick
   from PIL import Image
-  photos = yardstick.photos()[:max_photos]
+  skipped: list[tuple[str, str]] = []
+  if photo_dirs:
+    photos, skipped = yardstick.own_photos(photo_dirs, max_photos or yardstick.OWN_PHOTOS)
+    source = 'photos in ' + ', '.join(map(str, photo_dirs))
+  else:
+    photos = yardstick.photos()[:max_photos]
+    source = 'the real-photo yardstick (cropjax/datasets/yardstick.py)'
   user = yardstick.user_pairs(photos, seed=seed)
   size = {p.name: p.original_size for p in user}
   truth = {
@@ -205,7 +217,7 @@ def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: 
       'original_size': np.array([size[p.name] for p in user], np.float64)}
   report: dict[str, Any] = {
       'task': 'pairs', 'data': 'real', 'model': repr(model), 'photos': len(photos),
-      'source': 'yardstick (cropjax/datasets/yardstick.py)', 'seed': seed,
+      'source': source, 'skipped': [list(s) for s in skipped], 'seed': seed,
       'user_pairs': _compare(model, [(p.a, p.b) for p in user], truth, yardstick.KINDS,
                              baseline, batch_size)}
   if generated:
@@ -353,8 +365,8 @@ def _pair_table(title: str, part: dict[str, Any]) -> list[str]:
 def format_table(report: dict[str, Any]) -> str:
   """The report as a plain-text table, methods side by side."""
   if report.get('data') == 'real':
-    lines = _pair_table(f'crop pairs made as people make them, from the {report["photos"]} '
-                        f'photos of the real-photo yardstick (seed {report["seed"]})',
+    lines = _pair_table(f'crop pairs made as people make them, from {report["photos"]} '
+                        f'photos: {report["source"]} (seed {report["seed"]})',
                         report['user_pairs'])
     if 'generated_pairs' in report:
       lines += [''] + _pair_table(

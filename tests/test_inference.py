@@ -537,14 +537,21 @@ def test_eval_on_real_photos_puts_network_alignment_and_sift_side_by_side(
   monkeypatch.setattr(yardstick, 'PHOTOS', (missing,))
   code, _, err = _run(eval_cli.main, ['--workdir', pair_workdir, '--data', 'real'], capsys)
   assert code == 2 and 'apt-get install' in err and len(err.splitlines()) == 1
-  # Two scikit-image photos stand in for the yardstick's here.
-  photos = [(n, Image.fromarray(a)) for n, a in ASTRONAUT(['astronaut', 'coffee'])]
-  monkeypatch.setattr(yardstick, 'photos', lambda max_side=0: photos)
-  code, out, _ = _run(eval_cli.main, ['--workdir', pair_workdir, '--data', 'real', '--baseline',
-                                      'sift', '--generated', '8', '--out', tmp_path / 'r.json'],
-                      capsys)
+  # A folder of one's own photos (two scikit-image photos and a broken file) instead.
+  mine = tmp_path.resolve() / 'mine'
+  mine.mkdir()
+  for n, a in ASTRONAUT(['astronaut', 'coffee']):
+    Image.fromarray(a).save(mine / f'{n}.jpg', quality=95)
+  (mine / 'broken.jpg').write_bytes(b'\xff\xd8 cut short')
+  code, _, err = _run(eval_cli.main, ['--workdir', pair_workdir, '--photo-dir', mine], capsys)
+  assert code == 2 and '--photo-dir makes real-photo pairs: use it with --data real' in err
+  code, out, err = _run(eval_cli.main, ['--workdir', pair_workdir, '--data', 'real', '--baseline',
+                                        'sift', '--generated', '8', '--photo-dir', mine,
+                                        '--out', tmp_path / 'r.json'], capsys)
   assert code == 0
+  assert f'skipped {mine / "broken.jpg"}: ' in err and f'2 photos: photos in {mine}' in out
   report = json.loads((tmp_path / 'r.json').read_text())
+  assert report['photos'] == 2 and [s[0] for s in report['skipped']] == [str(mine / 'broken.jpg')]
   for part, kinds in (('user_pairs', yardstick.KINDS), ('generated_pairs', ())):
     for method in ('network', 'aligned', 'sift'):
       assert set(kinds) <= set(report[part][method])

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1051,6 +1052,47 @@ def test_missing_or_changed_yardstick_photos_are_a_clear_error(tmp_path, monkeyp
   monkeypatch.setattr(yardstick, 'PHOTOS', (missing,))
   with pytest.raises(yardstick.YardstickError, match='apt-get install mate-backgrounds'):
     yardstick.photos()
+
+
+def test_own_photos_are_read_spread_capped_and_listed_when_unreadable(tmp_path):
+  lib = tmp_path / 'lib'
+  (lib / '2021').mkdir(parents=True)
+  (lib / '.hidden').mkdir()
+  names = ['astronaut', 'coffee', 'chelsea', 'camera', 'rocket']
+  arrays = dict(procedural.skimage_photos(names))
+  for k, name in enumerate(names):  # a portrait shot (EXIF orientation 6) among them
+    exif = Image.Exif()
+    if name == 'rocket':
+      exif[0x0112] = 6
+    folder = lib / '2021' if k % 2 else lib
+    Image.fromarray(arrays[name]).convert('RGB').save(folder / f'{k}-{name}.jpg', quality=90,
+                                                      exif=exif)
+  Image.fromarray(arrays['coffee']).save(lib / '.hidden' / 'x.jpg')
+  (lib / 'broken.jpg').write_bytes(b'not a jpeg')
+  (lib / 'notes.txt').write_text('not a photo')
+  photos, skipped = yardstick.own_photos([lib], None, max_side=400)
+  order = ['0-astronaut.jpg', '2-chelsea.jpg', '1-coffee.jpg', '3-camera.jpg', '4-rocket.jpg']
+  assert [Path(n).name for n, _ in photos] == order  # sorted paths, hidden ones left out
+  assert skipped == [(str((lib / 'broken.jpg').resolve()),
+                      'UnidentifiedImageError: cannot identify image file')]
+  sizes = {Path(n).name: im.size for n, im in photos}
+  assert all(max(size) == 400 for size in sizes.values())
+  assert all(im.mode == 'RGB' for _, im in photos)
+  h, w = arrays['rocket'].shape[:2]  # upright: turned a quarter, then capped
+  assert sizes['4-rocket.jpg'] == (round(h * 400 / w), 400)
+  assert sizes['2-chelsea.jpg'] == (400, round(300 * 400 / 451))
+  # a count: spread evenly over the six sorted files (the unreadable last among them)
+  three, skipped = yardstick.own_photos([lib], 3, max_side=400)
+  assert [Path(n).name for n, _ in three] == ['0-astronaut.jpg', '1-coffee.jpg']
+  assert len(skipped) == 1
+  # the pairs are made from them as from the yardstick's photos
+  pairs = yardstick.user_pairs(three, seed=0)
+  assert len(pairs) == 2 * 9 and pairs[0].name.startswith(three[0][0] + '/')
+  with pytest.raises(yardstick.YardstickError, match='nowhere: no such file or folder'):
+    yardstick.own_photos([tmp_path / 'nowhere'])
+  with pytest.raises(yardstick.YardstickError, match=r'broken.jpg: 0 photos could be read \(1 '
+                     r'skipped\); the pairs need at least two'):
+    yardstick.own_photos([lib / 'broken.jpg'])
 
 
 def test_user_pairs_have_the_geometry_they_claim():

@@ -2,6 +2,7 @@
 
     python scripts/eval.py --workdir workdirs/demo --baseline sift
     python scripts/eval.py --workdir workdirs/demo --data real --baseline sift
+    python scripts/eval.py --workdir workdirs/demo --data real --baseline sift --photo-dir ~/Pictures
     python scripts/eval.py --checkpoint workdirs/demo/checkpoints/2500 --examples 2048
     python scripts/eval.py --workdir workdirs/demo --fit-verdict
 
@@ -10,7 +11,9 @@ top-left error and box IoU, overall and per kind of example; `--baseline sift`
 adds OpenCV SIFT + RANSAC on the same pairs. `--data real`: the real-photo
 yardstick instead (photographs cropjax never trains on, from Debian's
 wallpaper packages; cropjax/datasets/yardstick.py), the network alone and
-with alignment side by side. `--fit-verdict` (re)fits the verdict that
+with alignment side by side; `--photo-dir` makes the same pairs from your own
+photos (distinct pictures: no crops or exports of one another), unreadable
+files skipped and listed. `--fit-verdict` (re)fits the verdict that
 combines the network with the alignment evidence, on validation photos, and
 saves it beside the checkpoints (training does this at its end). Auto-crop models: IoU, boundary
 displacement and angle error next to the full-frame and centre-crop baselines.
@@ -38,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--split', help="split instead of the config's eval split")
   p.add_argument('--data', choices=('validation', 'real'), default='validation',
                  help="crop pairs: the validation split (default) or the real-photo yardstick")
-  p.add_argument('--photos', type=int, help='--data real: use only the first N photos')
+  p.add_argument('--photos', type=int,
+                 help='--data real: use only the first N photos (with --photo-dir: N spread '
+                      'over its files, default 100)')
+  p.add_argument('--photo-dir', action='append', metavar='DIR',
+                 help="--data real: pairs made from the photos in DIR (searched recursively; "
+                      "may be given more than once) instead of the yardstick's")
   p.add_argument('--seed', type=int, default=0, help='--data real: the seed of the pairs')
   p.add_argument('--generated', type=int, default=128,
                  help="--data real: pairs from the project's generator too (default 128; 0: none)")
@@ -65,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
       fitted.save(os.path.join(model.source, verdict.FILE))
       model.__dict__.pop('verdict', None)
       print(f'verdict fitted on {fitted.fitted_on}: {os.path.join(model.source, verdict.FILE)}')
+    if args.photo_dir and args.data != 'real':
+      raise ValueError('--photo-dir makes real-photo pairs: use it with --data real')
     if args.data == 'real':
       report = evaluation.evaluate_real(model, baseline=args.baseline, seed=args.seed,
-                                        max_photos=args.photos, generated=args.generated)
+                                        max_photos=args.photos, generated=args.generated,
+                                        photo_dirs=args.photo_dir)
+      for path, why in report['skipped']:
+        print(f'skipped {path}: {why}', file=sys.stderr)
     elif model.task == 'pairs':
       report = evaluation.evaluate_pairs(model, examples=args.examples, baseline=args.baseline,
                                          sift_size=args.sift_size, source=args.source,
