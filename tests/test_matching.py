@@ -1070,29 +1070,35 @@ def test_own_photos_are_read_spread_capped_and_listed_when_unreadable(tmp_path):
   Image.fromarray(arrays['coffee']).save(lib / '.hidden' / 'x.jpg')
   (lib / 'broken.jpg').write_bytes(b'not a jpeg')
   (lib / 'notes.txt').write_text('not a photo')
+  Image.fromarray(arrays['chelsea']).resize((300, 200)).save(lib / '5-export.png')  # a copy
   photos, skipped = yardstick.own_photos([lib], None, max_side=400)
   order = ['0-astronaut.jpg', '2-chelsea.jpg', '1-coffee.jpg', '3-camera.jpg', '4-rocket.jpg']
   assert [Path(n).name for n, _ in photos] == order  # sorted paths, hidden ones left out
-  assert skipped == [(str((lib / 'broken.jpg').resolve()),
-                      'UnidentifiedImageError: cannot identify image file')]
+  file = lambda name: str((lib / name).resolve())
+  assert skipped == [(file('broken.jpg'), 'UnidentifiedImageError: cannot identify image file'),
+                     (file('5-export.png'), f'a copy of {file("2-chelsea.jpg")} (its dHash '
+                                            'within 6 bits), not another picture')]
   sizes = {Path(n).name: im.size for n, im in photos}
   assert all(max(size) == 400 for size in sizes.values())
   assert all(im.mode == 'RGB' for _, im in photos)
   h, w = arrays['rocket'].shape[:2]  # upright: turned a quarter, then capped
   assert sizes['4-rocket.jpg'] == (round(h * 400 / w), 400)
   assert sizes['2-chelsea.jpg'] == (400, round(300 * 400 / 451))
-  # a count: spread evenly over the six sorted files (the unreadable last among them)
+  # a count: spread evenly over the seven sorted files (the unreadable one last)
   three, skipped = yardstick.own_photos([lib], 3, max_side=400)
-  assert [Path(n).name for n, _ in three] == ['0-astronaut.jpg', '1-coffee.jpg']
-  assert len(skipped) == 1
+  assert [Path(n).name for n, _ in three] == ['0-astronaut.jpg', '3-camera.jpg']
+  assert skipped == [(file('broken.jpg'), 'UnidentifiedImageError: cannot identify image file')]
   # the pairs are made from them as from the yardstick's photos
   pairs = yardstick.user_pairs(three, seed=0)
   assert len(pairs) == 2 * 9 and pairs[0].name.startswith(three[0][0] + '/')
   with pytest.raises(yardstick.YardstickError, match='nowhere: no such file or folder'):
     yardstick.own_photos([tmp_path / 'nowhere'])
-  with pytest.raises(yardstick.YardstickError, match=r'broken.jpg: 0 photos could be read \(1 '
-                     r'skipped\); the pairs need at least two'):
+  with pytest.raises(yardstick.YardstickError, match=r'broken.jpg: 0 distinct photos could be '
+                     r'read \(1 skipped\); the pairs need at least two'):
     yardstick.own_photos([lib / 'broken.jpg'])
+  with pytest.raises(yardstick.YardstickError, match=r'1 distinct photo could be read \(1 '
+                     r'skipped\)'):  # a photo and its copy: one picture
+    yardstick.own_photos([lib / '2-chelsea.jpg', lib / '5-export.png'])
 
 
 def test_user_pairs_have_the_geometry_they_claim():

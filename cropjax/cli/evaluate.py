@@ -12,8 +12,8 @@ adds OpenCV SIFT + RANSAC on the same pairs. `--data real`: the real-photo
 yardstick instead (photographs cropjax never trains on, from Debian's
 wallpaper packages; cropjax/datasets/yardstick.py), the network alone and
 with alignment side by side; `--photo-dir` makes the same pairs from your own
-photos (distinct pictures: no crops or exports of one another), unreadable
-files skipped and listed. `--fit-verdict` (re)fits the verdict that
+photos (distinct pictures: no crops of one another), unreadable files and
+copies of a photo already taken skipped and listed. `--fit-verdict` (re)fits the verdict that
 combines the network with the alignment evidence, on validation photos, and
 saves it beside the checkpoints (training does this at its end). Auto-crop models: IoU, boundary
 displacement and angle error next to the full-frame and centre-crop baselines.

@@ -195,6 +195,9 @@ def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Im
 # Your own photos (`own_photos`) taken at most this many unless told otherwise: 100 make 900
 # pairs, about five minutes on 2 cores with SIFT beside cropjax.
 OWN_PHOTOS = 100
+# Two of your own photos whose 64-bit dHashes are this close are one picture (the distance the
+# demo library's splits and the yardstick's check use): the later one is left out.
+NEAR_COPY = 6
 
 
 def own_photos(roots: Sequence[str | os.PathLike], count: int | None = OWN_PHOTOS, *,
@@ -205,9 +208,11 @@ def own_photos(roots: Sequence[str | os.PathLike], count: int | None = OWN_PHOTO
 
   The image files under `roots` (folders searched recursively, as `cropjax-find` lists a
   library), `count` of them spread evenly over their sorted paths (None: all), each named by
-  its path. They should be distinct pictures: a crop or an export of another among them would
-  be counted as `other_image`. Raises YardstickError where fewer than two can be read
-  (`other_image` pairs another photo with each)."""
+  its path. They should be distinct pictures: a copy of another among them (within
+  `NEAR_COPY` dHash bits: re-encoded, resized, a burst's twin) is skipped and listed with the
+  photo it repeats; a crop of another would be counted as `other_image`. Raises YardstickError
+  where fewer than two can be used (`other_image` pairs another photo with each)."""
+  from cropjax.datasets import splits
   from cropjax.search import descriptors
   from cropjax.search import index
   try:
@@ -224,10 +229,16 @@ def own_photos(roots: Sequence[str | os.PathLike], count: int | None = OWN_PHOTO
       skipped.append((str(path), descriptors.unreadable(path, e)))
       continue
     photos.append((str(path), image))
+  group = splits.groups([splits.Item(name, splits.dhash(image)) for name, image in photos],
+                        NEAR_COPY)
+  for k in [k for k, g in enumerate(group) if g != k]:
+    skipped.append((photos[k][0], f'a copy of {photos[group[k]][0]} (its dHash within '
+                                  f'{NEAR_COPY} bits), not another picture'))
+  photos = [p for k, p in enumerate(photos) if group[k] == k]
   if len(photos) < 2:
     where = ', '.join(map(str, roots))
-    raise YardstickError(f'{where}: {len(photos)} photo{"" if len(photos) == 1 else "s"} could be '
-                         f'read ({len(skipped)} skipped); the pairs need at least two')
+    raise YardstickError(f'{where}: {len(photos)} distinct photo{"" if len(photos) == 1 else "s"} '
+                         f'could be read ({len(skipped)} skipped); the pairs need at least two')
   return photos, skipped
 
 
