@@ -218,7 +218,7 @@ def evaluate_real(model: inference.Model, *, baseline: str | None = None, seed: 
   report: dict[str, Any] = {
       'task': 'pairs', 'data': 'real', 'model': repr(model), 'photos': len(photos),
       'source': source, 'skipped': [list(s) for s in skipped], 'seed': seed,
-      'user_pairs': _compare(model, [(p.a, p.b) for p in user], truth, yardstick.KINDS,
+      'user_pairs': _compare(model, yardstick.Decoded(user), truth, yardstick.KINDS,
                              baseline, batch_size)}
   if generated:
     import io

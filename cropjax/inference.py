@@ -27,10 +27,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -601,24 +602,33 @@ def evidence(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str
              batch_size: int = 32):
   """(alignment evidence, network pair logits) for pairs: what the verdict is fitted on."""
   m = _checked(model, 'pairs')
-  pairs = list(pairs)
   ev, logits = [], []
-  for i in range(0, len(pairs), batch_size):  # a chunk's images at a time
-    _, chunk_logits, chunk_ev, _ = _network_and_evidence(
-        m, _load_pairs(pairs[i:i + batch_size], i), batch_size)
+  for i, chunk in _chunks(pairs, batch_size):
+    _, chunk_logits, chunk_ev, _ = _network_and_evidence(m, _load_pairs(chunk, i), batch_size)
     ev += chunk_ev
     logits.append(chunk_logits)
   return ev, np.concatenate(logits) if logits else np.zeros(0)
 
 
+def _chunks(pairs: Iterable, size: int) -> Iterator[tuple[int, list]]:
+  """(the first pair's number, the next `size` pairs) until `pairs` (any iterable) runs out:
+  only one chunk's images are loaded at a time."""
+  if size < 1:
+    raise ValueError(f'batch_size must be at least 1, got {size}')
+  it, first = iter(pairs), 0
+  while chunk := list(itertools.islice(it, size)):
+    yield first, chunk
+    first += len(chunk)
+
+
 def predict_pairs(pairs: Iterable[tuple[ImageLike, ImageLike]], *, model: Model | str | None = None,
                   batch_size: int = 32, align: bool = True) -> list[PairPrediction]:
-  """The batched form of `predict`: one result per (a, b) pair, in order."""
+  """The batched form of `predict`: one result per (a, b) pair, in order. `pairs` may be any
+  iterable (a generator of file paths, say): `batch_size` pairs' images are read at a time."""
   m = _checked(model, 'pairs')
-  pairs = list(pairs)
   out: list[PairPrediction] = []
-  for i in range(0, len(pairs), batch_size):  # a chunk's images in memory at a time
-    out += _predict_chunk(m, _load_pairs(pairs[i:i + batch_size], i), batch_size, align)
+  for i, chunk in _chunks(pairs, batch_size):  # a chunk's images in memory at a time
+    out += _predict_chunk(m, _load_pairs(chunk, i), batch_size, align)
   return out
 
 

@@ -48,7 +48,7 @@ def main() -> None:
     photos = yardstick.photos()
   pairs = [p for kind in kinds
            for p in yardstick.user_pairs(photos, args.seed, {'edited': 1}, edits=(kind,))]
-  results = cropjax.predict_pairs([(p.a, p.b) for p in pairs], model=model)
+  results = cropjax.predict_pairs(yardstick.Decoded(pairs), model=model)
   table: dict = {}
   for pair, p in zip(pairs, results):
     s = sift.match_pair(np.asarray(pair.a), np.asarray(pair.b))

@@ -156,6 +156,24 @@ def test_predict_returns_pixels_consistent_with_fractions(pair_workdir):
   before = model._forward._cache_size()
   cropjax.predict_pairs(pairs + [(b, a)], model=model, align=False)
   assert model._forward._cache_size() == before
+  # Any iterable, read a chunk at a time: a generator of pairs gives the same results, and
+  # no more than one chunk of it has been drawn when a chunk is loaded.
+  drawn = []
+  def generator():
+    for k, pair in enumerate(pairs):
+      drawn.append(k)
+      yield pair
+  loaded, load = [], inference._load_pairs
+  def recording(chunk, first=0):
+    loaded.append((first, len(chunk), len(drawn)))
+    return load(chunk, first)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(inference, '_load_pairs', recording)
+    lazy = cropjax.predict_pairs(generator(), model=model, align=False, batch_size=2)
+  assert loaded == [(0, 2, 2), (2, 1, 3)]
+  assert [r.probability for r in lazy] == pytest.approx([r.probability for r in many], abs=1e-5)
+  with pytest.raises(ValueError, match='batch_size must be at least 1, got 0'):
+    cropjax.predict_pairs(pairs, model=model, batch_size=0)
 
 
 def test_an_image_too_small_to_compare_is_named(pair_workdir, tmp_path):

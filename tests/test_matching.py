@@ -1108,6 +1108,15 @@ def test_user_pairs_have_the_geometry_they_claim():
   assert len(pairs) == 9 * len(photos) and sum(p.is_pair for p in pairs) == 5 * len(photos)
   assert all((p.edit in edits.KINDS) == (p.kind == 'edited') for p in pairs)
   assert yardstick.user_pairs(photos, seed=1)[5].box == pairs[5].box  # deterministic
+  # each side kept as its JPEG file, decoded afresh (to the same pixels) when read
+  p = pairs[0]
+  assert p.a_jpeg[:2] == p.b_jpeg[:2] == b'\xff\xd8' and p.a is not p.a
+  assert p.a.mode == 'RGB' and np.array_equal(np.asarray(p.a), np.asarray(p.a))
+  decoded = yardstick.Decoded(pairs[:3])
+  assert len(decoded) == 3
+  for _ in range(2):  # read as often as asked
+    assert [(np.asarray(a).tobytes(), np.asarray(b).tobytes()) for a, b in decoded] == [
+        (np.asarray(q.a).tobytes(), np.asarray(q.b).tobytes()) for q in pairs[:3]]
   for p in pairs:
     original, crop = (p.a, p.b) if p.original == 'a' else (p.b, p.a)
     assert original.size == p.original_size

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                  help="crop pairs: the validation split (default) or the real-photo yardstick")
   p.add_argument('--photos', type=int,
                  help='--data real: use only the first N photos (with --photo-dir: N spread '
-                      'over its files, default 40; memory grows with N, about 5.5 GB at 40)')
+                      'over its files, default 40)')
   p.add_argument('--photo-dir', action='append', metavar='DIR',
                  help="--data real: pairs made from the photos in DIR (searched recursively; "
                       "may be given more than once) instead of the yardstick's")

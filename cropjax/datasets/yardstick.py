@@ -156,17 +156,41 @@ PHOTOS = (
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-  """Two images and the truth about them."""
+  """Two images and the truth about them. The images are kept as the JPEG files they were
+  saved as (`a_jpeg`, `b_jpeg`) and decoded each time `a` or `b` is read: hundreds of pairs
+  of camera-size photos, decoded all at once, would take gigabytes."""
   name: str
   kind: str
-  a: Image.Image
-  b: Image.Image
+  a_jpeg: bytes
+  b_jpeg: bytes
   is_pair: bool
   original: str                            # 'a' or 'b' (for negatives: the wider image)
   box: tuple[float, float, float, float]   # the window in pixels of the original (unturned)
   original_size: tuple[int, int]
   angle: float = 0.0                       # degrees the window is turned (Lightroom's sign)
   edit: str = ''                           # the editor's edit of an `edited` crop
+
+  @property
+  def a(self) -> Image.Image:
+    return _decoded(self.a_jpeg)
+
+  @property
+  def b(self) -> Image.Image:
+    return _decoded(self.b_jpeg)
+
+
+class Decoded:
+  """Each pair's (a, b) decoded as it is read, any number of times: a sequence of pairs for
+  `cropjax.predict_pairs` and the baselines that holds one chunk's images at a time."""
+
+  def __init__(self, pairs: Sequence[Pair]):
+    self.pairs = pairs
+
+  def __len__(self) -> int:
+    return len(self.pairs)
+
+  def __iter__(self):
+    return ((p.a, p.b) for p in self.pairs)
 
 
 def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Image.Image]]:
@@ -193,8 +217,8 @@ def photos(max_side: int = MAX_SIDE, *, minimum: int = 30) -> list[tuple[str, Im
 
 
 # Your own photos (`own_photos`) taken at most this many unless told otherwise: as many as the
-# yardstick has, 360 pairs (`scripts/eval.py --data real` holds them all decoded: about 5.5 GB
-# at the yardstick's sizes, and two minutes on 2 cores with SIFT beside cropjax).
+# yardstick has, 360 pairs (`scripts/eval.py --data real`: about 3 GB of memory at the
+# yardstick's sizes, and two minutes on 2 cores with SIFT beside cropjax).
 OWN_PHOTOS = 40
 # Two of your own photos whose 64-bit dHashes are this close are one picture (the distance the
 # demo library's splits and the yardstick's check use): the later one is left out.
@@ -263,13 +287,16 @@ def read_photo(file, max_side: int = MAX_SIDE, *, name: str | None = None) -> Im
   return _capped(image, max_side)
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+def _jpeg(image: Image.Image, quality: int) -> bytes:
   buf = io.BytesIO()
   image.save(buf, 'JPEG', quality=int(quality))
-  buf.seek(0)
-  out = Image.open(buf)
-  out.load()
-  return out.convert('RGB')
+  return buf.getvalue()
+
+
+def _decoded(data: bytes) -> Image.Image:
+  with Image.open(io.BytesIO(data)) as im:
+    im.load()
+    return im.convert('RGB')
 
 
 def _window(rng: np.random.Generator, size: tuple[int, int], area: tuple[float, float],
@@ -441,7 +468,8 @@ def user_pairs(photos: Sequence[tuple[str, Image.Image]], seed: int = 0,
         first, second = _jpeg(original, q1), _jpeg(second, q2)
         swap = bool(rng.uniform() < 0.5)
         a, b = (second, first) if swap else (first, second)
-        out.append(Pair(name=f'{name}/{kind}{k}', kind=kind, a=a, b=b, is_pair=is_pair,
-                        original='b' if swap else 'a', box=tuple(float(v) for v in box),
-                        original_size=first.size, angle=angle, edit=edit))
+        out.append(Pair(name=f'{name}/{kind}{k}', kind=kind, a_jpeg=a, b_jpeg=b,
+                        is_pair=is_pair, original='b' if swap else 'a',
+                        box=tuple(float(v) for v in box), original_size=original.size,
+                        angle=angle, edit=edit))
   return out

@@ -230,7 +230,7 @@ def fit_for_model(model: Any, *, max_photos: int = 64, seed: int = 0) -> Verdict
   if len(photos) == 1:  # no other photo to pair with
     per_kind.pop('other_image')
   pairs = yardstick.user_pairs(photos, seed=seed, per_kind=per_kind)
-  ev, logits = inference.evidence([(p.a, p.b) for p in pairs], model=model)
+  ev, logits = inference.evidence(yardstick.Decoded(pairs), model=model)
   x = features(logits, ev)
   y = np.array([p.is_pair for p in pairs], np.float64)
   return fit(x, y, fitted_on=f'{len(pairs)} pairs from {len(photos)} {c.data.eval_split} photos '
