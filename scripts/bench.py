@@ -604,8 +604,9 @@ def _predict_files(model, args) -> list[Result]:
 
 
 def section_search(args) -> list[Result]:
-  """cropjax.search on a library of the yardstick's photos and `--search-distractors`
-  procedural photos (1024 x 768 JPEGs), with `--search-model` (a trained siamese model).
+  """cropjax.search on a library of the yardstick's photos (or `--search-photo-dir`'s: your own)
+  and `--search-distractors` procedural photos (1024 x 768 JPEGs), with `--search-model` (a
+  trained siamese model).
 
   Queries: two crops of each yardstick photo of 10-85 % of the area and one of
   5-10 % (aspect 0.7-1.4, resized 0.5-1x, JPEG 30-95), one straightened crop (10-85 %,
@@ -636,7 +637,15 @@ def section_search(args) -> list[Result]:
   model = inference.load_model(args.search_model, task='pairs')
   if args.search_rerank is None:
     args.search_rerank = search.RERANK
-  photos = yardstick.photos()
+  if args.search_photo_dir:  # your own photos in the yardstick's place (named photo000, ...)
+    own, skipped = yardstick.own_photos(args.search_photo_dir)
+    for path, why in skipped:
+      print(f'search   skipped {path}: {why}', flush=True)
+    photos = [(f'photo{k:03d}', im) for k, (_, im) in enumerate(own)]
+    whose = 'your own'
+  else:
+    photos = yardstick.photos()
+    whose = 'yardstick'
   root = tempfile.mkdtemp(prefix='cropjax-bench-search-')
   try:
     lib, qdir = _search_library(root, photos, args.search_distractors)
@@ -707,7 +716,7 @@ def section_search(args) -> list[Result]:
                              + distractors[:few] if few else None)
   finally:
     shutil.rmtree(root, ignore_errors=True)
-  print(f'search   library {len(index)} photos ({len(photos)} yardstick + '
+  print(f'search   library {len(index)} photos ({len(photos)} {whose} + '
         f'{args.search_distractors} distractors): index {build:.1f} photos/s, '
         f'{index.bytes_per_photo / 1024:.1f} KiB/photo; a query: reading and encoding '
         f'{encode_ms:.0f} ms, the top {args.search_top} by descriptor {retrieval_ms:.0f} ms',
@@ -1233,6 +1242,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--rerank-counts', type=_ints,
                       default=[0, 100, 200, 300, 400],
                       help='rerank: re-ranked counts measured (default 0,100,200,300,400)')
+  parser.add_argument('--search-photo-dir', action='append', metavar='DIR',
+                      help="search: the library's photos (and the queries' originals) from DIR "
+                           "instead of the yardstick's: 40 spread over its files, as "
+                           "scripts/eval.py --photo-dir takes them; may be repeated")
   parser.add_argument('--search-crop-resistant-photos', type=int, default=0,
                       help='search: give imagehash\'s crop-resistant hash (about 4 photos/s) only '
                            'the yardstick photos and this many distractors (default 0: all)')
