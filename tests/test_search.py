@@ -395,6 +395,16 @@ def test_the_shortlist_puts_the_original_first_by_template(model, tmp_path, monk
   assert shortlist[0][0] == CROP_OF and len(shortlist) == 3
   assert sorted(shortlist) == sorted(c for c in everything if c[0] in {k for k, _ in shortlist})
   assert search.shortlist(idx, described, [grey], top=3, rerank=0)[0] == everything[:3]
+  # A re-ranking that puts the descriptors' first candidate last (as unturned templates can a
+  # straightened crop's original): it keeps the last place verified; with one place, not.
+  with monkeypatch.context() as m:
+    m.setattr(rerank, 'order', lambda index, grey, photos: [
+        (j, 1.0 - j / 100) for j in range(1, len(photos))] + [(0, -1.0)])
+    kept = search.shortlist(idx, described, [grey], top=3, rerank=len(idx), with_template=True)[0]
+    assert [c[0] for c in kept] == [everything[1][0], everything[2][0], everything[0][0]]
+    assert kept[-1][2] == -1.0
+    assert [c[0] for c in search.shortlist(idx, described, [grey], top=1,
+                                           rerank=len(idx))[0]] == [everything[1][0]]
   # A library searched against itself: its own thumbnails stand in for the queries.
   asked = []
   real = rerank.order
