@@ -246,14 +246,8 @@ def own_photos(roots: Sequence[str | os.PathLike], count: int | None = OWN_PHOTO
     raise YardstickError(str(e)) from None
   if count is not None and len(paths) > count:
     paths = [paths[k] for k in np.linspace(0, len(paths) - 1, count).round().astype(int)]
-  photos, skipped = [], []
-  for path in paths:
-    try:
-      image = _capped(descriptors.read_photo(path, max_side)[0], max_side)
-    except Exception as e:  # noqa: BLE001 -- any decoder failure: the file is skipped and listed
-      skipped.append((str(path), descriptors.unreadable(path, e)))
-      continue
-    photos.append((str(path), image))
+  read, skipped = descriptors.read_photos(paths, max_side)
+  photos = [(str(p), _capped(r[0], max_side)) for p, r in zip(paths, read) if r is not None]
   group = splits.groups([splits.Item(name, splits.dhash(image)) for name, image in photos],
                         NEAR_COPY)
   for k in [k for k, g in enumerate(group) if g != k]:

@@ -101,12 +101,13 @@ def unreadable(path: str | Path, error: Exception) -> str:
   return f'{type(error).__name__}: {text.strip(" :")}'.rstrip(' :')
 
 
-def read_photos(paths: Sequence[Path], settings: dict[str, Any]
+def read_photos(paths: Sequence[Path], side: int
                 ) -> tuple[list[tuple[Image.Image, tuple[int, int]] | None], list[tuple[str, str]]]:
-  """Each path's `read_photo` (None where it cannot be read) and the (path, why) of those."""
+  """Each path's `read_photo` at `side` (None where it cannot be read) and the (path, why) of
+  those."""
   def read(p: Path) -> tuple[Image.Image, tuple[int, int]] | str:
     try:
-      return read_photo(p, settings['library_side'])
+      return read_photo(p, side)
     except Exception as e:  # noqa: BLE001 -- any decoder failure: the file is skipped and listed
       return unreadable(p, e)
   photos, failures = [], []

@@ -363,7 +363,8 @@ def update_index(roots: Sequence[str | os.PathLike], folder: str | os.PathLike, 
   pending: list[tuple[Photo, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
   done = 0
   chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-  read = lambda chunk: descriptors.read_photos([Path(f) for f, *_ in chunk], settings)
+  read = lambda chunk: descriptors.read_photos([Path(f) for f, *_ in chunk],
+                                                  settings['library_side'])
   # The next chunk's files are decoded while this one's are encoded.
   with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='cropjax-read') as reader:
     ahead = reader.submit(read, chunks[0]) if chunks else None

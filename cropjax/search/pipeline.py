@@ -73,7 +73,8 @@ class Describe(beam.DoFn):
     self.failures: list[tuple[str, str]] = []
 
   def process(self, batch: Sequence[tuple[str, int, int, str]]) -> Iterator[str]:
-    read, failures = descriptors.read_photos([Path(f) for f, *_ in batch], self.settings)
+    read, failures = descriptors.read_photos([Path(f) for f, *_ in batch],
+                                              self.settings['library_side'])
     self.failures += failures
     for (path, size, mtime_ns, digest), (width, height), arrays in descriptors.describe_read(
         batch, read, self.model, self.settings):
