@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
   from cropjax.datasets import yardstick
   from cropjax.matching import verdict
   try:
+    if args.photo_dir and args.data != 'real':  # before a model is loaded or a verdict fitted
+      raise ValueError('--photo-dir makes real-photo pairs: use it with --data real')
     model = inference.load_model(args.workdir or args.checkpoint)
     if (args.data == 'real' or args.fit_verdict) and model.task != 'pairs':
       raise inference.ModelError(f'{model.source}: an auto-crop model; --data real and '
@@ -73,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
       fitted.save(os.path.join(model.source, verdict.FILE))
       model.__dict__.pop('verdict', None)
       print(f'verdict fitted on {fitted.fitted_on}: {os.path.join(model.source, verdict.FILE)}')
-    if args.photo_dir and args.data != 'real':
-      raise ValueError('--photo-dir makes real-photo pairs: use it with --data real')
     if args.data == 'real':
       report = evaluation.evaluate_real(model, baseline=args.baseline, seed=args.seed,
                                         max_photos=args.photos, generated=args.generated,
